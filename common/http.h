@@ -1,0 +1,112 @@
+/*
+ * http.h - HTTP over libcurl: timeouts, retries with backoff and jitter,
+ * capped responses, TLS verification always on.
+ *
+ * Retries: a request is tried again on network errors (cannot connect,
+ * reset, timeout, truncated body), on 429 and on 500/502/503/504, up to
+ * opts.max_retries more times and while the total time slept stays within
+ * opts.retry_budget_ms. The wait before the next try is, in this order:
+ *   1. Retry-After (seconds or an HTTP date),
+ *   2. RateLimit-Reset (a unix time; the wait is reset - now),
+ *   3. exponential backoff from backoff_base_ms, doubled each try, capped
+ *      at backoff_max_ms, with full jitter.
+ * A wait longer than what is left of the budget ends the retries. A request
+ * whose method is not idempotent (POST, PATCH) is retried only when it
+ * certainly did not reach the server (connect failure, 429, 502/503/504),
+ * never after a 500 or a connection dropped mid-response, so a create is
+ * not made twice.
+ *
+ * TLS peer and host verification are always on. The CA bundle is
+ * opts.ca_file when set, else $FACTORY_CA_FILE, else $CI_SERVER_TLS_CA_FILE,
+ * else curl's default. Proxies come from the usual environment variables
+ * (http_proxy, https_proxy, no_proxy), as libcurl reads them. Every request
+ * sends "User-Agent: factory/<version>". Redirects are followed (at most 5)
+ * when opts.follow_redirects is set, keeping the method for 307/308; the
+ * Authorization/PRIVATE-TOKEN headers are not sent to another host.
+ */
+#ifndef FACTORY_HTTP_H
+#define FACTORY_HTTP_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+typedef struct {
+	long connect_timeout_ms;  /* default 10000 */
+	long timeout_ms;          /* whole transfer, default 60000 */
+	int max_retries;          /* default 5 */
+	long retry_budget_ms;     /* total sleep across retries, default 120000 */
+	long backoff_base_ms;     /* default 500 */
+	long backoff_max_ms;      /* default 30000 */
+	size_t max_response;      /* cap on a buffered body, default 64 MiB */
+	int follow_redirects;     /* default 1 */
+	const char *ca_file;      /* NULL: see above; not copied */
+} http_options;
+
+/* Fill `o` with the defaults above. */
+void http_options_init(http_options *o);
+
+typedef struct http_client http_client;
+
+/* Create a client (one curl easy handle, reused for keep-alive). The options
+ * are copied. Returns 0, or FACTORY_ENOMEM/FACTORY_ERR with ferror set. */
+int http_client_new(http_client **out, const http_options *opts);
+/* Free the client; NULL is fine. */
+void http_client_free(http_client *c);
+
+/* Called with each chunk of a streamed body; return non-zero to abort. */
+typedef int (*http_sink_fn)(void *ctx, const char *data, size_t len);
+
+typedef struct {
+	const char *method;            /* "GET", "POST", "PUT", "DELETE", ... */
+	const char *url;               /* absolute URL */
+	const char *const *headers;    /* NULL-terminated "Name: value" list, or NULL */
+	const char *body;              /* request body or NULL */
+	size_t body_len;
+	http_sink_fn sink;             /* when set, the body is streamed there, not buffered */
+	void *sink_ctx;
+} http_request;
+
+typedef struct {
+	long status;          /* final HTTP status, 0 if none */
+	fbuf body;            /* buffered body (empty when a sink was used) */
+	char *headers;        /* raw headers of the final response, "Name: value\r\n"... */
+	char *effective_url;  /* URL after redirects */
+	int attempts;         /* tries made, >= 1 */
+} http_response;
+
+void http_response_init(http_response *r);
+void http_response_release(http_response *r);
+/* Value of header `name` (case-insensitive) in the final response, copied
+ * into `out` (capped at out_len, NUL-terminated). Returns 0 if found, else
+ * FACTORY_ENOTFOUND. */
+int http_response_header(char *out, size_t out_len, const http_response *r, const char *name);
+
+/*
+ * Perform `req`, with the retries described above. Returns 0 whenever an
+ * HTTP response was received, whatever its status (the caller judges it),
+ * including a final 429/5xx after retries ran out: then the return value is
+ * FACTORY_EUPSTREAM and `out` still holds that last response. Network
+ * failure after retries: FACTORY_EUPSTREAM. Body over the cap:
+ * FACTORY_ETOOBIG. The caller releases `out` in every case.
+ */
+int http_do(http_response *out, http_client *c, const http_request *req);
+
+/* Counters since the client was made. */
+typedef struct {
+	long requests;    /* HTTP requests sent, retries included */
+	long retries;     /* of which were retries */
+	long slept_ms;    /* total backoff */
+	long ratelimit_remaining; /* last RateLimit-Remaining seen, -1 if none */
+	long ratelimit_reset;     /* last RateLimit-Reset seen (unix time), -1 if none */
+} http_stats;
+void http_client_stats(http_stats *out, const http_client *c);
+
+/* Percent-encode `in` for a URL path segment or query value into `out`. */
+int http_escape(fbuf *out, const char *in);
+
+/* Sleep function used for backoff; tests may replace it to record waits. */
+typedef void (*http_sleep_fn)(long ms);
+void http_set_sleep(http_sleep_fn fn);
+
+#endif

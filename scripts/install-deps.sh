@@ -1,0 +1,36 @@
+#!/bin/sh
+# Install what the Factory needs on Debian 12, only what is missing.
+#   scripts/install-deps.sh build|test|static|bench|all ...
+# Runs apt-get through sudo when not root. Safe to rerun.
+set -eu
+
+BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev"
+TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates"
+STATIC="dpkg-dev devscripts cmake libssl-dev zlib1g-dev libssh2-1-dev libnghttp2-dev libpsl-dev file"
+BENCH="wrk hyperfine valgrind"
+
+want=""
+for group in "$@"; do
+	case "$group" in
+	build) want="$want $BUILD" ;;
+	test) want="$want $BUILD $TEST" ;;
+	static) want="$want $BUILD $STATIC" ;;
+	bench) want="$want $BUILD $TEST $BENCH" ;;
+	all) want="$want $BUILD $TEST $STATIC $BENCH" ;;
+	*) echo "install-deps: unknown group '$group' (build, test, static, bench, all)" >&2; exit 2 ;;
+	esac
+done
+
+missing=""
+for p in $want; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		case " $missing " in *" $p "*) ;; *) missing="$missing $p" ;; esac
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing$missing" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
