@@ -29,15 +29,23 @@ else
   OPT = -O2
 endif
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+STATIC ?= 0
+ifeq ($(STATIC),1)
+  PKG_CFLAGS := $(shell pkg-config --static --cflags $(PKGS))
+  PKG_LIBS   := $(shell pkg-config --static --libs $(PKGS))
+  STATIC_LDFLAGS = -static
+else
+  PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+  PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+  STATIC_LDFLAGS =
+endif
 
 WARN    = -Wall -Wextra -Wno-missing-field-initializers -Wshadow -Wformat=2 -Wvla
 CFLAGS  ?= $(OPT) -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS) \
 	-DFACTORY_VERSION=\"$(VERSION)\" -MMD -MP
 LDFLAGS ?=
-ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) $(STATIC_LDFLAGS)
 LIBS    = $(PKG_LIBS) -lm -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -66,7 +74,8 @@ $(LIB): $(COMMON_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/factory-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard jobs/$$*/*.c)) $(LIB)
+PCT := %
+$(BIN)/factory-%: $$(patsubst $$(PCT).c,$(BUILD)/$$(PCT).o,$$(wildcard jobs/$$*/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LIBS)
 

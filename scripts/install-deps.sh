@@ -6,7 +6,7 @@ set -eu
 
 BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev"
 TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates"
-STATIC="dpkg-dev devscripts cmake libssl-dev zlib1g-dev libssh2-1-dev libnghttp2-dev libpsl-dev file"
+STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
 BENCH="wrk hyperfine valgrind"
 
 want=""
