@@ -5,7 +5,7 @@
 set -eu
 
 BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev"
-TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates"
+TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates rsync"
 STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
 BENCH="wrk hyperfine valgrind"
 
@@ -22,6 +22,10 @@ for group in "$@"; do
 done
 
 missing=""
+# Node.js (for the npm-based checks): any node on PATH will do; else Debian's.
+case " $want " in *" python3-gitlab "*)
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || want="$want nodejs npm" ;;
+esac
 for p in $want; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
 		case " $missing " in *" $p "*) ;; *) missing="$missing $p" ;; esac
