@@ -1,0 +1,803 @@
+/* logparse.c - JSON lines, logfmt, pcre2 patterns and plain text into log records. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "logparse.h"
+
+#include <cjson/cJSON.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "error.h"
+
+enum { F_TIME, F_LEVEL, F_MESSAGE, F_USER, F_REQUEST, F_ROUTE, F_STATUS, F_COUNT };
+
+#define MAX_CANDIDATES 12
+#define MAX_PAIRS 64
+
+typedef struct {
+	char *buf;                     /* the list, split in place */
+	const char *names[MAX_CANDIDATES];
+	int n;
+} candidates;
+
+struct logparse {
+	logparse_options o;
+	candidates fields[F_COUNT];
+	pcre2_code *re;
+	pcre2_match_data *md;
+	int group[F_COUNT];            /* capture group numbers, 0 when absent */
+	fbuf partial;                  /* a line split across feeds */
+	int partial_cut;               /* the partial line passed max_line */
+	fbuf first;                    /* the pending record's first line */
+	fbuf detail;                   /* its continuation lines */
+	int pending;
+	uint64_t pending_line;
+	uint64_t line_no;
+	fbuf store;                    /* field values of the record being handed over */
+	logparse_stats st;
+};
+
+static const char *const default_fields[F_COUNT] = {
+	"time,timestamp,ts,@timestamp,t",
+	"level,severity,lvl,log.level,loglevel",
+	"message,msg,error,err,event",
+	"user,user_id,userId,uid,session,session_id,sessionId,user.id",
+	"request_id,requestId,req_id,trace_id,traceId",
+	"route,path,url,endpoint,http.route",
+	"status,status_code,statusCode,http.status_code",
+};
+
+static const char *const group_names[F_COUNT][2] = {
+	{"time", NULL}, {"level", NULL}, {"message", "msg"}, {"user", NULL},
+	{"request", NULL}, {"route", NULL}, {"status", NULL},
+};
+
+void logparse_options_init(logparse_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->format = LOGPARSE_AUTO;
+	o->max_line = 64 << 10;
+	o->max_detail = 16 << 10;
+}
+
+static int candidates_init(candidates *c, const char *list)
+{
+	char *p, *save = NULL, *tok;
+
+	c->n = 0;
+	if (!(c->buf = strdup(list)))
+		return FACTORY_ENOMEM;
+	for (p = c->buf; (tok = strtok_r(p, ",", &save)) && c->n < MAX_CANDIDATES; p = NULL) {
+		while (*tok == ' ')
+			tok++;
+		if (*tok)
+			c->names[c->n++] = tok;
+	}
+	return 0;
+}
+
+int logparse_new(logparse **out, const logparse_options *opts)
+{
+	logparse *p;
+	const char *lists[F_COUNT];
+	int i, error = FACTORY_ENOMEM;
+
+	*out = NULL;
+	if (!(p = calloc(1, sizeof(*p))))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	if (opts)
+		p->o = *opts;
+	else
+		logparse_options_init(&p->o);
+	if (!p->o.max_line)
+		p->o.max_line = 64 << 10;
+	if (!p->o.max_detail)
+		p->o.max_detail = 16 << 10;
+	lists[F_TIME] = p->o.time_fields;
+	lists[F_LEVEL] = p->o.level_fields;
+	lists[F_MESSAGE] = p->o.message_fields;
+	lists[F_USER] = p->o.user_fields;
+	lists[F_REQUEST] = p->o.request_fields;
+	lists[F_ROUTE] = p->o.route_fields;
+	lists[F_STATUS] = p->o.status_fields;
+	for (i = 0; i < F_COUNT; i++)
+		if (candidates_init(&p->fields[i], lists[i] && *lists[i] ? lists[i] : default_fields[i]) < 0)
+			goto fail;
+	fbuf_init(&p->partial, p->o.max_line + 1);
+	fbuf_init(&p->first, p->o.max_line + 1);
+	fbuf_init(&p->detail, p->o.max_detail);
+	fbuf_init(&p->store, p->o.max_line * 2 + p->o.max_detail + 1024);
+	if (p->o.format == LOGPARSE_PATTERN && (!p->o.pattern || !*p->o.pattern)) {
+		error = ferror_set(FACTORY_ECONFIG, "the pattern format needs a line pattern");
+		goto fail_set;
+	}
+	if (p->o.pattern && *p->o.pattern) {
+		int errcode, j;
+		PCRE2_SIZE erroff;
+		p->re = pcre2_compile((PCRE2_SPTR)p->o.pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
+				      &errcode, &erroff, NULL);
+		if (!p->re) {
+			PCRE2_UCHAR msg[256];
+			pcre2_get_error_message(errcode, msg, sizeof(msg));
+			error = ferror_set(FACTORY_ECONFIG, "bad line pattern at offset %zu: %s", (size_t)erroff,
+					   (const char *)msg);
+			goto fail_set;
+		}
+		pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* best effort: interpreted if it fails */
+		if (!(p->md = pcre2_match_data_create_from_pattern(p->re, NULL)))
+			goto fail;
+		for (i = 0; i < F_COUNT; i++) {
+			for (j = 0; j < 2 && group_names[i][j]; j++) {
+				int n = pcre2_substring_number_from_name(p->re, (PCRE2_SPTR)group_names[i][j]);
+				if (n > 0) {
+					p->group[i] = n;
+					break;
+				}
+			}
+		}
+		if (!p->group[F_MESSAGE]) {
+			error = ferror_set(FACTORY_ECONFIG, "the line pattern has no (?<message>...) group");
+			goto fail_set;
+		}
+	}
+	*out = p;
+	return 0;
+fail:
+	ferror_set(FACTORY_ENOMEM, "out of memory");
+fail_set:
+	logparse_free(p);
+	return error;
+}
+
+void logparse_free(logparse *p)
+{
+	int i;
+
+	if (!p)
+		return;
+	for (i = 0; i < F_COUNT; i++)
+		free(p->fields[i].buf);
+	if (p->md)
+		pcre2_match_data_free(p->md);
+	if (p->re)
+		pcre2_code_free(p->re);
+	fbuf_release(&p->partial);
+	fbuf_release(&p->first);
+	fbuf_release(&p->detail);
+	fbuf_release(&p->store);
+	free(p);
+}
+
+void logparse_get_stats(logparse_stats *out, const logparse *p)
+{
+	*out = p->st;
+}
+
+/* ------------------------------------------------------------ time, level */
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int digits(const char *s, size_t len, size_t at, size_t n, int *out)
+{
+	size_t i;
+	int v = 0;
+
+	if (at + n > len)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[at + i] < '0' || s[at + i] > '9')
+			return -1;
+		v = v * 10 + (s[at + i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+int logparse_time(int64_t *ms, const char *s, size_t len)
+{
+	int y, mo, d, h, mi, sec = 0, frac_ms = 0, oh = 0, om = 0;
+	size_t i;
+	int64_t t;
+
+	while (len && (*s == ' ' || *s == '"'))
+		s++, len--;
+	while (len && (s[len - 1] == ' ' || s[len - 1] == '"'))
+		len--;
+	if (len == 0)
+		return -1;
+	/* epoch numbers */
+	for (i = 0; i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.'); i++)
+		;
+	if (i == len && s[0] != '.') {
+		double v = strtod(s, NULL);
+		if (v >= 1e17)
+			v /= 1e6; /* ns */
+		else if (v >= 1e14)
+			v /= 1e3; /* us */
+		else if (v < 1e11)
+			v *= 1e3; /* s */
+		*ms = (int64_t)v;
+		return 0;
+	}
+	if (digits(s, len, 0, 4, &y) || len < 10 || (s[4] != '-' && s[4] != '/') || digits(s, len, 5, 2, &mo) ||
+	    s[7] != s[4] || digits(s, len, 8, 2, &d) || mo < 1 || mo > 12 || d < 1 || d > 31)
+		return -1;
+	h = mi = 0;
+	i = 10;
+	if (i < len && (s[i] == 'T' || s[i] == ' ' || s[i] == 't')) {
+		if (digits(s, len, 11, 2, &h) || len < 16 || s[13] != ':' || digits(s, len, 14, 2, &mi))
+			return -1;
+		i = 16;
+		if (i < len && s[i] == ':') {
+			if (digits(s, len, 17, 2, &sec))
+				return -1;
+			i = 19;
+		}
+		if (i < len && (s[i] == '.' || s[i] == ',')) {
+			int k = 0;
+			i++;
+			while (i < len && s[i] >= '0' && s[i] <= '9') {
+				if (k < 3)
+					frac_ms = frac_ms * 10 + (s[i] - '0');
+				k++;
+				i++;
+			}
+			while (k < 3) {
+				frac_ms *= 10;
+				k++;
+			}
+		}
+		if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+			i++;
+		} else if (i < len && (s[i] == '+' || s[i] == '-')) {
+			int sign = s[i] == '-' ? -1 : 1;
+			if (digits(s, len, i + 1, 2, &oh))
+				return -1;
+			i += 3;
+			if (i < len && s[i] == ':')
+				i++;
+			if (i < len && !digits(s, len, i, 2, &om))
+				i += 2;
+			oh *= sign;
+			om *= sign;
+		}
+	}
+	if (h > 23 || mi > 59 || sec > 60)
+		return -1;
+	t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec - oh * 3600 - om * 60;
+	*ms = t * 1000 + frac_ms;
+	return 0;
+}
+
+loglevel logparse_level(const char *s, size_t len)
+{
+	static const struct {
+		const char *name;
+		loglevel l;
+	} names[] = {
+		{"trace", LOGLEVEL_DEBUG}, {"debug", LOGLEVEL_DEBUG}, {"dbg", LOGLEVEL_DEBUG},
+		{"info", LOGLEVEL_INFO}, {"information", LOGLEVEL_INFO}, {"notice", LOGLEVEL_INFO},
+		{"inf", LOGLEVEL_INFO}, {"warn", LOGLEVEL_WARN}, {"warning", LOGLEVEL_WARN},
+		{"wrn", LOGLEVEL_WARN}, {"error", LOGLEVEL_ERROR}, {"err", LOGLEVEL_ERROR},
+		{"severe", LOGLEVEL_ERROR}, {"fatal", LOGLEVEL_FATAL}, {"crit", LOGLEVEL_FATAL},
+		{"critical", LOGLEVEL_FATAL}, {"panic", LOGLEVEL_FATAL}, {"alert", LOGLEVEL_FATAL},
+		{"emerg", LOGLEVEL_FATAL}, {"emergency", LOGLEVEL_FATAL}, {NULL, LOGLEVEL_UNKNOWN},
+	};
+	int i;
+
+	while (len && (*s == ' ' || *s == '[' || *s == '"'))
+		s++, len--;
+	while (len && (s[len - 1] == ' ' || s[len - 1] == ']' || s[len - 1] == '"' || s[len - 1] == ':'))
+		len--;
+	if (len == 0)
+		return LOGLEVEL_UNKNOWN;
+	if (s[0] >= '0' && s[0] <= '9') {
+		int v = 0;
+		size_t k;
+		for (k = 0; k < len && k < 4 && s[k] >= '0' && s[k] <= '9'; k++)
+			v = v * 10 + (s[k] - '0');
+		if (k != len)
+			return LOGLEVEL_UNKNOWN;
+		if (len == 1) /* syslog severity */
+			return v <= 2 ? LOGLEVEL_FATAL : v == 3 ? LOGLEVEL_ERROR : v == 4 ? LOGLEVEL_WARN
+			       : v <= 6 ? LOGLEVEL_INFO : LOGLEVEL_DEBUG;
+		/* pino / bunyan */
+		return v >= 60 ? LOGLEVEL_FATAL : v >= 50 ? LOGLEVEL_ERROR : v >= 40 ? LOGLEVEL_WARN
+		       : v >= 30 ? LOGLEVEL_INFO : LOGLEVEL_DEBUG;
+	}
+	for (i = 0; names[i].name; i++)
+		if (strlen(names[i].name) == len && !strncasecmp(names[i].name, s, len))
+			return names[i].l;
+	return LOGLEVEL_UNKNOWN;
+}
+
+const char *loglevel_name(loglevel l)
+{
+	static const char *const n[] = {"unknown", "debug", "info", "warn", "error", "fatal"};
+	return (unsigned)l < sizeof(n) / sizeof(n[0]) ? n[l] : "unknown";
+}
+
+/* --------------------------------------------------------------- records */
+
+typedef struct {
+	size_t off[F_COUNT]; /* offsets in p->store, (size_t)-1 when absent */
+	size_t len[F_COUNT];
+} fields_found;
+
+static void found_init(fields_found *f)
+{
+	int i;
+
+	for (i = 0; i < F_COUNT; i++) {
+		f->off[i] = (size_t)-1;
+		f->len[i] = 0;
+	}
+}
+
+static int store_put(logparse *p, fields_found *f, int field, const char *s, size_t n)
+{
+	if (f->off[field] != (size_t)-1)
+		return 0; /* the first candidate found wins */
+	f->off[field] = p->store.len;
+	f->len[field] = n;
+	if (fbuf_put(&p->store, s, n) < 0 || fbuf_putc(&p->store, '\0') < 0) {
+		f->off[field] = (size_t)-1;
+		return -1;
+	}
+	return 0;
+}
+
+static int is_ident_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+	       c == '-' || c == '@';
+}
+
+/* Does the line start with key= (logfmt)? */
+static int starts_logfmt(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && is_ident_char(s[i]))
+		i++;
+	return i > 0 && i < n && s[i] == '=';
+}
+
+/* JSON: a value by candidate name, with dotted paths into objects. */
+static const cJSON *json_lookup(const cJSON *obj, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+	const char *dot;
+	char key[128];
+
+	if (v || !(dot = strchr(name, '.')))
+		return v;
+	if ((size_t)(dot - name) >= sizeof(key))
+		return NULL;
+	memcpy(key, name, (size_t)(dot - name));
+	key[dot - name] = '\0';
+	v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	return cJSON_IsObject(v) ? json_lookup(v, dot + 1) : NULL;
+}
+
+static int json_put(logparse *p, fields_found *f, int field, const cJSON *v)
+{
+	char num[64];
+
+	if (cJSON_IsString(v) && v->valuestring)
+		return store_put(p, f, field, v->valuestring, strlen(v->valuestring));
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble > -9e18 && v->valuedouble < 9e18 && v->valuedouble == (double)(long long)v->valuedouble)
+			snprintf(num, sizeof(num), "%lld", (long long)v->valuedouble);
+		else
+			snprintf(num, sizeof(num), "%.17g", v->valuedouble);
+		return store_put(p, f, field, num, strlen(num));
+	}
+	if (cJSON_IsBool(v))
+		return store_put(p, f, field, cJSON_IsTrue(v) ? "true" : "false", cJSON_IsTrue(v) ? 4 : 5);
+	if (cJSON_IsObject(v) && field == F_MESSAGE) {
+		/* {"error": {"message": "..."}} */
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "message");
+		if (cJSON_IsString(m))
+			return store_put(p, f, field, m->valuestring, strlen(m->valuestring));
+	}
+	return 0;
+}
+
+static int parse_json(logparse *p, fields_found *f, const char *s, size_t n, fbuf *extra_detail)
+{
+	cJSON *root = cJSON_ParseWithLength(s, n);
+	int i, k;
+	static const char *const stack_names[] = {"stack", "stack_trace", "stacktrace", "exception", "traceback", NULL};
+
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return 1;
+	}
+	for (i = 0; i < F_COUNT; i++) {
+		for (k = 0; k < p->fields[i].n; k++) {
+			const cJSON *v = json_lookup(root, p->fields[i].names[k]);
+			if (v && !cJSON_IsNull(v)) {
+				json_put(p, f, i, v);
+				if (f->off[i] != (size_t)-1)
+					break;
+			}
+		}
+	}
+	for (k = 0; stack_names[k]; k++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, stack_names[k]);
+		if (cJSON_IsString(v) && v->valuestring[0]) {
+			fbuf_puts(extra_detail, v->valuestring);
+			break;
+		}
+	}
+	cJSON_Delete(root);
+	return 0;
+}
+
+/* logfmt: key=value, key="quoted \" value", bare keys. Values are unescaped
+ * into the store. */
+static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t ks, ke;
+		int k, field, matched = -1;
+		while (i < n && (s[i] == ' ' || s[i] == '\t'))
+			i++;
+		ks = i;
+		while (i < n && s[i] != '=' && s[i] != ' ' && s[i] != '\t')
+			i++;
+		ke = i;
+		if (i >= n || s[i] != '=') {
+			continue; /* a bare key */
+		}
+		i++;
+		for (field = 0; field < F_COUNT && matched < 0; field++)
+			for (k = 0; k < p->fields[field].n; k++)
+				if (strlen(p->fields[field].names[k]) == ke - ks &&
+				    !memcmp(p->fields[field].names[k], s + ks, ke - ks)) {
+					matched = field;
+					break;
+				}
+		if (i < n && s[i] == '"') {
+			size_t start = ++i, off = p->store.len;
+			int escaped = 0;
+			while (i < n && s[i] != '"') {
+				if (s[i] == '\\' && i + 1 < n) {
+					escaped = 1;
+					i++;
+				}
+				i++;
+			}
+			if (matched >= 0 && f->off[matched] == (size_t)-1) {
+				if (!escaped) {
+					if (store_put(p, f, matched, s + start, i - start) < 0)
+						return -1;
+				} else {
+					size_t j;
+					for (j = start; j < i; j++) {
+						if (s[j] == '\\' && j + 1 < i) {
+							j++;
+							if (fbuf_putc(&p->store, s[j] == 'n' ? '\n' : s[j] == 't' ? '\t' : s[j]) < 0)
+								return -1;
+						} else if (fbuf_putc(&p->store, s[j]) < 0) {
+							return -1;
+						}
+					}
+					f->off[matched] = off;
+					f->len[matched] = p->store.len - off;
+					if (fbuf_putc(&p->store, '\0') < 0)
+						return -1;
+				}
+			}
+			if (i < n)
+				i++;
+		} else {
+			size_t start = i;
+			while (i < n && s[i] != ' ' && s[i] != '\t')
+				i++;
+			if (matched >= 0 && store_put(p, f, matched, s + start, i - start) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse_pattern(logparse *p, fields_found *f, const char *s, size_t n)
+{
+	int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, 0, 0, p->md, NULL);
+	PCRE2_SIZE *ov;
+	int i;
+
+	if (rc < 0)
+		return 1;
+	ov = pcre2_get_ovector_pointer(p->md);
+	for (i = 0; i < F_COUNT; i++) {
+		int g = p->group[i];
+		if (g > 0 && g < rc && ov[2 * g] != PCRE2_UNSET && store_put(p, f, i, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Plain text: a leading time (one or two tokens), then a level word among
+ * the next few tokens; the message is what follows the level (or the line). */
+static int parse_plain(logparse *p, fields_found *f, const char *s, size_t n)
+{
+	size_t i = 0, tok_s[6], tok_e[6];
+	int nt = 0, k;
+	int64_t ms;
+
+	while (nt < 6 && i < n) {
+		while (i < n && (s[i] == ' ' || s[i] == '\t'))
+			i++;
+		if (i >= n)
+			break;
+		tok_s[nt] = i;
+		while (i < n && s[i] != ' ' && s[i] != '\t')
+			i++;
+		tok_e[nt++] = i;
+	}
+	k = 0;
+	if (nt >= 2 && logparse_time(&ms, s + tok_s[0], tok_e[1] - tok_s[0]) == 0) {
+		if (store_put(p, f, F_TIME, s + tok_s[0], tok_e[1] - tok_s[0]) < 0)
+			return -1;
+		k = 2;
+	} else if (nt >= 1 && logparse_time(&ms, s + tok_s[0], tok_e[0] - tok_s[0]) == 0) {
+		if (store_put(p, f, F_TIME, s + tok_s[0], tok_e[0] - tok_s[0]) < 0)
+			return -1;
+		k = 1;
+	}
+	for (; k < nt && k < 5; k++) {
+		if (logparse_level(s + tok_s[k], tok_e[k] - tok_s[k]) != LOGLEVEL_UNKNOWN &&
+		    !(s[tok_s[k]] >= '0' && s[tok_s[k]] <= '9')) {
+			size_t m = tok_e[k];
+			if (store_put(p, f, F_LEVEL, s + tok_s[k], tok_e[k] - tok_s[k]) < 0)
+				return -1;
+			while (m < n && (s[m] == ' ' || s[m] == '\t' || s[m] == ':' || s[m] == '-'))
+				m++;
+			return store_put(p, f, F_MESSAGE, s + m, n - m);
+		}
+	}
+	return store_put(p, f, F_MESSAGE, s, n);
+}
+
+static int is_continuation_plain(const char *s, size_t n)
+{
+	static const char *const starts[] = {"Caused by", "Traceback", "During handling", "The above exception",
+					     "goroutine ", "panic: ", "...", NULL};
+	int i;
+
+	if (n == 0)
+		return 1;
+	if (s[0] == ' ' || s[0] == '\t' || s[0] == '}' || s[0] == ']')
+		return 1;
+	for (i = 0; starts[i]; i++) {
+		size_t l = strlen(starts[i]);
+		if (n >= l && !memcmp(s, starts[i], l))
+			return i != 5; /* "panic:" at the start is a record of its own */
+	}
+	return 0;
+}
+
+static int is_start(logparse *p, const char *s, size_t n)
+{
+	switch (p->o.format) {
+	case LOGPARSE_JSON:
+		return n > 0 && s[0] == '{';
+	case LOGPARSE_LOGFMT:
+		return starts_logfmt(s, n);
+	case LOGPARSE_PATTERN:
+		return pcre2_match(p->re, (PCRE2_SPTR)s, n, 0, 0, p->md, NULL) >= 0;
+	case LOGPARSE_PLAIN:
+		return !is_continuation_plain(s, n);
+	case LOGPARSE_AUTO:
+	default:
+		if (n > 0 && s[0] == '{')
+			return 1;
+		if (starts_logfmt(s, n))
+			return 1;
+		if (p->re)
+			return pcre2_match(p->re, (PCRE2_SPTR)s, n, 0, 0, p->md, NULL) >= 0;
+		return !is_continuation_plain(s, n);
+	}
+}
+
+/* Hand the pending record over. */
+static int emit(logparse *p, logparse_record_fn cb, void *ctx)
+{
+	fields_found f;
+	log_record r;
+	const char *s = fbuf_cstr(&p->first);
+	size_t n = p->first.len;
+	int rc = 1, i;
+	fbuf extra;
+	const char *empty = "";
+
+	p->pending = 0;
+	fbuf_reset(&p->store);
+	found_init(&f);
+	fbuf_init(&extra, p->o.max_detail);
+	if ((p->o.format == LOGPARSE_JSON || p->o.format == LOGPARSE_AUTO) && n > 0 && s[0] == '{') {
+		rc = parse_json(p, &f, s, n, &extra);
+		if (rc > 0)
+			p->st.bad_json++;
+	}
+	if (rc > 0 && (p->o.format == LOGPARSE_LOGFMT || (p->o.format == LOGPARSE_AUTO && starts_logfmt(s, n))))
+		rc = parse_logfmt(p, &f, s, n);
+	if (rc > 0 && p->re && (p->o.format == LOGPARSE_PATTERN || p->o.format == LOGPARSE_AUTO))
+		rc = parse_pattern(p, &f, s, n);
+	if (rc > 0) {
+		/* not JSON/logfmt/pattern after all: plain text */
+		found_init(&f);
+		fbuf_reset(&p->store);
+		rc = parse_plain(p, &f, s, n) < 0 ? -1 : 0;
+	} else if (rc == 0 && f.off[F_MESSAGE] == (size_t)-1) {
+		/* no message field: the line is the message */
+		rc = store_put(p, &f, F_MESSAGE, s, n) < 0 ? -1 : 0;
+	}
+	memset(&r, 0, sizeof(r));
+	r.time_ms = -1;
+	r.level_text = r.user = r.request = r.route = empty;
+	r.message = s;
+	r.message_len = n;
+	if (rc == 0) {
+		const char *base = fbuf_cstr(&p->store);
+		for (i = 0; i < F_COUNT; i++) {
+			const char *v = f.off[i] == (size_t)-1 ? NULL : base + f.off[i];
+			size_t l = f.len[i];
+			if (!v)
+				continue;
+			switch (i) {
+			case F_TIME:
+				if (logparse_time(&r.time_ms, v, l) < 0)
+					r.time_ms = -1;
+				break;
+			case F_LEVEL:
+				r.level_text = v;
+				r.level = logparse_level(v, l);
+				break;
+			case F_MESSAGE:
+				r.message = v;
+				r.message_len = l;
+				break;
+			case F_USER:
+				r.user = v;
+				break;
+			case F_REQUEST:
+				r.request = v;
+				break;
+			case F_ROUTE:
+				r.route = v;
+				break;
+			case F_STATUS:
+				r.status = atoi(v);
+				break;
+			}
+		}
+	}
+	if (extra.len && p->detail.len == 0) {
+		r.detail = fbuf_cstr(&extra);
+		r.detail_len = extra.len;
+	} else {
+		r.detail = fbuf_cstr(&p->detail);
+		r.detail_len = p->detail.len;
+	}
+	r.raw = s;
+	r.raw_len = n;
+	r.line_no = p->pending_line;
+	p->st.records++;
+	rc = cb(ctx, &r);
+	fbuf_release(&extra);
+	fbuf_reset(&p->first);
+	fbuf_reset(&p->detail);
+	return rc;
+}
+
+static int line(logparse *p, const char *s, size_t n, logparse_record_fn cb, void *ctx)
+{
+	int rc = 0;
+
+	while (n && s[n - 1] == '\r')
+		n--;
+	p->line_no++;
+	p->st.lines++;
+	if (p->pending && !is_start(p, s, n)) {
+		if (n == 0 && p->detail.len == 0)
+			return 0;
+		p->st.joined_lines++;
+		if (p->detail.len)
+			fbuf_putc(&p->detail, '\n');
+		if (fbuf_put(&p->detail, s, n) < 0 && p->detail.max > p->detail.len)
+			fbuf_put(&p->detail, s, p->detail.max - p->detail.len); /* what fits */
+		return 0;
+	}
+	if (n == 0)
+		return 0;
+	if (p->pending && (rc = emit(p, cb, ctx)) != 0)
+		return rc;
+	fbuf_reset(&p->first);
+	if (fbuf_put(&p->first, s, n) < 0)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	p->pending = 1;
+	p->pending_line = p->line_no;
+	return 0;
+}
+
+int logparse_feed(logparse *p, const char *data, size_t len, logparse_record_fn cb, void *ctx)
+{
+	const char *end = data + len, *nl;
+	int rc;
+
+	while (data < end) {
+		nl = memchr(data, '\n', (size_t)(end - data));
+		if (!nl) {
+			/* keep the partial line, up to max_line */
+			size_t room = p->o.max_line > p->partial.len ? p->o.max_line - p->partial.len : 0;
+			size_t take = (size_t)(end - data) < room ? (size_t)(end - data) : room;
+			if (take && fbuf_put(&p->partial, data, take) < 0)
+				return ferror_set(FACTORY_ENOMEM, "out of memory");
+			if (take < (size_t)(end - data))
+				p->partial_cut = 1;
+			return 0;
+		}
+		if (p->partial.len || p->partial_cut) {
+			size_t room = p->o.max_line > p->partial.len ? p->o.max_line - p->partial.len : 0;
+			size_t take = (size_t)(nl - data) < room ? (size_t)(nl - data) : room;
+			if (take && fbuf_put(&p->partial, data, take) < 0)
+				return ferror_set(FACTORY_ENOMEM, "out of memory");
+			if (take < (size_t)(nl - data))
+				p->partial_cut = 1;
+			if (p->partial_cut)
+				p->st.truncated_lines++;
+			rc = line(p, fbuf_cstr(&p->partial), p->partial.len, cb, ctx);
+			fbuf_reset(&p->partial);
+			p->partial_cut = 0;
+		} else {
+			size_t n = (size_t)(nl - data);
+			if (n > p->o.max_line) {
+				n = p->o.max_line;
+				p->st.truncated_lines++;
+			}
+			rc = line(p, data, n, cb, ctx);
+		}
+		if (rc)
+			return rc;
+		data = nl + 1;
+	}
+	return 0;
+}
+
+int logparse_finish(logparse *p, logparse_record_fn cb, void *ctx)
+{
+	int rc;
+
+	if (p->partial.len || p->partial_cut) {
+		if (p->partial_cut)
+			p->st.truncated_lines++;
+		rc = line(p, fbuf_cstr(&p->partial), p->partial.len, cb, ctx);
+		fbuf_reset(&p->partial);
+		p->partial_cut = 0;
+		if (rc)
+			return rc;
+	}
+	if (p->pending)
+		return emit(p, cb, ctx);
+	return 0;
+}
