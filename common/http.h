@@ -105,6 +105,11 @@ void http_client_stats(http_stats *out, const http_client *c);
 /* Percent-encode `in` for a URL path segment or query value into `out`. */
 int http_escape(fbuf *out, const char *in);
 
+/* 1 when URLs `a` and `b` have the same origin (scheme, host and port, the
+ * default port filled in), else 0, also when either does not parse. Used to
+ * decide whether a URL may receive credentials meant for the other. */
+int http_same_origin(const char *a, const char *b);
+
 /* Sleep function used for backoff; tests may replace it to record waits. */
 typedef void (*http_sleep_fn)(long ms);
 void http_set_sleep(http_sleep_fn fn);
