@@ -404,6 +404,42 @@ int sandbox_has_namespaces(const sandbox *sb)
 	return sb->namespaces;
 }
 
+int sandbox_private_file(char **path_out, sandbox *sb, const char *name, const char *data, size_t len)
+{
+	char path[PATH_MAX];
+	size_t done = 0;
+	ssize_t n;
+	int fd;
+
+	*path_out = NULL;
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return ferror_set(FACTORY_EINVALID, "bad private file name '%s'", name);
+	snprintf(path, sizeof(path), "%s/%s", sb->home, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ferror_set(FACTORY_ERR, "cannot write %s: %s", path, strerror(errno));
+	while (done < len) {
+		n = write(fd, data + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+			close(fd);
+			return ferror_set(FACTORY_ERR, "cannot write %s: %s", path, strerror(e));
+		}
+		done += (size_t)n;
+	}
+	if (sb->as_root && fchown(fd, sb->uid, sb->gid) < 0) {
+		int e = errno;
+		close(fd);
+		return ferror_set(FACTORY_ERR, "cannot hand %s to uid %ld: %s", path, (long)sb->uid, strerror(e));
+	}
+	close(fd);
+	if (!(*path_out = strdup(path)))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	return 0;
+}
+
 /* ---- paths ---- */
 
 static int is_git_component(const char *rel)

@@ -85,6 +85,13 @@ const char *sandbox_describe(const sandbox *sb);
 /* 1 when commands run in namespaces, 0 when the kernel refused them. */
 int sandbox_has_namespaces(const sandbox *sb);
 
+/*
+ * Put a file into the commands' private HOME (for an external agent's prompt,
+ * say), readable by the command user; *path_out is its absolute path (caller
+ * frees). `name` is a plain file name. Returns 0 or FACTORY_ERR/EINVALID.
+ */
+int sandbox_private_file(char **path_out, sandbox *sb, const char *name, const char *data, size_t len);
+
 /* Make the calling process non-dumpable and without core files. Returns 0
  * or FACTORY_ERR. Call it before reading any secret. */
 int sandbox_protect_self(void);
