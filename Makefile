@@ -13,7 +13,7 @@
 # bin/factory-<name>, tests/unit/*_test.c -> one Criterion binary each.
 
 CC      ?= cc
-PKGS    ?= libcurl libcjson libgit2 libpcre2-8 yaml-0.1 libmicrohttpd
+PKGS    ?= libcurl libcjson libgit2 libpcre2-8 yaml-0.1 libmicrohttpd zlib
 VERSION ?= $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 SAN ?= 0

@@ -4,7 +4,7 @@
 # Runs apt-get through sudo when not root. Safe to rerun.
 set -eu
 
-BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev"
+BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev zlib1g-dev"
 TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates rsync"
 STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
 BENCH="wrk hyperfine valgrind"

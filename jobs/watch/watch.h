@@ -111,6 +111,18 @@ typedef struct {
 
 /* ---- filing.c ---- */
 
+typedef struct {
+	int file;            /* a new issue is called for (when none exists yet) */
+	int friction;        /* a user (scope) hit it friction_count times within the window */
+	int is_new;          /* not seen in the baseline (and a baseline was read) */
+	int rate_jump;       /* well above its baseline rate */
+	int severity;        /* 1 (worst) .. 4 */
+	char reasons[768];   /* why this severity, markdown list items */
+} watch_assessment;
+
+/* Judge one fingerprint of the run. */
+void watch_assess(watch_assessment *a, const watch_run *run, const watch_fp *fp);
+
 /* Read the issues that carry fingerprints (open, and closed within the
  * reopen window) into run->known. */
 int watch_load_known(watch_run *run, job_ctx *ctx);
