@@ -1,0 +1,715 @@
+/* server.c - intake's HTTP server over libmicrohttpd (see server.h). */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "assets.h"
+#include "buf.h"
+#include "error.h"
+#include "feedback.h"
+#include "guard.h"
+#include "log.h"
+#include "version.h"
+
+#define FEEDBACK_PATH "/v1/feedback"
+#define ORIGINS_MAX 64
+
+struct intake_server {
+	struct MHD_Daemon *daemon;
+	intake_server_options o;
+	spool *sp;
+	ratelimit *rl;
+	dedup *dd;
+	char *origins[ORIGINS_MAX];
+	int norigins;
+	int any_origin;
+	char address[128];
+	char widget_etag[40];
+	const intake_asset *widget;
+
+	long accepted, duplicates, rejected, rate_limited, store_failed; /* atomics */
+};
+
+enum route { R_OTHER = 0, R_FEEDBACK, R_WIDGET, R_CSS, R_FORM, R_HEALTH };
+
+typedef struct {
+	enum route route;
+	fbuf body;
+	int too_big;
+	long long start_ms;
+} request;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void count(long *counter)
+{
+	__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+void intake_server_options_init(intake_server_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->listen = "127.0.0.1:8080";
+	o->max_body = 65536;
+	o->rate_per_minute = 10;
+	o->min_fill_ms = 3000;
+	o->dedup_window_s = 600;
+	o->timeout_s = 10;
+	o->body_deadline_s = 30;
+	o->threads = 4;
+	o->max_conns_per_client = 32;
+	o->cache_max_age_s = 300;
+}
+
+/* ---- responses ---- */
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* The request's Origin when the allow-list lets it read our answers. */
+static const char *allowed_origin(const intake_server *s, struct MHD_Connection *c)
+{
+	const char *origin = header(c, "Origin"), *host = header(c, "Host"), *p;
+	int i;
+
+	if (!origin)
+		return NULL;
+	if (s->any_origin)
+		return origin;
+	for (i = 0; i < s->norigins; i++) {
+		if (!strcasecmp(origin, s->origins[i]))
+			return origin;
+	}
+	/* Our own pages (the no-JavaScript form) post from our own origin. */
+	p = strstr(origin, "://");
+	if (host && p && !strcasecmp(p + 3, host))
+		return origin;
+	return NULL;
+}
+
+static enum MHD_Result send_reply(intake_server *s, struct MHD_Connection *c, unsigned int status,
+				  const char *content_type, const void *body, size_t len, enum MHD_ResponseMemoryMode mode,
+				  const char *cache, const char *const *extra)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, mode);
+	const char *origin;
+	enum MHD_Result ret;
+
+	if (!resp)
+		return MHD_NO;
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, cache ? cache : "no-store");
+	if ((origin = allowed_origin(s, c))) {
+		MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+	}
+	for (; extra && extra[0]; extra += 2)
+		MHD_add_response_header(resp, extra[0], extra[1]);
+	ret = MHD_queue_response(c, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result send_json(intake_server *s, struct MHD_Connection *c, unsigned int status, const fbuf *b,
+				 const char *const *extra)
+{
+	return send_reply(s, c, status, "application/json; charset=utf-8", b->ptr ? b->ptr : "{}", b->ptr ? b->len : 2,
+			  MHD_RESPMEM_MUST_COPY, NULL, extra);
+}
+
+/* {"error": code, "message": message} */
+static enum MHD_Result send_error(intake_server *s, struct MHD_Connection *c, unsigned int status, const char *code,
+				  const char *message, const char *const *extra)
+{
+	feedback_problem pr;
+	fbuf b;
+	enum MHD_Result ret;
+
+	memset(&pr, 0, sizeof(pr));
+	pr.status = (int)status;
+	pr.code = code;
+	snprintf(pr.message, sizeof(pr.message), "%s", message);
+	fbuf_init(&b, 4096);
+	if (feedback_problem_json(&b, &pr) < 0) {
+		fbuf_release(&b);
+		return MHD_NO;
+	}
+	ret = send_json(s, c, status, &b, extra);
+	fbuf_release(&b);
+	return ret;
+}
+
+static int html_escape(fbuf *out, const char *s)
+{
+	int error = 0;
+
+	for (; *s && !error; s++) {
+		switch (*s) {
+		case '<': error = fbuf_puts(out, "&lt;"); break;
+		case '>': error = fbuf_puts(out, "&gt;"); break;
+		case '&': error = fbuf_puts(out, "&amp;"); break;
+		case '"': error = fbuf_puts(out, "&quot;"); break;
+		case '\'': error = fbuf_puts(out, "&#39;"); break;
+		default: error = fbuf_putc(out, *s);
+		}
+	}
+	return error;
+}
+
+/* A small page for browsers that posted the form without JavaScript. */
+static enum MHD_Result send_html(intake_server *s, struct MHD_Connection *c, unsigned int status, const char *heading,
+				 const char *text, const feedback_problem *pr)
+{
+	static const char *const csp[] = {
+		"Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'",
+		NULL};
+	fbuf b;
+	enum MHD_Result ret;
+	int i;
+
+	fbuf_init(&b, 65536);
+	fbuf_puts(&b, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+		      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+		      "<link rel=\"stylesheet\" href=\"/widget.css\"><title>");
+	html_escape(&b, heading);
+	fbuf_puts(&b, "</title></head><body><main class=\"fb-page\"><h1>");
+	html_escape(&b, heading);
+	fbuf_puts(&b, "</h1><p>");
+	html_escape(&b, text);
+	fbuf_puts(&b, "</p>");
+	if (pr && pr->nfields) {
+		fbuf_puts(&b, "<ul class=\"fb-errors\" role=\"alert\">");
+		for (i = 0; i < pr->nfields; i++) {
+			fbuf_puts(&b, "<li>");
+			html_escape(&b, pr->fields[i].field);
+			fbuf_puts(&b, ": ");
+			html_escape(&b, pr->fields[i].message);
+			fbuf_puts(&b, "</li>");
+		}
+		fbuf_puts(&b, "</ul>");
+	}
+	fbuf_puts(&b, "<p><a href=\"/feedback\">Send another message</a></p></main></body></html>\n");
+	ret = send_reply(s, c, status, "text/html; charset=utf-8", b.ptr, b.len, MHD_RESPMEM_MUST_COPY, NULL, csp);
+	fbuf_release(&b);
+	return ret;
+}
+
+/* ---- routes ---- */
+
+static enum route route_of(const char *url)
+{
+	if (!strcmp(url, FEEDBACK_PATH))
+		return R_FEEDBACK;
+	if (!strcmp(url, "/widget.js"))
+		return R_WIDGET;
+	if (!strcmp(url, "/widget.css"))
+		return R_CSS;
+	if (!strcmp(url, "/feedback"))
+		return R_FORM;
+	if (!strcmp(url, "/healthz"))
+		return R_HEALTH;
+	return R_OTHER;
+}
+
+static enum MHD_Result serve_asset(intake_server *s, struct MHD_Connection *c, const intake_asset *a, const char *etag)
+{
+	const char *inm = header(c, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	char cache[64];
+	const char *extra[] = {MHD_HTTP_HEADER_ETAG, etag, "Cross-Origin-Resource-Policy", "cross-origin", NULL, NULL,
+			       NULL};
+
+	snprintf(cache, sizeof(cache), "public, max-age=%ld", s->o.cache_max_age_s);
+	if (a->csp) {
+		extra[4] = "Content-Security-Policy";
+		extra[5] = a->csp;
+	}
+	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
+		return send_reply(s, c, MHD_HTTP_NOT_MODIFIED, NULL, "", 0, MHD_RESPMEM_PERSISTENT, cache, extra);
+	return send_reply(s, c, MHD_HTTP_OK, a->content_type, a->data, a->len, MHD_RESPMEM_PERSISTENT, cache, extra);
+}
+
+static enum MHD_Result serve_health(intake_server *s, struct MHD_Connection *c)
+{
+	cJSON *o = cJSON_CreateObject(), *sp;
+	spool_stats st;
+	char *text = NULL;
+	enum MHD_Result ret = MHD_NO;
+
+	spool_get_stats(&st, s->sp);
+	if (!o || !cJSON_AddStringToObject(o, "status", "ok") || !cJSON_AddStringToObject(o, "version", FACTORY_VERSION) ||
+	    !(sp = cJSON_AddObjectToObject(o, "spool")) || !cJSON_AddNumberToObject(sp, "pending", (double)st.pending) ||
+	    !cJSON_AddNumberToObject(sp, "last_seq", (double)st.last_seq) ||
+	    !cJSON_AddNumberToObject(sp, "delivered_seq", (double)st.delivered) ||
+	    !cJSON_AddNumberToObject(sp, "segments", (double)st.segments) ||
+	    !cJSON_AddNumberToObject(sp, "damaged", (double)st.damaged) ||
+	    !cJSON_AddNumberToObject(o, "accepted", (double)__atomic_load_n(&s->accepted, __ATOMIC_RELAXED)) ||
+	    !cJSON_AddNumberToObject(o, "duplicates", (double)__atomic_load_n(&s->duplicates, __ATOMIC_RELAXED)) ||
+	    !cJSON_AddNumberToObject(o, "rejected", (double)__atomic_load_n(&s->rejected, __ATOMIC_RELAXED)))
+		goto cleanup;
+	if (s->o.status_fn) {
+		if (s->o.status_fn(o, s->o.status_ctx) < 0)
+			goto cleanup;
+	} else {
+		cJSON *d = cJSON_AddObjectToObject(o, "delivery");
+		if (!d || !cJSON_AddStringToObject(d, "state", "off"))
+			goto cleanup;
+	}
+	if (!(text = cJSON_PrintUnformatted(o)))
+		goto cleanup;
+	ret = send_reply(s, c, MHD_HTTP_OK, "application/json; charset=utf-8", text, strlen(text), MHD_RESPMEM_MUST_COPY,
+			 NULL, NULL);
+cleanup:
+	free(text);
+	cJSON_Delete(o);
+	return ret;
+}
+
+/* The client's address as the rate limit sees it: IPv4 whole, IPv6 by its
+ * /64 (one subscriber), or the last X-Forwarded-For hop behind a proxy. */
+static void client_key(char *out, size_t len, const intake_server *s, struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+	snprintf(out, len, "unknown");
+	if (s->o.trust_proxy) {
+		const char *xff = header(c, "X-Forwarded-For"), *last;
+		if (xff && *xff) {
+			last = strrchr(xff, ',');
+			last = last ? last + 1 : xff;
+			while (*last == ' ')
+				last++;
+			snprintf(out, len, "%.63s", last);
+			return;
+		}
+	}
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)len);
+	} else if (sa->sa_family == AF_INET6) {
+		struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(&a)) {
+			inet_ntop(AF_INET, &a.s6_addr[12], out, (socklen_t)len);
+			return;
+		}
+		memset(&a.s6_addr[8], 0, 8);
+		inet_ntop(AF_INET6, &a, out, (socklen_t)len);
+	}
+}
+
+static int wants_html(struct MHD_Connection *c)
+{
+	const char *accept = header(c, "Accept"), *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+
+	return accept && strstr(accept, "text/html") && ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33);
+}
+
+static enum MHD_Result refuse(intake_server *s, struct MHD_Connection *c, unsigned int status, const char *code,
+			      const char *message, const char *const *extra)
+{
+	count(&s->rejected);
+	if (wants_html(c))
+		return send_html(s, c, status, "Your message was not sent", message, NULL);
+	return send_error(s, c, status, code, message, extra);
+}
+
+/* The whole body is in: parse, check, fold, store. */
+static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *c, request *r, const char *client)
+{
+	feedback f;
+	feedback_problem pr;
+	dedup_key key;
+	fbuf out;
+	char id[48], msg[256];
+	const char *parts[6];
+	long long now = now_ms();
+	uint64_t seq;
+	int rc, html = wants_html(c);
+	enum MHD_Result ret;
+
+	fbuf_init(&out, 1 << 20);
+	rc = feedback_parse(&f, &pr, header(c, MHD_HTTP_HEADER_CONTENT_TYPE), r->body.ptr ? r->body.ptr : "", r->body.len);
+	if (rc == FACTORY_EINVALID) {
+		count(&s->rejected);
+		if (html) {
+			ret = send_html(s, c, (unsigned)pr.status, "Your message was not sent",
+					"Please go back, correct the form and send it again.", &pr);
+		} else {
+			ret = feedback_problem_json(&out, &pr) < 0 ? MHD_NO : send_json(s, c, (unsigned)pr.status, &out, NULL);
+		}
+		goto cleanup;
+	}
+	if (rc < 0) {
+		ret = send_error(s, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "the server ran out of memory", NULL);
+		goto cleanup;
+	}
+	if (f.honeypot) {
+		ret = refuse(s, c, 422, "rejected",
+			     "this looks automated: the hidden field 'website' must stay empty", NULL);
+		goto cleanup;
+	}
+	if (f.elapsed_ms >= 0 && s->o.min_fill_ms > 0 && f.elapsed_ms < s->o.min_fill_ms) {
+		snprintf(msg, sizeof(msg), "the form was sent %ld ms after it opened; please take at least %ld ms",
+			 f.elapsed_ms, s->o.min_fill_ms);
+		ret = refuse(s, c, 422, "too_fast", msg, NULL);
+		goto cleanup;
+	}
+	parts[0] = client;
+	parts[1] = feedback_kind_name(f.kind);
+	parts[2] = f.title;
+	parts[3] = f.description;
+	parts[4] = f.email;
+	parts[5] = f.page_url;
+	dedup_key_of(&key, parts, 6);
+	if (dedup_check(s->dd, &key, now, id, sizeof(id))) {
+		count(&s->duplicates);
+		if (html) {
+			ret = send_html(s, c, MHD_HTTP_ACCEPTED, "Thank you",
+					"We already have this message; there is no need to send it again.", NULL);
+		} else {
+			fbuf_printf(&out, "{\"id\":\"%s\",\"status\":\"accepted\",\"duplicate\":true}", id);
+			ret = send_json(s, c, MHD_HTTP_ACCEPTED, &out, NULL);
+		}
+		goto cleanup;
+	}
+	f.received_ms = now;
+	if ((rc = feedback_new_id(&f)) < 0 || (rc = feedback_to_json(&out, &f)) < 0 ||
+	    (rc = spool_append(&seq, s->sp, out.ptr, out.len)) < 0) {
+		static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
+		dedup_forget(s->dd, &key);
+		count(&s->store_failed);
+		log_error("cannot store a submission: %s", ferror_last());
+		ret = send_error(s, c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+				 "the submission could not be stored; please try again in a moment", retry);
+		goto cleanup;
+	}
+	dedup_stored(s->dd, &key, f.id, now);
+	count(&s->accepted);
+	log_debug("accepted %s as spool record %llu", f.id, (unsigned long long)seq);
+	if (html) {
+		snprintf(msg, sizeof(msg), "Your message was received (reference %s).", f.id);
+		ret = send_html(s, c, MHD_HTTP_ACCEPTED, "Thank you", msg, NULL);
+	} else {
+		fbuf_reset(&out);
+		fbuf_printf(&out, "{\"id\":\"%s\",\"status\":\"accepted\"}", f.id);
+		ret = send_json(s, c, MHD_HTTP_ACCEPTED, &out, NULL);
+	}
+cleanup:
+	fbuf_release(&out);
+	feedback_release(&f);
+	return ret;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+			      const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	intake_server *s = cls;
+	request *r = *con_cls;
+	char client[64];
+	(void)version;
+
+	if (!r) {
+		/* First call: headers are in, no body yet. */
+		const char *cl, *origin;
+		long retry;
+
+		if (!(r = calloc(1, sizeof(*r))))
+			return MHD_NO;
+		r->route = route_of(url);
+		r->start_ms = now_ms();
+		fbuf_init(&r->body, s->o.max_body);
+		*con_cls = r;
+
+		if (r->route != R_FEEDBACK) {
+			const intake_asset *a;
+
+			if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+				static const char *const allow[] = {MHD_HTTP_HEADER_ALLOW, "GET, HEAD", NULL};
+				return r->route == R_OTHER ? send_error(s, c, MHD_HTTP_NOT_FOUND, "not_found", "no such page", NULL)
+							   : send_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+									"use GET", allow);
+			}
+			switch (r->route) {
+			case R_WIDGET:
+				return serve_asset(s, c, s->widget, s->widget_etag);
+			case R_CSS:
+			case R_FORM:
+				a = intake_asset_find(r->route == R_CSS ? "/widget.css" : "/feedback");
+				if (a)
+					return serve_asset(s, c, a, a->etag);
+				break;
+			case R_HEALTH:
+				return serve_health(s, c);
+			default:
+				break;
+			}
+			return send_error(s, c, MHD_HTTP_NOT_FOUND, "not_found", "no such page", NULL);
+		}
+
+		origin = header(c, "Origin");
+		if (!strcmp(method, "OPTIONS")) {
+			static const char *const preflight[] = {
+				"Access-Control-Allow-Methods", "POST, OPTIONS", "Access-Control-Allow-Headers", "Content-Type",
+				"Access-Control-Max-Age", "600", NULL};
+			if (origin && !allowed_origin(s, c))
+				return refuse(s, c, MHD_HTTP_FORBIDDEN, "origin_not_allowed",
+					      "this site may not send feedback here", NULL);
+			return send_reply(s, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, MHD_RESPMEM_PERSISTENT, NULL, preflight);
+		}
+		if (strcmp(method, "POST")) {
+			static const char *const allow[] = {MHD_HTTP_HEADER_ALLOW, "POST, OPTIONS", NULL};
+			return send_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", allow);
+		}
+		if (origin && !allowed_origin(s, c))
+			return refuse(s, c, MHD_HTTP_FORBIDDEN, "origin_not_allowed",
+				      "this site may not send feedback here", NULL);
+		client_key(client, sizeof(client), s, c);
+		if (!ratelimit_take(s->rl, client, r->start_ms, &retry)) {
+			char secs[24];
+			const char *extra[] = {MHD_HTTP_HEADER_RETRY_AFTER, secs, NULL};
+			snprintf(secs, sizeof(secs), "%ld", retry);
+			count(&s->rate_limited);
+			return refuse(s, c, MHD_HTTP_TOO_MANY_REQUESTS, "rate_limited",
+				      "too many submissions from this address; please wait a moment", extra);
+		}
+		cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+			char msg[96];
+			snprintf(msg, sizeof(msg), "the body is larger than %zu bytes", s->o.max_body);
+			return refuse(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", msg, NULL);
+		}
+		return MHD_YES;
+	}
+
+	if (r->route != R_FEEDBACK)
+		return MHD_NO; /* a body sent to a GET route after we answered */
+
+	if (*upload_size) {
+		if (!r->too_big && fbuf_put(&r->body, upload_data, *upload_size) < 0)
+			r->too_big = 1;
+		*upload_size = 0;
+		if (r->too_big) {
+			char msg[96];
+			snprintf(msg, sizeof(msg), "the body is larger than %zu bytes", s->o.max_body);
+			return refuse(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", msg, NULL);
+		}
+		if (s->o.body_deadline_s > 0 && now_ms() - r->start_ms > s->o.body_deadline_s * 1000)
+			return refuse(s, c, MHD_HTTP_REQUEST_TIMEOUT, "timeout", "the body took too long to arrive", NULL);
+		return MHD_YES;
+	}
+	client_key(client, sizeof(client), s, c);
+	return take_submission(s, c, r, client);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	request *r = *con_cls;
+	(void)cls;
+	(void)c;
+	(void)toe;
+
+	if (!r)
+		return;
+	fbuf_release(&r->body);
+	free(r);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+	(void)cls;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	log_debug("http: %s", line);
+}
+
+/* ---- setup ---- */
+
+static int parse_origins(intake_server *s, const char *list)
+{
+	const char *p = list;
+
+	while (p && *p) {
+		const char *end = strchr(p, ','), *a, *b;
+		size_t len;
+
+		if (!end)
+			end = p + strlen(p);
+		for (a = p; a < end && isspace((unsigned char)*a); a++)
+			;
+		for (b = end; b > a && isspace((unsigned char)b[-1]); b--)
+			;
+		len = (size_t)(b - a);
+		if (len == 1 && *a == '*') {
+			s->any_origin = 1;
+		} else if (len) {
+			if (s->norigins >= ORIGINS_MAX)
+				return ferror_set(FACTORY_ECONFIG, "too many allowed origins (at most %d)", ORIGINS_MAX);
+			if (strncmp(a, "http://", 7) && strncmp(a, "https://", 8) && !(len == 4 && !strncmp(a, "null", 4)))
+				return ferror_set(FACTORY_ECONFIG,
+						  "bad setting intake.allowed_origins: '%.*s' is not an origin like "
+						  "https://shop.example.com",
+						  (int)len, a);
+			if (memchr(a, '/', len) && len > 8 && memchr(a + 8, '/', len - 8))
+				return ferror_set(FACTORY_ECONFIG,
+						  "bad setting intake.allowed_origins: '%.*s' has a path; an origin is "
+						  "scheme://host[:port]",
+						  (int)len, a);
+			if (!(s->origins[s->norigins] = strndup(a, len)))
+				return ferror_set(FACTORY_ENOMEM, "out of memory");
+			s->norigins++;
+		}
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+static int resolve_listen(struct sockaddr_storage *ss, socklen_t *sslen, const char *listen)
+{
+	char host[256], port[16];
+	const char *colon;
+	struct addrinfo hints, *res = NULL;
+	int rc;
+
+	if (*listen == '[') {
+		const char *close = strchr(listen, ']');
+		if (!close || close[1] != ':' || (size_t)(close - listen - 1) >= sizeof(host))
+			return ferror_set(FACTORY_ECONFIG, "bad listen address '%s' (want HOST:PORT or [IPv6]:PORT)", listen);
+		memcpy(host, listen + 1, (size_t)(close - listen - 1));
+		host[close - listen - 1] = '\0';
+		colon = close + 1;
+	} else {
+		colon = strrchr(listen, ':');
+		if (!colon || (size_t)(colon - listen) >= sizeof(host))
+			return ferror_set(FACTORY_ECONFIG, "bad listen address '%s' (want HOST:PORT)", listen);
+		memcpy(host, listen, (size_t)(colon - listen));
+		host[colon - listen] = '\0';
+	}
+	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof(port) || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+	    atol(colon + 1) > 65535)
+		return ferror_set(FACTORY_ECONFIG, "bad listen address '%s': the port must be a number from 0 to 65535",
+				  listen);
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+	if (rc != 0 || !res)
+		return ferror_set(FACTORY_ECONFIG, "bad listen address '%s': %s", listen, gai_strerror(rc));
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int intake_server_start(intake_server **out, const intake_server_options *o, spool *sp)
+{
+	intake_server *s = calloc(1, sizeof(*s));
+	struct sockaddr_storage ss;
+	socklen_t sslen = 0;
+	const union MHD_DaemonInfo *info;
+	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	char host[INET6_ADDRSTRLEN];
+	int error = -1;
+
+	*out = NULL;
+	if (!s)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	s->o = *o;
+	s->sp = sp;
+	if (s->o.threads < 1)
+		s->o.threads = 1;
+	if (!(s->widget = intake_asset_find("/widget.js"))) {
+		error = ferror_set(FACTORY_ERR, "the widget is missing from this build");
+		goto cleanup;
+	}
+	snprintf(s->widget_etag, sizeof(s->widget_etag), "%s", s->widget->etag);
+	if ((error = parse_origins(s, o->allowed_origins)) < 0 ||
+	    (error = ratelimit_new(&s->rl, o->rate_per_minute, o->rate_burst)) < 0 ||
+	    (error = dedup_new(&s->dd, o->dedup_window_s)) < 0 || (error = resolve_listen(&ss, &sslen, o->listen)) < 0)
+		goto cleanup;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	s->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->o.threads, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int)(o->timeout_s > 0 ? o->timeout_s : 10), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned int)(o->max_conns_per_client > 0 ? o->max_conns_per_client : 0), MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int)4096, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
+		(unsigned int)1024, MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+		MHD_OPTION_END);
+	if (!s->daemon) {
+		error = ferror_set(FACTORY_ERR, "cannot listen on %s (address in use, or not allowed)", o->listen);
+		goto cleanup;
+	}
+	info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	if (ss.ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+		snprintf(s->address, sizeof(s->address), "[%s]:%u", host, info ? info->port : 0);
+	} else {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+		snprintf(s->address, sizeof(s->address), "%s:%u", host, info ? info->port : 0);
+	}
+	*out = s;
+	s = NULL;
+	error = 0;
+cleanup:
+	intake_server_stop(s);
+	return error;
+}
+
+const char *intake_server_address(const intake_server *s)
+{
+	return s->address;
+}
+
+void intake_server_stop(intake_server *s)
+{
+	int i;
+
+	if (!s)
+		return;
+	if (s->daemon)
+		MHD_stop_daemon(s->daemon);
+	ratelimit_free(s->rl);
+	dedup_free(s->dd);
+	for (i = 0; i < s->norigins; i++)
+		free(s->origins[i]);
+	free(s);
+}
+
+void intake_server_get_stats(intake_server_stats *out, const intake_server *s)
+{
+	out->accepted = __atomic_load_n(&s->accepted, __ATOMIC_RELAXED);
+	out->duplicates = __atomic_load_n(&s->duplicates, __ATOMIC_RELAXED);
+	out->rejected = __atomic_load_n(&s->rejected, __ATOMIC_RELAXED);
+	out->rate_limited = __atomic_load_n(&s->rate_limited, __ATOMIC_RELAXED);
+	out->store_failed = __atomic_load_n(&s->store_failed, __ATOMIC_RELAXED);
+}
