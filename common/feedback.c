@@ -869,7 +869,8 @@ int feedback_to_json(fbuf *out, const feedback *f)
 	    (f->email && !cJSON_AddStringToObject(o, "email", f->email)) ||
 	    (f->page_url && !cJSON_AddStringToObject(o, "page_url", f->page_url)) ||
 	    (f->app_version && !cJSON_AddStringToObject(o, "app_version", f->app_version)) ||
-	    !cJSON_AddNumberToObject(o, "received_ms", (double)f->received_ms))
+	    !cJSON_AddNumberToObject(o, "received_ms", (double)f->received_ms) ||
+	    (f->source[0] && !cJSON_AddStringToObject(o, "source", f->source)))
 		goto cleanup;
 	if (f->context) {
 		cJSON *c = cJSON_Duplicate(f->context, 1);
@@ -931,6 +932,10 @@ int feedback_from_json(feedback *out, const char *json, size_t len)
 		at = cJSON_GetObjectItemCaseSensitive(o, "received_ms");
 		if (cJSON_IsNumber(at))
 			out->received_ms = (long long)at->valuedouble;
+		at = cJSON_GetObjectItemCaseSensitive(o, "source");
+		if (cJSON_IsString(at) && (!strcmp(at->valuestring, "customer") || !strcmp(at->valuestring, "internal") ||
+					   !strcmp(at->valuestring, "factory")))
+			snprintf(out->source, sizeof(out->source), "%s", at->valuestring);
 	}
 	cJSON_Delete(o);
 	return error;
@@ -1054,7 +1059,8 @@ int feedback_issue_fields(cJSON **out, const feedback *f)
 	if ((error = fbuf_putc(&desc, '\n')) < 0 || (error = feedback_issue_marker(&desc, f->id)) < 0 ||
 	    (error = fbuf_putc(&desc, '\n')) < 0)
 		goto cleanup;
-	snprintf(labels, sizeof(labels), "source::customer,type::%s", feedback_kind_name(f->kind));
+	snprintf(labels, sizeof(labels), "source::%s,type::%s", f->source[0] ? f->source : "customer",
+		 feedback_kind_name(f->kind));
 	if (!(o = cJSON_CreateObject()) || !cJSON_AddStringToObject(o, "title", fbuf_cstr(&title)) ||
 	    !cJSON_AddStringToObject(o, "description", fbuf_cstr(&desc)) || !cJSON_AddStringToObject(o, "labels", labels)) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");

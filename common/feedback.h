@@ -53,6 +53,7 @@ typedef struct {
 	long elapsed_ms;      /* -1 when absent */
 	int honeypot;         /* the honeypot field was filled */
 	long long received_ms; /* unix time in ms, 0 when unknown */
+	char source[16];      /* label source::<source>; "" means "customer" */
 } feedback;
 
 void feedback_init(feedback *f);
@@ -103,7 +104,7 @@ const char *feedback_kind_name(feedback_kind k);
 
 /*
  * The GitLab issue for `f`: a new JSON object with title, description and
- * labels ("source::customer,type::<kind>"). Every piece of customer text goes
+ * labels ("source::<source>,type::<kind>", source "customer" unless set). Every piece of customer text goes
  * through untrusted_clean()/untrusted_title(); the description ends with the
  * submission marker. The email is never in it.
  */
