@@ -1,0 +1,842 @@
+/* Tests for common/http.c against a real HTTP server on 127.0.0.1
+ * (tests/unit/testserver.h): retries and their waits, budgets, network
+ * failures, caps, redirects and what headers cross them. Waits are
+ * recorded through http_set_sleep, never slept. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "http.h"
+#include "log.h"
+#include "testserver.h"
+#include "version.h"
+
+static long waits[64];
+static int nwaits;
+
+static void record_sleep(long ms)
+{
+	if (nwaits < 64)
+		waits[nwaits] = ms;
+	nwaits++;
+}
+
+static void setup(void)
+{
+	nwaits = 0;
+	http_set_sleep(record_sleep);
+	log_set_level(LOG_ERROR);
+}
+
+TestSuite(http, .init = setup, .timeout = 20);
+
+static const char *const token_headers[] = {"PRIVATE-TOKEN: tok-abcdef-123456", "Authorization: Bearer zzz-secret-1",
+					    "Accept: application/json", NULL};
+
+/* A client with small, fast settings. */
+static http_client *client(int max_retries, long budget_ms)
+{
+	http_options o;
+	http_client *c = NULL;
+
+	http_options_init(&o);
+	o.max_retries = max_retries;
+	o.retry_budget_ms = budget_ms;
+	o.backoff_base_ms = 100;
+	o.backoff_max_ms = 1000;
+	o.connect_timeout_ms = 2000;
+	o.timeout_ms = 5000;
+	cr_assert_eq(http_client_new(&c, &o), 0, "%s", ferror_last());
+	return c;
+}
+
+static int do_req(http_response *r, http_client *c, const char *method, const char *url, const char *body)
+{
+	http_request q;
+
+	memset(&q, 0, sizeof(q));
+	q.method = method;
+	q.url = url;
+	q.headers = token_headers;
+	q.body = body;
+	q.body_len = body ? strlen(body) : 0;
+	return http_do(r, c, &q);
+}
+
+Test(http, get_ok_user_agent_headers)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	http_stats st;
+	char url[256], v[64];
+
+	ts_reply(s, 200, "OK", "X-Thing: one\r\nRateLimit-Remaining: 41\r\nRateLimit-Reset: 1700000000\r\n", "[1,2]");
+	ts_url(url, sizeof(url), s, "/api/v4/x?a=1");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(r.status, 200);
+	cr_assert_str_eq(r.body.ptr, "[1,2]");
+	cr_assert_eq(r.attempts, 1);
+	cr_assert_eq(http_response_header(v, sizeof(v), &r, "x-thing"), 0);
+	cr_assert_str_eq(v, "one");
+	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-Missing"), FACTORY_ENOTFOUND);
+	cr_assert_str_eq(r.effective_url, url);
+
+	cr_assert_eq(ts_count(s), 1);
+	cr_assert_str_eq(ts_req(s, 0)->method, "GET");
+	cr_assert_str_eq(ts_req(s, 0)->target, "/api/v4/x?a=1");
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(s, 0)->headers, "User-Agent"), 0);
+	cr_assert_str_eq(v, FACTORY_USER_AGENT);
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(s, 0)->headers, "PRIVATE-TOKEN"), 0);
+	cr_assert_str_eq(v, "tok-abcdef-123456");
+
+	http_client_stats(&st, c);
+	cr_assert_eq(st.requests, 1);
+	cr_assert_eq(st.retries, 0);
+	cr_assert_eq(st.ratelimit_remaining, 41);
+	cr_assert_eq(st.ratelimit_reset, 1700000000);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, keep_alive_reuses_the_connection)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	char url[256];
+	int i;
+
+	ts_url(url, sizeof(url), s, "/k");
+	http_response_init(&r);
+	for (i = 0; i < 3; i++) {
+		ts_reply(s, 200, "OK", NULL, "{}");
+		cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	}
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_eq(ts_connections(s), 1);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+/* A GET is tried again after each of these statuses. */
+static void retried_once(int status, const char *reason)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	http_stats st;
+	char url[256];
+
+	ts_reply(s, status, reason, NULL, "busy");
+	ts_reply(s, 200, "OK", NULL, "ok");
+	ts_url(url, sizeof(url), s, "/r");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%d: %s", status, ferror_last());
+	cr_assert_eq(r.status, 200);
+	cr_assert_str_eq(r.body.ptr, "ok");
+	cr_assert_eq(r.attempts, 2);
+	cr_assert_eq(ts_count(s), 2);
+	cr_assert_eq(nwaits, 1);
+	/* No header: jittered backoff within the first step's cap. */
+	cr_assert(waits[0] >= 0 && waits[0] <= 100, "wait %ld", waits[0]);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.requests, 2);
+	cr_assert_eq(st.retries, 1);
+	cr_assert_eq(st.slept_ms, waits[0]);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, get_retried_after_500)
+{
+	retried_once(500, "Internal Server Error");
+}
+
+Test(http, get_retried_after_502)
+{
+	retried_once(502, "Bad Gateway");
+}
+
+Test(http, get_retried_after_503)
+{
+	retried_once(503, "Service Unavailable");
+}
+
+Test(http, get_retried_after_504)
+{
+	retried_once(504, "Gateway Timeout");
+}
+
+Test(http, get_retried_after_429)
+{
+	retried_once(429, "Too Many Requests");
+}
+
+Test(http, no_retry_on_404)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 404, "Not Found", NULL, "{\"message\":\"404 Not Found\"}");
+	ts_url(url, sizeof(url), s, "/nf");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0);
+	cr_assert_eq(r.status, 404);
+	cr_assert_eq(ts_count(s), 1);
+	cr_assert_eq(nwaits, 0);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, post_not_retried_after_500)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 500, "Internal Server Error", NULL, "oops");
+	ts_reply(s, 201, "Created", NULL, "{}");
+	ts_url(url, sizeof(url), s, "/create");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "POST", url, "{\"a\":1}"), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.status, 500);
+	cr_assert_str_eq(r.body.ptr, "oops");
+	cr_assert_eq(ts_count(s), 1);
+	cr_assert_eq(nwaits, 0);
+	cr_assert_str_eq(ts_req(s, 0)->body, "{\"a\":1}");
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, post_retried_after_503_and_429)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 503, "Service Unavailable", NULL, "");
+	ts_reply(s, 429, "Too Many Requests", NULL, "Retry later");
+	ts_reply(s, 201, "Created", NULL, "{\"id\":1}");
+	ts_url(url, sizeof(url), s, "/create");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "POST", url, "{\"a\":1}"), 0, "%s", ferror_last());
+	cr_assert_eq(r.status, 201);
+	cr_assert_eq(r.attempts, 3);
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_str_eq(ts_req(s, 2)->method, "POST");
+	cr_assert_str_eq(ts_req(s, 2)->body, "{\"a\":1}");
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, retry_after_seconds)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 60000);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 429, "Too Many Requests", "Retry-After: 7\r\nRateLimit-Reset: 1\r\n", "Retry later");
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/ra");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(nwaits, 1);
+	cr_assert_eq(waits[0], 7000);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, retry_after_http_date)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 60000);
+	http_response r;
+	char url[256], date[64], hdr[128];
+	time_t when = time(NULL) + 5;
+	struct tm tm;
+
+	gmtime_r(&when, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	snprintf(hdr, sizeof(hdr), "Retry-After: %s\r\n", date);
+	ts_reply(s, 503, "Service Unavailable", hdr, "");
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/rd");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(nwaits, 1);
+	cr_assert(waits[0] >= 3000 && waits[0] <= 5000, "wait %ld for %s", waits[0], date);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, ratelimit_reset_when_no_retry_after)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 60000);
+	http_response r;
+	http_stats st;
+	char url[256], hdr[160];
+	long reset = (long)time(NULL) + 4;
+
+	snprintf(hdr, sizeof(hdr), "RateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n", reset);
+	ts_reply(s, 429, "Too Many Requests", hdr, "Retry later");
+	ts_reply(s, 200, "OK", "RateLimit-Remaining: 599\r\n", "[]");
+	ts_url(url, sizeof(url), s, "/rl");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(nwaits, 1);
+	cr_assert(waits[0] >= 2000 && waits[0] <= 4000, "wait %ld", waits[0]);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.ratelimit_remaining, 599);
+	cr_assert_eq(st.ratelimit_reset, reset);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, headerless_429_backoff_with_full_jitter)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(5, 600000);
+	http_response r;
+	char url[256];
+	long cap;
+	int i, nonzero = 0;
+
+	for (i = 0; i < 5; i++)
+		ts_reply(s, 429, "Too Many Requests", NULL, "");
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/j");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(r.attempts, 6);
+	cr_assert_eq(nwaits, 5);
+	for (i = 0, cap = 100; i < 5; i++, cap = cap * 2 > 1000 ? 1000 : cap * 2) {
+		cr_assert(waits[i] >= 0 && waits[i] <= cap, "wait %d = %ld over %ld", i, waits[i], cap);
+		nonzero += waits[i] > 0;
+	}
+	cr_assert(nonzero > 0);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, jitter_spreads_waits)
+{
+	/* Many first waits from fresh clients: full jitter spreads them over
+	 * [0, base], they are not all the same. */
+	http_options o;
+	http_client *c;
+	ts_server *s = ts_start();
+	http_response r;
+	char url[256];
+	long lo = 1000, hi = -1;
+	int i;
+
+	http_options_init(&o);
+	o.max_retries = 1;
+	o.backoff_base_ms = 1000;
+	ts_url(url, sizeof(url), s, "/spread");
+	http_response_init(&r);
+	for (i = 0; i < 20; i++) {
+		ts_reply(s, 503, "Service Unavailable", NULL, "");
+		ts_reply(s, 200, "OK", NULL, "[]");
+		cr_assert_eq(http_client_new(&c, &o), 0);
+		cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+		http_client_free(c);
+	}
+	cr_assert_eq(nwaits, 20);
+	for (i = 0; i < 20; i++) {
+		cr_assert(waits[i] >= 0 && waits[i] <= 1000);
+		lo = waits[i] < lo ? waits[i] : lo;
+		hi = waits[i] > hi ? waits[i] : hi;
+	}
+	cr_assert(hi - lo > 100, "waits from %ld to %ld", lo, hi);
+	http_response_release(&r);
+	ts_stop(s);
+}
+
+Test(http, retry_budget_exhausted)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(10, 2500);
+	http_response r;
+	http_stats st;
+	char url[256];
+	int i;
+
+	for (i = 0; i < 5; i++)
+		ts_reply(s, 503, "Service Unavailable", "Retry-After: 1\r\n", "down");
+	ts_url(url, sizeof(url), s, "/b");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	/* 1000 + 1000 slept; the third wait would pass 2500. */
+	cr_assert_eq(nwaits, 2);
+	cr_assert_eq(r.attempts, 3);
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_eq(r.status, 503);
+	cr_assert_str_eq(r.body.ptr, "down");
+	cr_assert(strstr(ferror_last(), "503"), "%s", ferror_last());
+	http_client_stats(&st, c);
+	cr_assert_eq(st.slept_ms, 2000);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, retry_after_over_budget_stops_at_once)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(10, 1000);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 429, "Too Many Requests", "Retry-After: 3600\r\n", "Retry later");
+	ts_url(url, sizeof(url), s, "/long");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(nwaits, 0);
+	cr_assert_eq(r.status, 429);
+	cr_assert_eq(ts_count(s), 1);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, max_retries_exhausted)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(2, 100000);
+	http_response r;
+	char url[256];
+	int i;
+
+	for (i = 0; i < 4; i++)
+		ts_reply(s, 502, "Bad Gateway", NULL, "");
+	ts_url(url, sizeof(url), s, "/m");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.attempts, 3);
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_eq(nwaits, 2);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, connect_refused)
+{
+	http_client *c = client(2, 100000);
+	http_response r;
+	http_stats st;
+	char url[256];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", ts_closed_port());
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(r.attempts, 3);
+	cr_assert_eq(nwaits, 2);
+	cr_assert(strstr(ferror_last(), "3 tries"), "%s", ferror_last());
+	http_client_stats(&st, c);
+	cr_assert_eq(st.requests, 3);
+	/* A POST that never reached the server is safe to try again. */
+	nwaits = 0;
+	cr_assert_eq(do_req(&r, c, "POST", url, "{}"), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.attempts, 3);
+	cr_assert_eq(nwaits, 2);
+	http_response_release(&r);
+	http_client_free(c);
+}
+
+Test(http, dropped_connection_get_retried)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_push(s, "", 0, TS_DROP);
+	ts_reply(s, 200, "OK", NULL, "fine");
+	ts_url(url, sizeof(url), s, "/d");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(r.status, 200);
+	cr_assert_str_eq(r.body.ptr, "fine");
+	cr_assert_eq(r.attempts, 2);
+	cr_assert_eq(nwaits, 1);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, dropped_connection_post_not_retried)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_push(s, "", 0, TS_DROP);
+	ts_reply(s, 201, "Created", NULL, "{}");
+	ts_url(url, sizeof(url), s, "/d");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "POST", url, "{\"x\":1}"), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(ts_count(s), 1);
+	cr_assert_eq(nwaits, 0);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, truncated_body_retried)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+
+	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
+	ts_reply(s, 200, "OK", NULL, "[1,2,3]");
+	ts_url(url, sizeof(url), s, "/t");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_str_eq(r.body.ptr, "[1,2,3]");
+	cr_assert_eq(r.attempts, 2);
+	cr_assert_eq(ts_connections(s), 2);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, truncated_body_without_retries_fails)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 10000);
+	http_response r;
+	char url[256];
+
+	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
+	ts_url(url, sizeof(url), s, "/t");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(r.attempts, 1);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, timeout)
+{
+	ts_server *s = ts_start();
+	http_options o;
+	http_client *c;
+	http_response r;
+	char url[256];
+
+	http_options_init(&o);
+	o.max_retries = 0;
+	o.timeout_ms = 50;
+	cr_assert_eq(http_client_new(&c, &o), 0);
+	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", 150, 0);
+	ts_url(url, sizeof(url), s, "/slow");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert(strstr(ferror_last(), "imeout") || strstr(ferror_last(), "timed out"), "%s", ferror_last());
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+static char *big_body(size_t n)
+{
+	char *b = malloc(n + 1);
+	memset(b, 'x', n);
+	b[n] = '\0';
+	return b;
+}
+
+Test(http, response_cap)
+{
+	ts_server *s = ts_start();
+	http_options o;
+	http_client *c;
+	http_response r;
+	char url[256], *body = big_body(5000), *raw;
+
+	http_options_init(&o);
+	o.max_response = 1000;
+	o.max_retries = 3;
+	cr_assert_eq(http_client_new(&c, &o), 0);
+	/* With a length, then without one (close-delimited): both stop. */
+	ts_reply(s, 200, "OK", NULL, body);
+	raw = ts_fmt("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", body);
+	ts_push(s, raw, 0, TS_CLOSE);
+	ts_url(url, sizeof(url), s, "/big");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_ETOOBIG);
+	cr_assert(strstr(ferror_last(), "cap"), "%s", ferror_last());
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_ETOOBIG);
+	cr_assert_eq(ts_count(s), 2);
+	cr_assert_eq(nwaits, 0);
+	/* Exactly the cap is fine. */
+	body[1000] = '\0';
+	ts_reply(s, 200, "OK", NULL, body);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(r.body.len, 1000);
+	free(raw);
+	free(body);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, redirect_same_host_keeps_token_and_final_headers)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	char url[256], v[64];
+
+	ts_reply(s, 302, "Found", "Location: /second?x=1\r\nX-First: yes\r\n", "moved");
+	ts_reply(s, 200, "OK", "X-Second: yes\r\n", "here");
+	ts_url(url, sizeof(url), s, "/first");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(r.status, 200);
+	cr_assert_str_eq(r.body.ptr, "here");
+	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-First"), FACTORY_ENOTFOUND);
+	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-Second"), 0);
+	cr_assert(strstr(r.effective_url, "/second?x=1"), "%s", r.effective_url);
+	cr_assert_eq(ts_count(s), 2);
+	cr_assert_str_eq(ts_req(s, 1)->target, "/second?x=1");
+	cr_assert(ts_has_header(ts_req(s, 1), "PRIVATE-TOKEN"));
+	cr_assert(ts_has_header(ts_req(s, 1), "Authorization"));
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, redirect_cross_host_drops_token)
+{
+	ts_server *a = ts_start(), *b = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	char url[256], loc[300], v[128];
+
+	snprintf(loc, sizeof(loc), "Location: http://127.0.0.1:%d/storage/obj?sig=abc\r\n", b->port);
+	ts_reply(a, 302, "Found", loc, "");
+	ts_reply(b, 200, "OK", NULL, "trace text");
+	ts_url(url, sizeof(url), a, "/api/v4/jobs/1/trace");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_str_eq(r.body.ptr, "trace text");
+	cr_assert_eq(ts_count(a), 1);
+	cr_assert_eq(ts_count(b), 1);
+	cr_assert(ts_has_header(ts_req(a, 0), "PRIVATE-TOKEN"));
+	cr_assert_not(ts_has_header(ts_req(b, 0), "PRIVATE-TOKEN"));
+	cr_assert_not(ts_has_header(ts_req(b, 0), "Authorization"));
+	cr_assert_not(strstr(ts_req(b, 0)->headers, "tok-abcdef"));
+	/* Other headers still go. */
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(b, 0)->headers, "Accept"), 0);
+	cr_assert_str_eq(v, "application/json");
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(b, 0)->headers, "User-Agent"), 0);
+	cr_assert_str_eq(v, FACTORY_USER_AGENT);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(a);
+	ts_stop(b);
+}
+
+Test(http, redirect_307_keeps_method_303_turns_to_get)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	char url[256];
+
+	ts_reply(s, 307, "Temporary Redirect", "Location: /again\r\n", "");
+	ts_reply(s, 303, "See Other", "Location: /result\r\n", "");
+	ts_reply(s, 200, "OK", NULL, "{}");
+	ts_url(url, sizeof(url), s, "/post");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "POST", url, "{\"k\":2}"), 0, "%s", ferror_last());
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_str_eq(ts_req(s, 1)->method, "POST");
+	cr_assert_str_eq(ts_req(s, 1)->body, "{\"k\":2}");
+	cr_assert_str_eq(ts_req(s, 2)->method, "GET");
+	cr_assert_eq(ts_req(s, 2)->body_len, 0);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, too_many_redirects)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	char url[256];
+	int i;
+
+	for (i = 0; i < 10; i++)
+		ts_reply(s, 302, "Found", "Location: /loop\r\n", "");
+	ts_url(url, sizeof(url), s, "/loop");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	cr_assert(strstr(ferror_last(), "redirects"), "%s", ferror_last());
+	cr_assert_eq(ts_count(s), 6);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, redirects_not_followed_when_off)
+{
+	ts_server *s = ts_start();
+	http_options o;
+	http_client *c;
+	http_response r;
+	char url[256];
+
+	http_options_init(&o);
+	o.follow_redirects = 0;
+	cr_assert_eq(http_client_new(&c, &o), 0);
+	ts_reply(s, 302, "Found", "Location: /elsewhere\r\n", "");
+	ts_url(url, sizeof(url), s, "/x");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0);
+	cr_assert_eq(r.status, 302);
+	cr_assert_eq(ts_count(s), 1);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+typedef struct {
+	char data[256];
+	size_t len;
+	int calls;
+} sink_buf;
+
+static int sink(void *ctx, const char *data, size_t len)
+{
+	sink_buf *b = ctx;
+
+	if (b->len + len >= sizeof(b->data))
+		return FACTORY_ETOOBIG;
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+	b->calls++;
+	return 0;
+}
+
+Test(http, sink_gets_2xx_body_error_body_buffered)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	http_request q;
+	sink_buf sb = {{0}, 0, 0};
+	char url[256];
+
+	ts_reply(s, 200, "OK", NULL, "line one\nline two\n");
+	ts_reply(s, 404, "Not Found", NULL, "{\"message\":\"404 Not found\"}");
+	ts_url(url, sizeof(url), s, "/trace");
+	memset(&q, 0, sizeof(q));
+	q.method = "GET";
+	q.url = url;
+	q.sink = sink;
+	q.sink_ctx = &sb;
+	http_response_init(&r);
+	cr_assert_eq(http_do(&r, c, &q), 0, "%s", ferror_last());
+	cr_assert_str_eq(sb.data, "line one\nline two\n");
+	cr_assert_eq(r.body.len, 0);
+	cr_assert_eq(http_do(&r, c, &q), 0);
+	cr_assert_eq(r.status, 404);
+	cr_assert_str_eq(sb.data, "line one\nline two\n");
+	cr_assert_str_eq(r.body.ptr, "{\"message\":\"404 Not found\"}");
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, sink_abort_is_returned)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(3, 10000);
+	http_response r;
+	http_request q;
+	sink_buf sb = {{0}, 0, 0};
+	char url[256], *body = big_body(1000);
+
+	ts_reply(s, 200, "OK", NULL, body);
+	ts_url(url, sizeof(url), s, "/trace");
+	memset(&q, 0, sizeof(q));
+	q.method = "GET";
+	q.url = url;
+	q.sink = sink;
+	q.sink_ctx = &sb;
+	http_response_init(&r);
+	cr_assert_eq(http_do(&r, c, &q), FACTORY_ETOOBIG);
+	cr_assert_eq(ts_count(s), 1);
+	free(body);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, escape)
+{
+	fbuf b;
+
+	fbuf_init(&b, 0);
+	cr_assert_eq(fbuf_puts(&b, "x="), 0);
+	cr_assert_eq(http_escape(&b, "group/sub proj~a_b.c-d%&?=+\xc3\xbc"), 0);
+	cr_assert_str_eq(b.ptr, "x=group%2Fsub%20proj~a_b.c-d%25%26%3F%3D%2B%C3%BC");
+	fbuf_release(&b);
+}
+
+Test(http, same_origin)
+{
+	cr_assert(http_same_origin("https://gitlab.example.com/api/v4", "https://GITLAB.example.com:443/x?y"));
+	cr_assert(http_same_origin("http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b"));
+	cr_assert_not(http_same_origin("http://127.0.0.1:8080/a", "http://127.0.0.1:8081/a"));
+	cr_assert_not(http_same_origin("https://h/a", "http://h/a"));
+	cr_assert_not(http_same_origin("https://h/a", "https://evil/a"));
+	cr_assert_not(http_same_origin("not a url", "https://h/"));
+}
+
+Test(http, bad_request_rejected)
+{
+	http_client *c = client(0, 0);
+	http_response r;
+	http_request q;
+
+	memset(&q, 0, sizeof(q));
+	q.method = "GET";
+	http_response_init(&r);
+	cr_assert_eq(http_do(&r, c, &q), FACTORY_ERR);
+	http_response_release(&r);
+	http_client_free(c);
+}
