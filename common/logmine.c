@@ -395,7 +395,7 @@ static size_t quoted_value_end(const char *msg, size_t i, size_t j, size_t len)
 				continue; /* closed within the token */
 			lim = len - j < 1024 ? len - j : 1024;
 			end = memchr(msg + j, msg[k + 1], lim);
-			if (!end || memchr(msg + j, '\n', (size_t)(end - msg) - j))
+			if (!end || memchr(msg + j, '\n', (size_t)(end - msg) - j) || memchr(msg + j, '\0', (size_t)(end - msg) - j))
 				return j;
 			k = (size_t)(end - msg) + 1;
 			while (k < len && !IS(msg[k], C_SPACE) && msg[k])
