@@ -538,6 +538,33 @@ static int gl_send(http_response *resp, gitlab *gl, const gl_call *call)
 	return error;
 }
 
+/* Whether JSON text stops inside a string, an object or an array: the
+ * mark of a body cut short rather than one written wrong. */
+static int json_unfinished(const char *p, size_t len)
+{
+	size_t i, depth = 0;
+	int in_string = 0, escaped = 0;
+
+	for (i = 0; i < len; i++) {
+		char ch = p[i];
+		if (in_string) {
+			if (escaped)
+				escaped = 0;
+			else if (ch == '\\')
+				escaped = 1;
+			else if (ch == '"')
+				in_string = 0;
+		} else if (ch == '"') {
+			in_string = 1;
+		} else if (ch == '{' || ch == '[') {
+			depth++;
+		} else if ((ch == '}' || ch == ']') && depth) {
+			depth--;
+		}
+	}
+	return in_string || depth > 0;
+}
+
 /*
  * Parse a 2xx body as JSON into *out. 204 and, when `allow_empty`, an
  * empty body give NULL. An HTML page, an empty body where JSON was due,
@@ -577,7 +604,7 @@ static int parse_json(cJSON **out, const gl_call *call, const http_response *r, 
 	json = cJSON_ParseWithLengthOpts(body, len, &end, 0);
 	if (!json) {
 		size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : len;
-		if (at + 1 >= len)
+		if (json_unfinished(body, len))
 			return ferror_set(FACTORY_EINVALID, "%s %s: %s: truncated JSON (%zu bytes)", call->method,
 					  call->path, sw, len);
 		return ferror_set(FACTORY_EINVALID, "%s %s: %s: malformed JSON at byte %zu of %zu", call->method,
