@@ -14,7 +14,9 @@ the same EventId).
 import collections
 import csv
 import os
+import shutil
 import subprocess
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,8 +72,15 @@ def run_templates(binary_path, messages, extra_args=()):
     """Feed messages (one per line) to `factory-watch templates`; return the
     list of (template_id, template), one per message."""
     data = "".join(m.replace("\r", " ").replace("\n", " ") + "\n" for m in messages)
-    proc = subprocess.run([binary_path, "templates"] + list(extra_args), input=data.encode("utf-8"),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "CI_"))}
+    report_dir = tempfile.mkdtemp(prefix="factory-watch-report-")
+    env["FACTORY_REPORT_DIR"] = report_dir
+    try:
+        proc = subprocess.run([binary_path, "templates"] + list(extra_args), input=data.encode("utf-8"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, env=env,
+                              cwd=tempfile.gettempdir())
+    finally:
+        shutil.rmtree(report_dir, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError("factory-watch templates failed (%d): %s" % (proc.returncode,
                                                                        proc.stderr.decode(errors="replace")))
