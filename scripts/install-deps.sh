@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the Factory needs on Debian 12, only what is missing.
-#   scripts/install-deps.sh build|test|static|bench|all ...
+#   scripts/install-deps.sh build|test|static|bench|browser|all ...
 # Runs apt-get through sudo when not root. Safe to rerun.
 set -eu
 
@@ -8,6 +8,8 @@ BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev 
 TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates rsync"
 STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
 BENCH="wrk hyperfine valgrind"
+# Browser tests (the intake widget): Debian's chromium, driven by playwright-core from npm.
+BROWSER="chromium"
 
 want=""
 for group in "$@"; do
@@ -16,8 +18,9 @@ for group in "$@"; do
 	test) want="$want $BUILD $TEST" ;;
 	static) want="$want $BUILD $STATIC" ;;
 	bench) want="$want $BUILD $TEST $BENCH" ;;
-	all) want="$want $BUILD $TEST $STATIC $BENCH" ;;
-	*) echo "install-deps: unknown group '$group' (build, test, static, bench, all)" >&2; exit 2 ;;
+	browser) want="$want $BROWSER" ;;
+	all) want="$want $BUILD $TEST $STATIC $BENCH $BROWSER" ;;
+	*) echo "install-deps: unknown group '$group' (build, test, static, bench, browser, all)" >&2; exit 2 ;;
 	esac
 done
 

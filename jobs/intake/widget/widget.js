@@ -121,7 +121,7 @@
   var title = h('input', { type: 'text', maxlength: '200', autocomplete: 'off', required: true });
   var desc = h('textarea', { maxlength: '20000', required: true });
   var email = h('input', { type: 'email', autocomplete: 'email', maxlength: '254' });
-  var tech = h('input', { type: 'checkbox', checked: true, id: uid + '-tech' });
+  var tech = h('input', { type: 'checkbox', name: 'include_context', checked: true, id: uid + '-tech' });
   var trap = h('input', { type: 'text', name: 'website', tabindex: '-1', autocomplete: 'off', id: uid + '-website' });
   var summary = h('div', { 'class': 'summary', role: 'alert', tabindex: '-1', hidden: true });
   var send = h('button', { type: 'submit', 'class': 'send', text: 'Send' });
@@ -139,7 +139,7 @@
     summary,
     h('div', { 'class': 'row' }, [cancel, send])
   ]);
-  var done = h('div', { 'class': 'done', hidden: true, tabindex: '-1' });
+  var done = h('div', { 'class': 'done', role: 'status', tabindex: '-1' });
   var closeDone = h('button', { type: 'button', 'class': 'send', text: 'Close' });
   var doneBox = h('div', { hidden: true }, [done, h('div', { 'class': 'row' }, [closeDone])]);
   var dialog = h('div', { 'class': 'dialog', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': heading.id },
