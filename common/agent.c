@@ -801,6 +801,32 @@ cleanup:
 	return error;
 }
 
+int agent_tool_run(fbuf *out, int *is_error, const agent_options *o, sandbox *sb, fgit_repo *repo, const char *name,
+		   const cJSON *input)
+{
+	tool_ctx tc;
+	llm_tool_call call;
+	int error;
+
+	memset(&tc, 0, sizeof(tc));
+	memset(&call, 0, sizeof(call));
+	tc.o = o;
+	tc.sb = sb;
+	tc.repo = repo;
+	tc.deadline_ms = llm_now_ms() + o->max_wall_ms;
+	fbuf_init(&tc.scratch, 8192);
+	call.id = (char *)"test";
+	call.name = (char *)name;
+	call.input = (cJSON *)input;
+	if (!input)
+		call.input_error = (char *)"the arguments are not a JSON object";
+	error = run_tool(&tc, &call, out, is_error);
+	fbuf_release(&tc.scratch);
+	free(tc.summary);
+	free(tc.confidence);
+	return error;
+}
+
 /* ---- prompts ---- */
 
 static const char *system_prompt =

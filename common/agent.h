@@ -123,6 +123,15 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
 int agent_run_external(agent_result *r, const agent_options *o, sandbox *sb, const char *command,
 		       const char *const *pass_env, const char *task, size_t task_len);
 
+/*
+ * Run one tool outside the loop, as the loop would (arguments checked, the
+ * answer masked, cleaned and capped into `out`, *is_error set when the tool
+ * failed). For tests and tools around the agent; finish only checks its
+ * arguments. Returns 0, or an error that is not the tool's (ENOMEM).
+ */
+int agent_tool_run(fbuf *out, int *is_error, const agent_options *o, sandbox *sb, fgit_repo *repo, const char *name,
+		   const cJSON *input);
+
 /* The tool definitions as sent to the model (a new JSON array; caller frees). */
 int agent_tools(cJSON **out);
 

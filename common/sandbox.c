@@ -896,6 +896,39 @@ static void __attribute__((noreturn)) run_command(sandbox *sb, int ns, const cha
 	argv[1] = "-c";
 	argv[2] = (char *)command;
 	argv[3] = NULL;
+	if (ns) {
+		/* We are pid 1 of the namespace, which ignores its own signals: the
+		 * command runs as our child, we reap and report, and when we leave
+		 * the kernel kills whatever else is left in the namespace. */
+		pid_t pid = fork(), w;
+		int status;
+		if (pid < 0)
+			child_fail(rep, "fork", errno);
+		if (pid == 0) {
+			execve("/bin/sh", argv, envp);
+			child_fail(rep, "exec /bin/sh", errno);
+		}
+		close(0);
+		close(1);
+		close(2);
+		for (;;) {
+			w = waitpid(-1, &status, 0);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				_exit(127);
+			if (w == pid)
+				break;
+		}
+		if (WIFSIGNALED(status)) {
+			char msg[16];
+			int n = snprintf(msg, sizeof(msg), "\001%d", WTERMSIG(status));
+			if (write(rep, msg, (size_t)n) < 0)
+				_exit(127);
+			_exit(128 + WTERMSIG(status));
+		}
+		_exit(WEXITSTATUS(status));
+	}
 	execve("/bin/sh", argv, envp);
 	child_fail(rep, "exec /bin/sh", errno);
 }
@@ -1136,6 +1169,17 @@ static int run_once(sandbox_result *out, sandbox *sb, const char *command, long 
 		rep[replen] = '\0';
 	}
 	out->elapsed_ms = now_ms() - start;
+	if (replen && rep[0] == '\001') {
+		/* The namespace's first process tells how the command died. */
+		out->exit_code = -1;
+		out->signal = atoi(rep + 1);
+		replen = 0;
+		status = 0;
+		if ((error = capture_finish(out, &cap)) < 0)
+			goto cleanup;
+		error = 0;
+		goto cleanup;
+	}
 	if (replen) {
 		char *tab = strchr(rep, '\t');
 		if (tab)
