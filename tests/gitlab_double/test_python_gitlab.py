@@ -181,7 +181,7 @@ class TestPagination(DoubleTestCase):
         self.assertIn(f"<{self.d.api}/projects/2/issues?page=3&per_page=3>; rel=\"next\"", link)
         r = self.d.request("GET", "/projects/2/issues?per_page=500")
         self.assertEqual((r.headers["x-per-page"], len(r.json())), ("100", 100))
-        last = self.d.request("GET", f"/projects/2/issues?per_page=100&page=3")
+        last = self.d.request("GET", "/projects/2/issues?per_page=100&page=3")
         self.assertEqual(last.headers["x-next-page"], "")
         self.assertNotIn('rel="next"', last.headers["Link"])
 
