@@ -46,6 +46,7 @@ typedef struct {
 	enum route route;
 	fbuf body;
 	int too_big;
+	size_t dropped;
 	long long start_ms;
 } request;
 
@@ -506,17 +507,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return MHD_NO; /* a body sent to a GET route after we answered */
 
 	if (*upload_size) {
+		/* libmicrohttpd takes a response only before or after the body, so
+		 * an oversized body is read and dropped (up to a limit past which
+		 * the connection is simply closed) and answered 413 at its end. */
 		if (!r->too_big && fbuf_put(&r->body, upload_data, *upload_size) < 0)
 			r->too_big = 1;
-		*upload_size = 0;
 		if (r->too_big) {
-			char msg[96];
-			snprintf(msg, sizeof(msg), "the body is larger than %zu bytes", s->o.max_body);
-			return refuse(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", msg, NULL);
+			r->dropped += *upload_size;
+			if (r->dropped > 4 * s->o.max_body + 65536)
+				return MHD_NO;
 		}
-		if (s->o.body_deadline_s > 0 && now_ms() - r->start_ms > s->o.body_deadline_s * 1000)
-			return refuse(s, c, MHD_HTTP_REQUEST_TIMEOUT, "timeout", "the body took too long to arrive", NULL);
+		*upload_size = 0;
+		if (s->o.body_deadline_s > 0 && now_ms() - r->start_ms > s->o.body_deadline_s * 1000) {
+			log_debug("closing a connection whose body took over %ld s", s->o.body_deadline_s);
+			return MHD_NO;
+		}
 		return MHD_YES;
+	}
+	if (r->too_big) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "the body is larger than %zu bytes", s->o.max_body);
+		return refuse(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", msg, NULL);
 	}
 	client_key(client, sizeof(client), s, c);
 	return take_submission(s, c, r, client);

@@ -18,7 +18,8 @@
  * origin_not_allowed; requests without Origin, such as API clients, pass),
  * the per-client rate limit (429 rate_limited with Retry-After), the body
  * cap (413 body_too_large, checked against Content-Length before reading
- * and while reading), a body upload deadline (408), parsing and validation
+ * and while reading), a body upload deadline (the connection is closed),
+ * parsing and validation
  * (400/415/422, feedback.h), the honeypot (422 rejected), the minimum fill
  * time when the widget's elapsed_ms is present (422 too_fast), then
  * duplicate folding (202 with the first submission's id and
