@@ -520,7 +520,7 @@ static int gl_send(http_response *resp, gitlab *gl, const gl_call *call)
 
 	if (resp->status >= 200 && resp->status < 300 && error == 0)
 		return 0;
-	if (resp->status && (error == 0 || error == FACTORY_EUPSTREAM))
+	if (resp->status && (resp->status < 200 || resp->status >= 300) && (error == 0 || error == FACTORY_EUPSTREAM))
 		return status_error(call, resp);
 	/* A transport failure: http.c says "METHOD url: detail"; keep the
 	 * detail and name the path instead of the URL. */

@@ -276,7 +276,31 @@ typedef struct {
 	int header_error;  /* fbuf error when keeping the headers */
 	int sink_rc;       /* the sink's non-zero answer */
 	size_t sunk;       /* bytes handed to the sink */
+	int sends;         /* times libcurl was about to send the request */
+	int once;          /* the method must not be sent twice */
+	int resend_refused;
 } xfer;
+
+/*
+ * Called before each send of the request. libcurl sends a request again,
+ * on its own, when a reused keep-alive connection turns out dead before
+ * any answer came; for a POST that answer-less drop does not prove the
+ * server did nothing, so the second send is refused (and counted).
+ */
+static int prereq_cb(void *vx, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	xfer *x = vx;
+
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (++x->sends > 1 && x->once) {
+		x->resend_refused = 1;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
 
 static size_t header_cb(char *data, size_t size, size_t n, void *vx)
 {
@@ -371,6 +395,8 @@ static CURLcode setup_handle(http_client *c, xfer *x, const char *method, const 
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, x);
 	SET(CURLOPT_ERRORBUFFER, c->errbuf);
+	SET(CURLOPT_PREREQFUNCTION, prereq_cb);
+	SET(CURLOPT_PREREQDATA, x);
 	if (!x->req->sink)
 		SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->opts.max_response);
 
@@ -579,6 +605,8 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 		fbuf_reset(&x.headers);
 		x.status = 0;
 		x.body_error = x.header_error = x.sink_rc = 0;
+		x.sends = x.resend_refused = 0;
+		x.once = !is_idempotent(method);
 		c->errbuf[0] = '\0';
 		url_for_log(oc->url, sizeof(oc->url), url);
 
@@ -591,6 +619,11 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 		}
 		cc = curl_easy_perform(c->curl);
 		c->stats.requests++;
+		if (x.sends > 1) {
+			/* libcurl's own resends on a dead reused connection. */
+			c->stats.requests += x.sends - 1 - x.resend_refused;
+			c->stats.retries += x.sends - 1 - x.resend_refused;
+		}
 		oc->sunk += x.sunk;
 
 		status = 0;
@@ -621,14 +654,22 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 				oc->kind = OUT_FATAL;
 				oc->error = ferror_set(FACTORY_ETOOBIG, "%s %s: response headers over %zu bytes",
 						       method, oc->url, MAX_HEADER_BYTES);
+			} else if (x.resend_refused) {
+				oc->kind = OUT_FATAL;
+				oc->error = ferror_set(FACTORY_EUPSTREAM, "%s %s: connection closed before any answer; "
+						       "not sent again as the server may have acted on it",
+						       method, oc->url);
 			} else if (x.sink_rc) {
 				oc->kind = OUT_FATAL;
 				oc->error = x.sink_rc < 0 ? x.sink_rc
 							  : ferror_set(FACTORY_ERR, "%s %s: transfer stopped by the caller",
 								       method, oc->url);
 			} else {
+				/* A response cut short is no response: the caller
+				 * must not judge a status whose body never came. */
 				oc->kind = OUT_NETWORK;
 				oc->cc = cc;
+				out->status = 0;
 			}
 			goto cleanup;
 		}

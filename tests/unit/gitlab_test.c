@@ -520,6 +520,14 @@ Test(gitlab, bad_2xx_bodies)
 	cr_assert(strstr(ferror_last(), "/api/v4"));
 	cr_assert_null(out);
 
+	/* A 200 cut short, every time: an upstream failure, not a status. */
+	for (int i = 0; i < 3; i++)
+		ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n[{\"id\":1", 0, TS_CLOSE);
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), FACTORY_EUPSTREAM);
+	cr_assert(!strncmp(ferror_last(), "GET projects/:id: transfer closed", 33), "%s", ferror_last());
+	cr_assert(strstr(ferror_last(), "(3 tries)"), "%s", ferror_last());
+	cr_assert_null(out);
+
 	/* DELETE: an empty body or 204 is the expected answer. */
 	ts_reply(s, 204, "No Content", NULL, NULL);
 	out = (cJSON *)1;
@@ -527,7 +535,7 @@ Test(gitlab, bad_2xx_bodies)
 	cr_assert_null(out);
 	ts_reply(s, 200, "OK", NULL, "");
 	cr_assert_eq(gitlab_branch_delete(gl, "feature/x y"), 0, "%s", ferror_last());
-	cr_assert_str_eq(ts_req(s, 6)->target, "/api/v4/projects/5/repository/branches/feature%2Fx%20y");
+	cr_assert_str_eq(ts_req(s, 9)->target, "/api/v4/projects/5/repository/branches/feature%2Fx%20y");
 	gitlab_free(gl);
 	ts_stop(s);
 }

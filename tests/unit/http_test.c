@@ -540,6 +540,8 @@ Test(http, truncated_body_without_retries_fails)
 	http_response_init(&r);
 	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
 	cr_assert_eq(r.attempts, 1);
+	/* A response cut short has no status to judge. */
+	cr_assert_eq(r.status, 0);
 	http_response_release(&r);
 	http_client_free(c);
 	ts_stop(s);
@@ -839,4 +841,40 @@ Test(http, bad_request_rejected)
 	cr_assert_eq(http_do(&r, c, &q), FACTORY_ERR);
 	http_response_release(&r);
 	http_client_free(c);
+}
+
+/* libcurl sends a request again by itself when a reused keep-alive
+ * connection dies before any answer: counted for a GET, refused for a POST. */
+Test(http, dead_keep_alive_connection)
+{
+	ts_server *s = ts_start();
+	http_client *c = client(0, 0);
+	http_response r;
+	http_stats st;
+	char url[256];
+
+	ts_reply(s, 200, "OK", NULL, "one");
+	ts_push(s, "", 0, TS_DROP);
+	ts_reply(s, 200, "OK", NULL, "two");
+	ts_url(url, sizeof(url), s, "/k");
+	http_response_init(&r);
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_str_eq(r.body.ptr, "two");
+	cr_assert_eq(ts_count(s), 3);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.requests, 3);
+	cr_assert_eq(st.retries, 1);
+
+	ts_reply(s, 200, "OK", NULL, "three");
+	ts_push(s, "", 0, TS_DROP);
+	ts_reply(s, 201, "Created", NULL, "{}");
+	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(do_req(&r, c, "POST", url, "{\"once\":1}"), FACTORY_EUPSTREAM);
+	cr_assert(strstr(ferror_last(), "not sent again"), "%s", ferror_last());
+	cr_assert_eq(ts_count(s), 5);
+	cr_assert_eq(nwaits, 0);
+	http_response_release(&r);
+	http_client_free(c);
+	ts_stop(s);
 }
