@@ -1511,8 +1511,7 @@ class State(Serializers):
                      "committer_name": "Factory Bot", "committer_email": "factory-bot@example.com",
                      "committed_date": stamp, "trailers": {}, "extended_trailers": {},
                      "message": "Synthetic commit\n"}
-            else:
-                self.commit_cache[key] = c
+            self.commit_cache[key] = c
         msg = c["message"]
         out = {"id": c["id"], "short_id": c["id"][:8], "created_at": c["committed_date"],
                "parent_ids": c["parent_ids"], "title": msg.split("\n", 1)[0],
@@ -5232,7 +5231,8 @@ class Server(http.server.ThreadingHTTPServer):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="GitLab REST API v4 + git smart HTTP test double")
     ap.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0 = pick a free one)")
-    ap.add_argument("--state-dir", help="where bare git repositories live (default: a temp dir)")
+    ap.add_argument("--state-dir", help="where bare git repositories live, under DIR/repos/ which is "
+                                        "emptied at start (default: a temp dir removed at exit)")
     ap.add_argument("--token", action="append", help=f"valid API token (repeatable; default {DEFAULT_TOKEN})")
     ap.add_argument("--seed", help="JSON seed file (see POST /__double/seed); replaces the default project")
     ap.add_argument("--tier", choices=("free", "premium"), default="free")

@@ -36,6 +36,21 @@ PYTHON = os.environ.get("GITLAB_DOUBLE_PYTHON") or (
     "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
 
 
+def _in_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent():
+    """Linux: SIGTERM the double if the process that started it dies (no orphans)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Response:
     """A raw HTTP answer: status, headers (case-insensitive get), body bytes."""
 
@@ -112,7 +127,8 @@ class Double:
         args += self.extra_args
         self.log_path = os.path.join(self._tmp, "double.log")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent if _in_main_thread() else None)
         deadline = time.time() + self.timeout
         line = b""
         while time.time() < deadline:
@@ -252,3 +268,22 @@ class Double:
 
     def git_url(self, project_path, token=None, username="oauth2"):
         return f"http://{username}:{token or self.token}@{self.host}:{self.port}/{project_path}.git"
+
+
+if __name__ == "__main__":
+    # Manual use / demo: start a double, print where it is, run until Ctrl-C.
+    import argparse
+    ap = argparse.ArgumentParser(description="start the GitLab double and wait")
+    ap.add_argument("--seed", help="seed JSON file (replaces the default project)")
+    ap.add_argument("--tier", choices=("free", "premium"))
+    ap.add_argument("--rate-limit", type=int)
+    args = ap.parse_args()
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with Double(seed=args.seed, tier=args.tier, rate_limit=args.rate_limit, quiet=False) as d:
+        print(f"url   {d.url}\napi   {d.api}\ntoken {d.token}\nlog   {d.log_path}", flush=True)
+        try:
+            while d.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
