@@ -486,21 +486,28 @@ int llm_conv_add_tool_result(llm_conv *c, const char *id, const char *content, i
 		cJSON_Delete(b);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	}
-	/* Tool results come first in a user message (both APIs want them there). */
+	/* Tool results come first in a user message (both APIs want them there).
+	 * cJSON 1.7.15's InsertItemInArray loses items, so move the others aside. */
 	{
-		const cJSON *it = m->content->child;
-		int at = 0;
-		while (it) {
-			const char *t = jstr(it, "type");
-			if (!t || strcmp(t, "tool_result"))
-				break;
-			it = it->next;
-			at++;
+		cJSON *others = cJSON_CreateArray(), *it, *next;
+		if (!others) {
+			cJSON_Delete(b);
+			return ferror_set(FACTORY_ENOMEM, "out of memory");
 		}
-		if (it)
-			cJSON_InsertItemInArray(m->content, at, b);
-		else
-			cJSON_AddItemToArray(m->content, b);
+		for (it = m->content->child; it; it = next) {
+			const char *t = jstr(it, "type");
+			next = it->next;
+			if (!t || strcmp(t, "tool_result")) {
+				cJSON_DetachItemViaPointer(m->content, it);
+				cJSON_AddItemToArray(others, it);
+			}
+		}
+		cJSON_AddItemToArray(m->content, b);
+		while ((it = others->child)) {
+			cJSON_DetachItemViaPointer(others, it);
+			cJSON_AddItemToArray(m->content, it);
+		}
+		cJSON_Delete(others);
 	}
 	return 0;
 }
