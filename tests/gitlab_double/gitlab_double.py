@@ -5068,6 +5068,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def app(self):
         return self.server.app
 
+    def handle_expect_100(self):
+        # The write buffer would hold "100 Continue" back; libcurl then waits 1 s.
+        ok = super().handle_expect_100()
+        self.wfile.flush()
+        return ok
+
     def log_message(self, fmt, *args):
         if not self.app.quiet:
             sys.stderr.write("%s - %s\n" % (self.address_string(), fmt % args))

@@ -11,6 +11,7 @@ over HTTP is exercised with the git CLI.
 import base64
 import http.client
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,26 @@ class TestBasics(DoubleTestCase):
         self.assertEqual(r.json()["assignee"]["username"], "alice")
         r = self.d.request("POST", "/projects/1/issues", {"title": "Gzipped issue"}, gzip=True)
         self.assertEqual((r.status, r.json()["title"]), (201, "Gzipped issue"))
+
+
+    @unittest.skipUnless(shutil.which("curl"), "curl not installed")
+    def test_libcurl_expect_continue_chunked_and_keepalive(self):
+        body = '{"title": "via curl", "description": "%s"}' % ("x" * 5000)
+        t0 = time.time()
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect: 100-continue",
+                            "-H", "Content-Type: application/json", "-H", f"PRIVATE-TOKEN: {self.d.token}",
+                            "--data", body, self.d.api + "/projects/1/issues"], capture_output=True, text=True)
+        self.assertEqual(r.stdout, "201")
+        self.assertLess(time.time() - t0, 0.9)          # "100 Continue" is not held back
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Transfer-Encoding: chunked",
+                            "-H", "Content-Type: application/json", "-H", f"PRIVATE-TOKEN: {self.d.token}",
+                            "--data", '{"title": "chunked"}', self.d.api + "/projects/1/issues"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.stdout, "201")
+        urls = [self.d.api + "/projects/1/issues?per_page=1"] * 20
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{num_connects}\\n",
+                            "-H", f"PRIVATE-TOKEN: {self.d.token}"] + urls, capture_output=True, text=True)
+        self.assertEqual(r.stdout.split().count("1"), 1)   # one connection, kept alive
 
 
 class TestPagination(DoubleTestCase):
