@@ -754,47 +754,53 @@ int gitlab_get_raw(gitlab *gl, http_sink_fn sink, void *sink_ctx, const char *pa
 
 /* ---- pagination ---- */
 
+/* Whether the parameters of one Link entry, [p, end), hold rel="next"
+ * (also rel=next and rel="prev next"). */
+static int rel_is_next(const char *p, const char *end)
+{
+	const char *r = p, *v, *ve, *w;
+	int quoted;
+
+	while ((r = find_ci(r, (size_t)(end - r), "rel=")) != NULL) {
+		v = r + 4;
+		quoted = v < end && *v == '"';
+		if (quoted)
+			v++;
+		for (ve = v; ve < end; ve++) {
+			if (quoted ? *ve == '"' : (*ve == ';' || *ve == ',' || isspace((unsigned char)*ve)))
+				break;
+		}
+		while (v < ve) {
+			for (w = v; w < ve && !isspace((unsigned char)*w); w++)
+				;
+			if (w - v == 4 && !strncasecmp(v, "next", 4))
+				return 1;
+			for (v = w; v < ve && isspace((unsigned char)*v); v++)
+				;
+		}
+		r = ve;
+	}
+	return 0;
+}
+
 /*
  * Find the rel="next" target in a Link header value:
  *   <https://h/api/v4/x?page=2>; rel="next", <...>; rel="last"
- * Copies the URL into `out`. Returns 1 when found, 0 when not.
+ * Copies the URL into `out`. Returns 1 when found, 0 when not (or when
+ * it does not fit).
  */
 static int link_next(fbuf *out, const char *link)
 {
-	const char *p = link, *lt, *gt, *params, *end;
+	const char *p = link, *lt, *gt, *end;
 
 	while ((lt = strchr(p, '<')) != NULL) {
 		if (!(gt = strchr(lt + 1, '>')))
 			return 0;
-		params = gt + 1;
-		end = strchr(params, '<');
-		if (!end)
-			end = params + strlen(params);
-		/* rel="next", rel=next or rel="prev next" */
-		{
-			const char *r = params;
-			while ((r = find_ci(r, (size_t)(end - r), "rel=")) != NULL) {
-				const char *v = r + 4, *ve;
-				int quoted = *v == '"';
-				if (quoted)
-					v++;
-				ve = v;
-				while (ve < end && (quoted ? *ve != '"' : (*ve != ';' && *ve != ',' && !isspace((unsigned char)*ve))))
-					ve++;
-				while (v < ve) {
-					const char *w = v;
-					while (w < ve && !isspace((unsigned char)*w))
-						w++;
-					if (w - v == 4 && !strncasecmp(v, "next", 4)) {
-						fbuf_reset(out);
-						return fbuf_put(out, lt + 1, (size_t)(gt - lt - 1)) < 0 ? 0 : 1;
-					}
-					v = w;
-					while (v < ve && isspace((unsigned char)*v))
-						v++;
-				}
-				r = ve;
-			}
+		if (!(end = strchr(gt + 1, '<')))
+			end = gt + 1 + strlen(gt + 1);
+		if (rel_is_next(gt + 1, end)) {
+			fbuf_reset(out);
+			return fbuf_put(out, lt + 1, (size_t)(gt - lt - 1)) < 0 ? 0 : 1;
 		}
 		p = gt + 1;
 	}
@@ -1083,7 +1089,7 @@ int gitlab_issue_update(cJSON **out, gitlab *gl, long iid, const cJSON *fields)
  */
 static int clean_labels(fbuf *out, const char *list, const char *what)
 {
-	const char *p = list, *s, *e, *q;
+	const char *p = list, *s, *e, *q, *c;
 	size_t count = 0;
 	int error;
 
@@ -1108,7 +1114,7 @@ static int clean_labels(fbuf *out, const char *list, const char *what)
 		if ((size_t)(q - s) > MAX_LABEL_LEN)
 			return ferror_set(FACTORY_EINVALID, "bad %s: label name of %zu bytes (at most %d)", what,
 					  (size_t)(q - s), MAX_LABEL_LEN);
-		for (const char *c = s; c < q; c++)
+		for (c = s; c < q; c++)
 			if (iscntrl((unsigned char)*c))
 				return ferror_set(FACTORY_EINVALID, "bad %s: label name with a control character", what);
 		if ((count++ && (error = fbuf_putc(out, ',')) < 0) || (error = fbuf_put(out, s, (size_t)(q - s))) < 0)

@@ -70,8 +70,12 @@ int gitlab_get_raw(gitlab *gl, http_sink_fn sink, void *sink_ctx, const char *pa
  * used when `keyset_order_by` is non-NULL and the server answers with a
  * keyset Link (else it falls back to offset pagination transparently).
  * Pages are followed through Link rel="next", else X-Next-Page; totals are
- * never relied on. `cb` gets each element (borrowed: copy what you keep);
- * a non-zero return from cb stops the walk and is returned.
+ * never relied on. A keyset request refused with 400/405 on the first page
+ * is sent again with offset pagination. A Link on another origin than
+ * api_url (a GitLab whose external_url differs) is followed on api_url's
+ * origin, so the token never leaves it. `cb` gets each element (borrowed:
+ * copy what you keep); a non-zero return from cb stops the walk and is
+ * returned.
  * At most `max_items` elements are visited (0: no limit).
  */
 typedef int (*gitlab_item_fn)(void *ctx, const cJSON *item);
@@ -107,7 +111,10 @@ int gitlab_issue_update(cJSON **out, gitlab *gl, long iid, const cJSON *fields);
 /* Move labels in one PUT: add_labels and remove_labels together (either may
  * be NULL/empty: comma-separated names), so scoped labels behave the same on
  * Free and paid tiers. Label names are validated (non-empty, no comma,
- * at most 255 bytes) because add_labels silently creates unknown labels. */
+ * at most 255 bytes) because add_labels silently creates unknown labels.
+ * Spaces around names are dropped, control characters and a name both
+ * added and removed are refused (FACTORY_EINVALID); with nothing to add or
+ * remove no request is sent and *out is NULL. */
 int gitlab_issue_move_labels(cJSON **out, gitlab *gl, long iid, const char *add, const char *remove);
 /* Reorder: place issue `iid` after the issue with id `after_id` and/or
  * before `before_id` (ids, not iids; 0 = unset). */

@@ -16,6 +16,14 @@
  * never after a 500 or a connection dropped mid-response, so a create is
  * not made twice.
  *
+ * Details of the above: RateLimit-Reset is used when the response says the
+ * client is throttled (429, or RateLimit-Remaining: 0); values below 10^9
+ * are taken as seconds from now. Nothing is retried once part of a body
+ * went to a sink. libcurl's own resend of a request on a reused keep-alive
+ * connection that died before any answer counts as a retry in the stats,
+ * and is refused for POST/PATCH (FACTORY_EUPSTREAM). A response cut short
+ * (truncated body, reset) is a network failure: status 0.
+ *
  * TLS peer and host verification are always on. The CA bundle is
  * opts.ca_file when set, else $FACTORY_CA_FILE, else $CI_SERVER_TLS_CA_FILE,
  * else curl's default. Proxies come from the usual environment variables
@@ -23,6 +31,9 @@
  * sends "User-Agent: factory/<version>". Redirects are followed (at most 5)
  * when opts.follow_redirects is set, keeping the method for 307/308; the
  * Authorization/PRIVATE-TOKEN headers are not sent to another host.
+ * (They are followed hop by hop here, not by libcurl, which would forward
+ * custom headers; "another host" means another scheme, host or port. 303,
+ * and 301/302 after a POST, go on as a GET without body.)
  */
 #ifndef FACTORY_HTTP_H
 #define FACTORY_HTTP_H
@@ -63,7 +74,9 @@ typedef struct {
 	const char *const *headers;    /* NULL-terminated "Name: value" list, or NULL */
 	const char *body;              /* request body or NULL */
 	size_t body_len;
-	http_sink_fn sink;             /* when set, the body is streamed there, not buffered */
+	http_sink_fn sink;             /* when set, a 2xx body is streamed there, not buffered;
+					* other bodies (errors) are still buffered in out->body.
+					* A negative return is handed back by http_do. */
 	void *sink_ctx;
 } http_request;
 

@@ -768,3 +768,27 @@ Test(gitlab, job_trace_follows_redirect_without_token)
 	ts_stop(s);
 	ts_stop(store);
 }
+
+Test(gitlab, pagination_link_forms)
+{
+	ts_server *s = ts_start();
+	gitlab *gl = client_for(s, "5", 0);
+	walk w = {0, 0, 0};
+	char hdr[512];
+
+	/* Unquoted rel, odd spacing, "next" not first; then a relative link. */
+	snprintf(hdr, sizeof(hdr),
+		 "Link: <http://127.0.0.1:%d/api/v4/projects/5/boards?page=1>;rel=first ,"
+		 "  <http://127.0.0.1:%d/api/v4/projects/5/boards?page=2&a=%%2C> ;  rel=next\r\n",
+		 s->port, s->port);
+	ts_reply(s, 200, "OK", hdr, "[{\"id\":1}]");
+	ts_reply(s, 200, "OK", "Link: </api/v4/projects/5/boards?page=3>; rel=\"next\"\r\n", "[{\"id\":2}]");
+	ts_reply(s, 200, "OK", "Link: <http://127.0.0.1:1/x>; rel=\"prev\"\r\n", "[{\"id\":3}]");
+	cr_assert_eq(gitlab_list_each(gl, "projects/:id/boards", NULL, NULL, 0, count_cb, &w), 0, "%s", ferror_last());
+	cr_assert_eq(w.count, 3);
+	cr_assert_eq(ts_count(s), 3);
+	cr_assert_str_eq(ts_req(s, 1)->target, "/api/v4/projects/5/boards?page=2&a=%2C");
+	cr_assert_str_eq(ts_req(s, 2)->target, "/api/v4/projects/5/boards?page=3");
+	gitlab_free(gl);
+	ts_stop(s);
+}
