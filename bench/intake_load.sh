@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null 2>&1 || scripts/install-deps.sh bench
 exec /usr/bin/python3 - "$@" <<'PY'
-import json, os, re, select, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, select, shutil, signal, subprocess, sys, tempfile, time
 
 ROOT = os.getcwd()
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -36,11 +36,6 @@ def ms(text):
     m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     v = float(m.group(1))
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def start_intake(env):
@@ -71,7 +66,6 @@ try:
                           os.path.join(ROOT, "bench", "intake_post.lua"), url + "/"],
                          capture_output=True, text=True, check=True)
     after = rss(proc.pid)
-    health = get(url + "/healthz")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     out = wrk.stdout
@@ -80,7 +74,13 @@ try:
     non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
     sockerr = re.search(r"Socket errors: (.*)", out)
     maxlat = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)
-    accepted = health["accepted"]
+    with open(os.path.join(tmp, "report", "report.json")) as f:
+        served = json.load(f)["counters"]
+    # wrk counts the answers it read in its window; a few requests still in
+    # flight when it stops are stored too: the server's own count is the truth
+    # for the exactly-once check, wrk's for the rate clients saw.
+    accepted = served["accepted"]
+    answered_202 = total - non2xx
     spool_bytes = sum(os.path.getsize(os.path.join(spool, f)) for f in os.listdir(spool) if f.startswith("seg-"))
 
     # Deliver everything to the double, then count the issues and their markers.
@@ -89,6 +89,8 @@ try:
     deliver_s = time.time() - t0
     if d.returncode != 0:
         sys.exit("intake_load: deliver failed (%d): %s" % (d.returncode, d.stderr[-2000:]))
+    with open(os.path.join(tmp, "report", "report.json")) as f:
+        delivered_records = json.load(f)["counters"]["delivered"]
     markers, issues, page = {}, 0, 1
     while page:
         status, headers, body = double.request("GET", "/projects/1/issues?state=all&per_page=100&page=%d" % page)
@@ -103,18 +105,19 @@ try:
         "machine_cores": os.cpu_count(),
         "server_threads": THREADS,
         "requests": total,
-        "accepted": accepted,
-        "accepted_per_s": round(accepted / SECONDS, 1),
+        "answered_202": answered_202,
+        "accepted_per_s": round(answered_202 / SECONDS, 1),
+        "stored_by_server": accepted,
         "non_2xx": non2xx,
         "socket_errors": sockerr.group(1) if sockerr else "",
         "latency_ms": {"p50": ms(lat["50"]), "p75": ms(lat["75"]), "p90": ms(lat["90"]), "p99": ms(lat["99"]),
                        "max": ms(maxlat)},
         "memory_kb": {"rss_before": before["VmRSS"], "rss_after": after["VmRSS"], "peak": after["VmHWM"]},
         "spool_bytes": spool_bytes,
-        "delivery": {"seconds": round(deliver_s, 1), "issues": issues, "distinct_submissions": len(markers),
+        "delivery": {"seconds": round(deliver_s, 1), "spool_records_delivered": delivered_records, "issues": issues, "distinct_submissions": len(markers),
                      "submissions_with_more_than_one_issue": sum(1 for v in markers.values() if v > 1),
                      "per_s": round(issues / deliver_s, 1) if deliver_s else None},
-        "exactly_once": issues == accepted and len(markers) == accepted and all(v == 1 for v in markers.values()),
+        "exactly_once": issues == accepted == delivered_records == len(markers) and all(v == 1 for v in markers.values()),
         "target": {"accepted_per_s": 2000, "p99_ms": 20},
     }
     result["target_met"] = result["accepted_per_s"] >= 2000 and result["latency_ms"]["p99"] < 20
@@ -122,9 +125,9 @@ try:
     with open(OUT, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print("intake: %d accepted in %ds = %.0f/s, p50 %.2f ms, p99 %.2f ms, rss %d -> %d KiB; "
+    print("intake: %d answered 202 in %ds = %.0f/s, p50 %.2f ms, p99 %.2f ms, rss %d -> %d KiB; "
           "delivered %d issues in %.1fs, exactly once: %s" % (
-              accepted, SECONDS, result["accepted_per_s"], result["latency_ms"]["p50"], result["latency_ms"]["p99"],
+              answered_202, SECONDS, result["accepted_per_s"], result["latency_ms"]["p50"], result["latency_ms"]["p99"],
               before["VmRSS"], after["VmRSS"], issues, deliver_s, result["exactly_once"]))
     sys.exit(0 if result["exactly_once"] else 1)
 finally:

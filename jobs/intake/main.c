@@ -174,8 +174,9 @@ static int serve(job_ctx *ctx)
 cleanup:
 	if (srv) {
 		intake_server_stats st;
-		intake_server_get_stats(&st, srv);
 		intake_server_stop(srv);
+		intake_server_get_stats(&st, srv);
+		intake_server_free(srv);
 		report_counter_set(ctx->rep, "accepted", st.accepted);
 		report_counter_set(ctx->rep, "duplicates", st.duplicates);
 		report_counter_set(ctx->rep, "rejected", st.rejected);

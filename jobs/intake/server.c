@@ -692,7 +692,7 @@ int intake_server_start(intake_server **out, const intake_server_options *o, spo
 	s = NULL;
 	error = 0;
 cleanup:
-	intake_server_stop(s);
+	intake_server_free(s);
 	return error;
 }
 
@@ -703,12 +703,19 @@ const char *intake_server_address(const intake_server *s)
 
 void intake_server_stop(intake_server *s)
 {
+	if (s && s->daemon) {
+		MHD_stop_daemon(s->daemon);
+		s->daemon = NULL;
+	}
+}
+
+void intake_server_free(intake_server *s)
+{
 	int i;
 
 	if (!s)
 		return;
-	if (s->daemon)
-		MHD_stop_daemon(s->daemon);
+	intake_server_stop(s);
 	ratelimit_free(s->rl);
 	dedup_free(s->dd);
 	for (i = 0; i < s->norigins; i++)

@@ -63,8 +63,11 @@ void intake_server_options_init(intake_server_options *o);
 int intake_server_start(intake_server **out, const intake_server_options *o, spool *sp);
 /* The address actually bound, "host:port" (port filled in when 0 was asked). */
 const char *intake_server_address(const intake_server *s);
-/* Stop accepting, finish the requests in flight, free everything. */
+/* Stop accepting and finish the requests in flight (the stats are final
+ * after it). Calling it again does nothing. */
 void intake_server_stop(intake_server *s);
+/* Stop if still running, then free everything. NULL is fine. */
+void intake_server_free(intake_server *s);
 
 typedef struct {
 	long accepted;       /* stored in the spool */
