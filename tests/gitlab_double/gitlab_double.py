@@ -20,8 +20,9 @@ What it models
 --------------
 * Auth: ``PRIVATE-TOKEN``, ``Authorization: Bearer``, ``private_token=``
   and ``JOB-TOKEN`` / ``job_token=``.  Missing or invalid -> 401.  Job tokens
-  reach only ``GET /projects/:id``, ``GET /version``, ``GET /job`` and the
-  Releases API (read and write, as release-cli does); everything else -> 403.
+  reach only ``GET /projects/:id``, ``GET /version``, ``GET /job``, the
+  changelog GET and the Releases API (read and write, as release-cli does);
+  everything else -> 403.
   Read-only tokens (scope ``read_api``) get 403 ``insufficient_scope`` on
   writes.  Every API project is private: no anonymous access.
 * Projects (numeric id or URL-encoded path), groups derived from namespaces
@@ -44,7 +45,8 @@ What it models
   merges with ``git merge-tree``; ``Closes #N`` closes issues when merged
   into the default branch; auto-merge waits for the head pipeline),
   repository (branches, commits with actions, tags, files, tree, protected
-  branches) backed by a real bare git repo per project, pipelines and jobs
+  branches, changelog from ``Changelog:`` trailers) backed by a real bare
+  git repo per project, pipelines and jobs
   (retry/cancel, job log via 302 redirect), releases, pipeline schedules.
 * Pagination exactly as documented (Link, x-* headers, no totals past 10,000
   records, keyset for project issues from 18.3 and project jobs), GitLab's
@@ -4087,6 +4089,84 @@ def h_file_delete(ctx, pid, fpath):
     return Resp(204)
 
 
+def semver_key(v):
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?", v or "")
+    if not m:
+        return None
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) is None, m.group(4) or "")
+
+
+def changelog_notes(ctx, p):
+    """GitLab's default changelog template over commits carrying the trailer (approximation)."""
+    st = ctx.st
+    repo = st.repo(p)
+    ctx.require("version")
+    version = ctx.s("version")
+    vkey = semver_key(version)
+    if vkey is None:
+        raise ApiError(422, {"message": f"The version {version} is not a valid semantic version"})
+    to = repo.resolve(ctx.s("to") or p["default_branch"])
+    if not to:
+        raise ApiError(422, {"message": "The 'to' commit does not exist"})
+    frm = ctx.s("from")
+    if frm is None:
+        older = [(semver_key(t["name"]), t["commit"]) for t in repo.tags()]
+        older = [o for o in older if o[0] is not None and o[0] < vkey]
+        frm = max(older)[1] if older else None
+    elif not repo.resolve(frm):
+        raise ApiError(422, {"message": "The 'from' commit does not exist"})
+    trailer = ctx.s("trailer", "Changelog")
+    commits = repo.log(f"{frm}..{to}" if frm else to)
+    cats = {}
+    for c in reversed(commits):
+        cat = c["trailers"].get(trailer)
+        if cat:
+            cats.setdefault(cat, []).append(c)
+    date = ctx.s("date")
+    day = datetime.datetime.fromtimestamp(parse_time(date, "date") if date else time.time(), UTC).date().isoformat()
+    out = [f"## {version} ({day})", ""]
+    if not cats:
+        out += ["No changes.", ""]
+    path = p["path_with_namespace"]
+    for cat in sorted(cats):
+        entries = cats[cat]
+        out += [f"### {cat} ({'1 change' if len(entries) == 1 else f'{len(entries)} changes'})", ""]
+        for c in entries:
+            line = f"- [{c['message'].split(chr(10), 1)[0]}]({path}@{c['id']})"
+            mr = next((m for m in st.mrs_by_project[p["id"]].values()
+                       if m["state"] == "merged" and m.get("sha") == c["id"]), None)
+            if mr:
+                line += f" ([merge request]({path}!{mr['iid']}))"
+            out.append(line)
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+@route("GET", P + "/repository/changelog")
+def h_changelog(ctx, pid):
+    p = ctx.project(pid)
+    return jresp(200, {"notes": changelog_notes(ctx, p)})
+
+
+@route("POST", P + "/repository/changelog")
+def h_changelog_commit(ctx, pid):
+    st = ctx.st
+    p = ctx.project(pid)
+    notes = changelog_notes(ctx, p)
+    branch = ctx.s("branch") or p["default_branch"]
+    fpath = ctx.s("file", "CHANGELOG.md")
+    repo = st.repo(p)
+    head = repo.branch_sha(branch)
+    if not head:
+        raise ApiError(422, {"message": f"Branch {branch} does not exist"})
+    old = repo.file_at(head, fpath)
+    content = notes + ("\n" + old[2].decode("utf-8", "replace") if old else "")
+    commit_actions(ctx, p, branch, [{"action": "update" if old else "create", "file_path": fpath,
+                                     "content": content}],
+                   ctx.s("message") or f"Add changelog for version {ctx.s('version')}")
+    return Resp(200, b"", "application/json")
+
+
 @route("GET", P + "/repository/tree")
 def h_tree(ctx, pid):
     p = ctx.project(pid)
@@ -4601,7 +4681,8 @@ def h_schedule_var_delete(ctx, pid, sid, key):
 
 def job_token_allowed(method, rel):
     """What a CI_JOB_TOKEN reaches (a small subset, as in GitLab)."""
-    if method in ("GET", "HEAD") and (re.fullmatch(r"/projects/[^/]+", rel) or rel in ("/version", "/job")):
+    if method in ("GET", "HEAD") and (re.fullmatch(r"/projects/[^/]+(/repository/changelog)?", rel)
+                                      or rel in ("/version", "/job")):
         return True
     return bool(re.fullmatch(r"/projects/[^/]+/releases(/[^/]+)?", rel))
 

@@ -599,6 +599,13 @@ class TestRepositoryAndMergeRequests(DoubleTestCase):
         self.assertEqual(self.demo.releases.get("v1.0.0").description, "Edited")
         tag = self.demo.tags.create({"tag_name": "v1.1.0", "ref": "main", "message": "annotated"})
         self.assertEqual(tag.message, "annotated")
+        self.demo.commits.create({"branch": "main", "commit_message": "Parse faster\n\nChangelog: performance",
+                                  "actions": [{"action": "create", "file_path": "perf.txt", "content": "p"}]})
+        notes = self.d.request("GET", "/projects/1/repository/changelog?version=1.2.0").json()["notes"]
+        self.assertRegex(notes, r"^## 1\.2\.0 \(\d{4}-\d\d-\d\d\)\n\n### performance \(1 change\)\n\n- \[Parse faster\]")
+        job = self.d.request("GET", "/projects/1/repository/changelog?version=1.2.0", token=None,
+                             headers={"JOB-TOKEN": JOB_TOKEN})
+        self.assertEqual(job.status, 200)
 
 
 class TestPipelinesJobsSchedules(DoubleTestCase):
