@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 from lib.double import Double
-from lib.factory import BIN_DIR, ROOT
+from lib.factory import BIN_DIR, ROOT, gl
 from lib.node import ensure_node_modules
 
 
@@ -84,7 +84,7 @@ class GitlabCiLocalTest(unittest.TestCase):
         env = self.consumer({"jobs": "setup,triage", "dry_run": "false"})
         r = self.gcl(env, "--variable", "FACTORY_JOB=setup", "factory-setup")
         self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-2000:])
-        boards = self.double.api("GET", "/projects/1/boards")
+        boards = gl(self.double, "GET", "/projects/1/boards")
         self.assertEqual([b["name"] for b in boards], ["Factory"])
         self.assertTrue(os.path.exists(os.path.join(self.work, "factory-report", "setup", "report.json")) or
                         "report" in r.stdout)
@@ -94,7 +94,7 @@ class GitlabCiLocalTest(unittest.TestCase):
         r = self.gcl(env, "--variable", "FACTORY_JOB=setup", "bot-setup")
         self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-2000:])
         self.assertIn("would POST", r.stdout + r.stderr)
-        self.assertEqual(self.double.api("GET", "/projects/1/boards"), [])
+        self.assertEqual(gl(self.double, "GET", "/projects/1/boards"), [])
 
     def test_disabled_job_does_not_run(self):
         env = self.consumer({"jobs": "triage"})

@@ -5,7 +5,7 @@ import tempfile
 import unittest
 
 from lib.double import Double
-from lib.factory import job_env, run_job
+from lib.factory import gl, job_env, run_job
 
 N_LABELS = 22  # common/board.c catalogue
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
@@ -25,10 +25,10 @@ class SetupTest(unittest.TestCase):
         return run_job("setup", self.double, *args, env=env)
 
     def labels(self):
-        return {l["name"]: l for l in self.double.api("GET", "/projects/1/labels?per_page=100")}
+        return {l["name"]: l for l in gl(self.double, "GET", "/projects/1/labels?per_page=100")}
 
     def factory_board(self):
-        boards = self.double.api("GET", "/projects/1/boards")
+        boards = gl(self.double, "GET", "/projects/1/boards")
         return [b for b in boards if b["name"] == "Factory"]
 
     def test_first_run_creates_labels_and_board(self):
@@ -70,7 +70,7 @@ class SetupTest(unittest.TestCase):
     def test_drifted_label_is_repaired_alone(self):
         self.assertEqual(self.setup_run().returncode, 0)
         lab = self.labels()["priority::1"]
-        self.double.api("PUT", "/projects/1/labels/%d" % lab["id"], {"color": "#000000", "description": "x"})
+        gl(self.double, "PUT", "/projects/1/labels/%d" % lab["id"], {"color": "#000000", "description": "x"})
         self.double.clear_requests()
         r = self.setup_run()
         self.assertEqual(r.returncode, 0, r)
@@ -83,7 +83,7 @@ class SetupTest(unittest.TestCase):
         self.assertEqual(self.setup_run().returncode, 0)
         board = self.factory_board()[0]
         victim = [l for l in board["lists"] if l["label"]["name"] == "workflow::in progress"][0]
-        self.double.api("DELETE", "/projects/1/boards/%d/lists/%d" % (board["id"], victim["id"]))
+        gl(self.double, "DELETE", "/projects/1/boards/%d/lists/%d" % (board["id"], victim["id"]))
         self.double.clear_requests()
         r = self.setup_run()
         self.assertEqual(r.returncode, 0, r)

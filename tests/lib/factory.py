@@ -97,3 +97,12 @@ def check_sanitizers(text):
     m = SANITIZER_RE.search(text or "")
     if m:
         raise AssertionError("sanitizer report:\n" + text[max(0, m.start() - 200):m.start() + 4000])
+
+
+def gl(double, method, path, body=None):
+    """One API call to the double as the test's own client: JSON back, or an
+    AssertionError naming the call when GitLab answers an error."""
+    r = double.request(method, path, body)
+    if r.status >= 400:
+        raise AssertionError("%s %s: %d %s" % (method, path, r.status, r.text[:500]))
+    return r.json()
