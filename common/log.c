@@ -311,10 +311,23 @@ static void section_name(char *out, size_t len, const char *name)
 	out[i] = '\0';
 }
 
+/* Section markers mean something in a GitLab job log; on a person's terminal
+ * outside CI they are noise, so they are left out there. */
+static int sections_wanted(void)
+{
+	const char *ci = getenv("GITLAB_CI");
+
+	return (ci && *ci) || !isatty(fileno(stdout));
+}
+
 void log_section_start(const char *name, const char *title, int collapsed)
 {
 	char clean[128];
-	char *masked = log_mask_dup(title);
+	char *masked;
+
+	if (!sections_wanted())
+		return;
+	masked = log_mask_dup(title);
 
 	section_name(clean, sizeof(clean), name);
 	fflush(stderr);
@@ -328,6 +341,8 @@ void log_section_end(const char *name)
 {
 	char clean[128];
 
+	if (!sections_wanted())
+		return;
 	section_name(clean, sizeof(clean), name);
 	fflush(stderr);
 	printf("\033[0Ksection_end:%lld:%s\r\033[0K\n", (long long)time(NULL), clean);
