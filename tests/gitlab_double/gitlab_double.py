@@ -823,7 +823,8 @@ class Repo:
 
     def tree(self, sha, path, recursive):
         spec = f"{sha}:{path}" if path else sha
-        if self.run("rev-parse", "--verify", "-q", spec + "^{tree}", ok=(0, 1, 128)).returncode != 0:
+        kind = self.run("cat-file", "-t", spec, ok=(0, 1, 128))
+        if kind.returncode != 0 or kind.stdout.decode().strip() not in ("tree", "commit"):
             return None
         args = ["ls-tree", "-z"] + (["-r", "-t"] if recursive else []) + [spec]
         res = []

@@ -515,6 +515,8 @@ class TestRepositoryAndMergeRequests(DoubleTestCase):
         self.assertIsNone(r.headers.get("x-total"))
         tree = {t["path"] for t in self.demo.repository_tree(ref="feature/api", recursive=True, get_all=True)}
         self.assertLessEqual({"README.md", "src", "src/a.txt", "new.txt"}, tree)
+        sub = self.demo.repository_tree(path="src", ref="feature/api", get_all=True)
+        self.assertEqual([(t["name"], t["type"], t["path"]) for t in sub], [("a.txt", "blob", "src/a.txt")])
         self.assertIn("feature/api", [b.name for b in self.demo.branches.list(get_all=True)])
         self.demo.branches.delete("feature/api")
         with self.assertRaises(gle.GitlabGetError):
