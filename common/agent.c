@@ -990,7 +990,7 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
 	llm_stats ls0, ls1;
 	cJSON *tools_def = NULL, *rec;
 	fbuf sys, first, result;
-	long start_us = now_us(), turn_start, tool_us_turn, model_us_turn, over;
+	long start_us = now_us(), turn_start = 0, tool_us_turn = 0, model_us_turn = 0, over;
 	int error = -1, nudges = 0, is_error;
 	size_t i;
 
@@ -1039,12 +1039,13 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
 	text_record(&tr, "system", sys.ptr);
 	text_record(&tr, "user", first.ptr);
 
-	for (;;) {
+	for (;; turn_start = 0) {
 		long left_out;
-		turn_start = now_us();
 		tool_us_turn = 0;
+		model_us_turn = 0;
 		if (over_budget(&st))
 			break;
+		turn_start = now_us();
 		left_out = o->max_output_tokens - r->usage.output;
 		llm_get_stats(&ls0, l);
 		error = llm_send(&resp, l, conv, left_out, tc.deadline_ms);
@@ -1143,6 +1144,14 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
 			nudges = 0;
 		}
 		llm_response_release(&resp);
+		r->tool_us += tool_us_turn;
+		over = now_us() - turn_start - model_us_turn - tool_us_turn;
+		r->overhead_us += over;
+		if (over > r->overhead_max_us)
+			r->overhead_max_us = over;
+	}
+	if (turn_start) {
+		/* The turn that ended the loop counts too. */
 		r->tool_us += tool_us_turn;
 		over = now_us() - turn_start - model_us_turn - tool_us_turn;
 		r->overhead_us += over;
