@@ -71,9 +71,51 @@ What it does not model
   names and stages from ``.gitlab-ci.yml`` with a tiny line scanner, not a
   YAML parser.
 * Persistence: state lives in memory; only git repositories are on disk.
+* Merge requests between forks, MR rebase (answers 202 and does nothing),
+  squash, approvals; merge conflicts are detected with ``git merge-tree``.
+* Rate limits on git smart HTTP and the control API (only /api/v4 counts).
+* Markdown: mentions and quick actions inside code (fenced, indented,
+  inline) are ignored as in GitLab; a backslash does NOT escape ``@user``
+  (GitLab does not honour a backslash before ``@`` either).  The changelog uses GitLab's default template
+  with trailer values as category titles (no .gitlab/changelog_config.yml).
 
-Everything is guarded by one lock; per-request work on issue lists is O(n)
-filtering over cached sorted lists plus O(page) serialisation.
+Control API (no auth, not rate limited, not in the request log)
+---------------------------------------------------------------
+POST /__double/seed       additive JSON ({"reset": true} wipes first):
+    users:[{id?, username, name?, email?}], groups:[path | {full_path, name}],
+    projects:[{id, path_with_namespace, default_branch, files:{path: text |
+      {content, encoding: base64, execute_filemode}}, branches:{name: ref}}],
+    tokens:[token | {token, user, scopes}], read_only_tokens:[...],
+    job_tokens:[token | {token, project_id, job_id}],
+    labels:[{project_id | group, name, color, description, priority}],
+    issues:[{project_id, iid?, title, description, labels, state, created_at,
+      updated_at, closed_at, confidential, assignees, author, relative_position,
+      notes:[body | {body, author, created_at, system, internal}],
+      label_events:[{action, label, created_at, user}]}],
+    merge_requests:[{project_id, source_branch, target_branch, title, state}],
+    boards:[{project_id | group, name, lists:[label names]}],
+    pipelines:[{project_id, ref, status?, sha?, source, created_at,
+      jobs:[{name, stage, status, trace, failure_reason, duration,
+             queued_duration, allow_failure}]}],
+    protected_branches:[{project_id, name} | "pid:name"]
+  -> {"projects": [ids], "issues": [iids], "pipelines": [{id, jobs}], ...}
+POST /__double/reset {"default": true}   wipe state (+ default project)
+POST|GET|DELETE /__double/faults   rules {method?, path_regex, status?, body?,
+    headers?, delay_ms?, drop?, truncate?, html?, empty?, times? (1; -1 =
+    forever), after? (skip the first N matches)}; path_regex is searched in
+    "path?query"
+GET|DELETE /__double/requests      [{seq, method, path, query, status,
+    token_kind, time}] for /api/v4 requests
+GET /__double/state, GET|DELETE /__double/mentions
+POST /__double/pipelines (as a seed pipeline) -> pipeline + jobs
+POST /__double/pipelines/:id {status}; POST /__double/jobs/:id {status,
+    trace, append_trace, failure_reason, duration, pipeline_status}
+POST|DELETE /__double/protected_branches {project_id, name}
+DELETE /__double/ratelimit; GET /__double/traces/:project/:job.log
+
+Everything is guarded by one lock.  Issue lists are O(page) once a query has
+been seen: sorted lists and filtered results are cached per project until an
+issue or label of that project changes.
 """
 
 from __future__ import annotations
