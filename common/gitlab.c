@@ -26,10 +26,10 @@
 
 struct gitlab {
 	http_client *http;
-	char *api_url;       /* without trailing slash */
-	char *project;       /* as given, or NULL */
-	char *project_esc;   /* escaped for paths, or NULL */
-	char *token_header;  /* "PRIVATE-TOKEN: <token>", wiped on free */
+	char *api_url;      /* without trailing slash */
+	char *project;      /* as given, or NULL */
+	char *project_esc;  /* escaped for paths, or NULL */
+	char *token_header; /* "PRIVATE-TOKEN: <token>", wiped on free */
 	int dry_run;
 	long last_status;
 	gitlab_stats stats;
@@ -38,17 +38,17 @@ struct gitlab {
 /* One call as the layer below sees it. */
 typedef struct {
 	const char *method;
-	const char *path;      /* as the caller wrote it, for messages */
-	const char *url;       /* absolute */
-	const char *body;      /* JSON text or NULL */
+	const char *path; /* as the caller wrote it, for messages */
+	const char *url;  /* absolute */
+	const char *body; /* JSON text or NULL */
 	http_sink_fn sink;
 	void *sink_ctx;
-	int raw;               /* any content type is welcome (job traces) */
+	int raw; /* any content type is welcome (job traces) */
 } gl_call;
 
 static int is_write(const char *method)
 {
-	return strcasecmp(method, "GET") && strcasecmp(method, "HEAD");
+	return strcasecmp(method, "GET") != 0 && strcasecmp(method, "HEAD") != 0;
 }
 
 /* ---- client ---- */
@@ -93,8 +93,9 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 		error = ferror_set(FACTORY_ECONFIG, "missing GitLab API url");
 		goto cleanup;
 	}
-	if (strncmp(opts->api_url, "http://", 7) && strncmp(opts->api_url, "https://", 8)) {
-		error = ferror_set(FACTORY_ECONFIG, "bad GitLab API url %s: expected http:// or https://", opts->api_url);
+	if (strncmp(opts->api_url, "http://", 7) != 0 && strncmp(opts->api_url, "https://", 8) != 0) {
+		error = ferror_set(FACTORY_ECONFIG, "bad GitLab API url %s: expected http:// or https://",
+		                   opts->api_url);
 		goto cleanup;
 	}
 	if (!opts->token || !*opts->token) {
@@ -104,7 +105,8 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 	tlen = strlen(opts->token);
 	for (i = 0; i < tlen; i++) {
 		if (iscntrl((unsigned char)opts->token[i]) || opts->token[i] == ' ') {
-			error = ferror_set(FACTORY_ECONFIG, "bad GitLab token: it contains spaces or control characters");
+			error = ferror_set(FACTORY_ECONFIG,
+			                   "bad GitLab token: it contains spaces or control characters");
 			goto cleanup;
 		}
 	}
@@ -188,9 +190,10 @@ static int build_url(fbuf *url, const gitlab *gl, const char *path)
 		if ((p == path || p[-1] == '/') && !strncmp(p, ":id", 3) &&
 		    (p[3] == '\0' || p[3] == '/' || p[3] == '?')) {
 			if (!gl->project_esc)
-				return ferror_set(FACTORY_ECONFIG, "%s: no project configured (set FACTORY_PROJECT or "
-								   "CI_PROJECT_ID)",
-						  path);
+				return ferror_set(FACTORY_ECONFIG,
+				                  "%s: no project configured (set FACTORY_PROJECT or "
+				                  "CI_PROJECT_ID)",
+				                  path);
 			if ((error = fbuf_puts(url, gl->project_esc)) < 0)
 				return error;
 			p += 3;
@@ -204,41 +207,51 @@ static int build_url(fbuf *url, const gitlab *gl, const char *path)
 
 /* ---- messages ---- */
 
+/* Reason phrases for the statuses GitLab and its proxies send. */
+static const struct {
+	long status;
+	const char *phrase;
+} phrases[] = {
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {303, "See Other"},
+        {304, "Not Modified"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {406, "Not Acceptable"},
+        {408, "Request Timeout"},
+        {409, "Conflict"},
+        {410, "Gone"},
+        {412, "Precondition Failed"},
+        {413, "Payload Too Large"},
+        {415, "Unsupported Media Type"},
+        {422, "Unprocessable Entity"},
+        {423, "Locked"},
+        {429, "Too Many Requests"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+};
+
 static const char *reason_phrase(long s)
 {
-	switch (s) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 303: return "See Other";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 308: return "Permanent Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 406: return "Not Acceptable";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 410: return "Gone";
-	case 412: return "Precondition Failed";
-	case 413: return "Payload Too Large";
-	case 415: return "Unsupported Media Type";
-	case 422: return "Unprocessable Entity";
-	case 423: return "Locked";
-	case 429: return "Too Many Requests";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "";
-	}
+	size_t i;
+
+	for (i = 0; i < sizeof(phrases) / sizeof(phrases[0]); i++)
+		if (phrases[i].status == s)
+			return phrases[i].phrase;
+	return "";
 }
 
 static int status_to_code(long s)
@@ -363,15 +376,14 @@ static int flatten(fbuf *out, const cJSON *node, const char *prefix)
 		return fbuf_puts(out, num);
 	}
 	if (cJSON_IsArray(node)) {
-		cJSON_ArrayForEach(child, node)
-			if ((error = flatten(out, child, prefix)) < 0)
-				return error;
+		cJSON_ArrayForEach(child, node) if ((error = flatten(out, child, prefix)) < 0) return error;
 		return 0;
 	}
 	if (cJSON_IsObject(node)) {
-		cJSON_ArrayForEach(child, node) {
+		cJSON_ArrayForEach(child, node)
+		{
 			fbuf key;
-			const char *k = child->string && strcmp(child->string, "base") ? child->string : NULL;
+			const char *k = child->string && strcmp(child->string, "base") != 0 ? child->string : NULL;
 
 			fbuf_init(&key, 1024);
 			if (prefix && k)
@@ -585,7 +597,7 @@ static int parse_json(cJSON **out, const gl_call *call, const http_response *r, 
 		if (allow_empty)
 			return 0;
 		return ferror_set(FACTORY_EINVALID, "%s %s: %s: empty body where JSON was expected", call->method,
-				  call->path, sw);
+		                  call->path, sw);
 	}
 	if (looks_like_html(body, len)) {
 		fbuf title;
@@ -594,10 +606,10 @@ static int parse_json(cJSON **out, const gl_call *call, const http_response *r, 
 		fbuf_init(&title, 1024);
 		html_title(&title, body, len);
 		code = ferror_set(FACTORY_EINVALID,
-				  "%s %s: %s: an HTML page%s%s%s where JSON was expected (is the GitLab URL the API "
-				  "root, ending in /api/v4?)",
-				  call->method, call->path, sw, title.len ? " (\"" : "", title.len ? title.ptr : "",
-				  title.len ? "\")" : "");
+		                  "%s %s: %s: an HTML page%s%s%s where JSON was expected (is the GitLab URL the API "
+		                  "root, ending in /api/v4?)",
+		                  call->method, call->path, sw, title.len ? " (\"" : "", title.len ? title.ptr : "",
+		                  title.len ? "\")" : "");
 		fbuf_release(&title);
 		return code;
 	}
@@ -606,15 +618,15 @@ static int parse_json(cJSON **out, const gl_call *call, const http_response *r, 
 		size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : len;
 		if (json_unfinished(body, len))
 			return ferror_set(FACTORY_EINVALID, "%s %s: %s: truncated JSON (%zu bytes)", call->method,
-					  call->path, sw, len);
+			                  call->path, sw, len);
 		return ferror_set(FACTORY_EINVALID, "%s %s: %s: malformed JSON at byte %zu of %zu", call->method,
-				  call->path, sw, at, len);
+		                  call->path, sw, at, len);
 	}
 	rest = end ? skip_ws(end, body + len) : body + len;
 	if (rest < body + len) {
 		cJSON_Delete(json);
 		return ferror_set(FACTORY_EINVALID, "%s %s: %s: malformed JSON: data after the value at byte %zu",
-				  call->method, call->path, sw, (size_t)(rest - body));
+		                  call->method, call->path, sw, (size_t)(rest - body));
 	}
 	*out = json;
 	return 0;
@@ -700,7 +712,7 @@ int gitlab_request(cJSON **out, gitlab *gl, const char *method, const cJSON *bod
 
 /* The same without an answer to keep. */
 static int request_noout(gitlab *gl, const char *method, const cJSON *body, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 static int request_noout(gitlab *gl, const char *method, const cJSON *body, const char *fmt, ...)
 {
 	va_list ap;
@@ -872,7 +884,8 @@ static int list_url(fbuf *url, const gitlab *gl, const char *path, const char *q
 
 		if ((error = fbuf_puts(url, "&pagination=keyset")) < 0)
 			return error;
-		if (!has_order && ((error = fbuf_puts(url, "&order_by=")) < 0 || (error = http_escape(url, keyset)) < 0))
+		if (!has_order &&
+		    ((error = fbuf_puts(url, "&order_by=")) < 0 || (error = http_escape(url, keyset)) < 0))
 			return error;
 		if (!has_sort && (error = fbuf_puts(url, "&sort=asc")) < 0)
 			return error;
@@ -880,8 +893,8 @@ static int list_url(fbuf *url, const gitlab *gl, const char *path, const char *q
 	return 0;
 }
 
-int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char *keyset_order_by,
-		     size_t max_items, gitlab_item_fn cb, void *ctx)
+int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char *keyset_order_by, size_t max_items,
+                     gitlab_item_fn cb, void *ctx)
 {
 	fbuf base, url, next;
 	http_response resp;
@@ -912,7 +925,8 @@ int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char
 		error = gl_send(&resp, gl, &call);
 		if (error < 0 && keyset && pages == 0 && (resp.status == 400 || resp.status == 405)) {
 			/* This endpoint or version has no keyset pagination: walk by offset. */
-			log_debug("GET %s: keyset pagination refused (%ld), using offset pagination", path, resp.status);
+			log_debug("GET %s: keyset pagination refused (%ld), using offset pagination", path,
+			          resp.status);
 			keyset = NULL;
 			if ((error = list_url(&base, gl, path, query, NULL)) < 0)
 				goto cleanup;
@@ -930,11 +944,12 @@ int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char
 			goto cleanup;
 		if (!cJSON_IsArray(page)) {
 			error = ferror_set(FACTORY_EINVALID, "GET %s: expected a JSON array, got %s", path,
-					   cJSON_IsObject(page) ? "an object" : "another JSON value");
+			                   cJSON_IsObject(page) ? "an object" : "another JSON value");
 			goto cleanup;
 		}
 		n = 0;
-		cJSON_ArrayForEach(item, page) {
+		cJSON_ArrayForEach(item, page)
+		{
 			if (max_items && seen >= max_items)
 				break;
 			seen++;
@@ -950,7 +965,8 @@ int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char
 		/* The next page: Link rel="next" as given, else X-Next-Page. */
 		has_link = !http_response_header(link, MAX_LINK_HEADER, &resp, "Link");
 		if (has_link && strlen(link) + 1 >= MAX_LINK_HEADER) {
-			error = ferror_set(FACTORY_ETOOBIG, "GET %s: Link header over %zu bytes", path, MAX_LINK_HEADER);
+			error = ferror_set(FACTORY_ETOOBIG, "GET %s: Link header over %zu bytes", path,
+			                   MAX_LINK_HEADER);
 			goto cleanup;
 		}
 		if (has_link && link_next(&next, link)) {
@@ -978,7 +994,7 @@ int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char
 		}
 		if (!strcmp(next.ptr, url.ptr)) {
 			error = ferror_set(FACTORY_EINVALID, "GET %s: the next page is the same page (page %ld)", path,
-					   pages);
+			                   pages);
 			goto cleanup;
 		}
 		fbuf_reset(&url);
@@ -1113,10 +1129,11 @@ static int clean_labels(fbuf *out, const char *list, const char *what)
 			return ferror_set(FACTORY_EINVALID, "bad %s \"%.100s\": empty label name", what, list);
 		if ((size_t)(q - s) > MAX_LABEL_LEN)
 			return ferror_set(FACTORY_EINVALID, "bad %s: label name of %zu bytes (at most %d)", what,
-					  (size_t)(q - s), MAX_LABEL_LEN);
+			                  (size_t)(q - s), MAX_LABEL_LEN);
 		for (c = s; c < q; c++)
 			if (iscntrl((unsigned char)*c))
-				return ferror_set(FACTORY_EINVALID, "bad %s: label name with a control character", what);
+				return ferror_set(FACTORY_EINVALID, "bad %s: label name with a control character",
+				                  what);
 		if ((count++ && (error = fbuf_putc(out, ',')) < 0) || (error = fbuf_put(out, s, (size_t)(q - s))) < 0)
 			return error;
 		if (!*e)
@@ -1157,14 +1174,16 @@ int gitlab_issue_move_labels(cJSON **out, gitlab *gl, long iid, const char *add,
 	*out = NULL;
 	fbuf_init(&a, 64 << 10);
 	fbuf_init(&r, 64 << 10);
-	if ((error = clean_labels(&a, add, "add_labels")) < 0 || (error = clean_labels(&r, remove, "remove_labels")) < 0)
+	if ((error = clean_labels(&a, add, "add_labels")) < 0 ||
+	    (error = clean_labels(&r, remove, "remove_labels")) < 0)
 		goto cleanup;
 	if (!a.len && !r.len) {
 		error = 0; /* nothing to move */
 		goto cleanup;
 	}
 	if (a.len && r.len && lists_overlap(a.ptr, r.ptr)) {
-		error = ferror_set(FACTORY_EINVALID, "move labels of issue %ld: a label is both added and removed", iid);
+		error = ferror_set(FACTORY_EINVALID, "move labels of issue %ld: a label is both added and removed",
+		                   iid);
 		goto cleanup;
 	}
 	if (!(b = cJSON_CreateObject()) || (a.len && !cJSON_AddStringToObject(b, "add_labels", a.ptr)) ||
@@ -1187,7 +1206,8 @@ int gitlab_issue_reorder(gitlab *gl, long iid, long after_id, long before_id)
 
 	if (!after_id && !before_id)
 		return ferror_set(FACTORY_EINVALID, "reorder issue %ld: neither move_after_id nor move_before_id", iid);
-	if (!(b = cJSON_CreateObject()) || (after_id && !cJSON_AddNumberToObject(b, "move_after_id", (double)after_id)) ||
+	if (!(b = cJSON_CreateObject()) ||
+	    (after_id && !cJSON_AddNumberToObject(b, "move_after_id", (double)after_id)) ||
 	    (before_id && !cJSON_AddNumberToObject(b, "move_before_id", (double)before_id))) {
 		cJSON_Delete(b);
 		return oom();
@@ -1203,7 +1223,7 @@ int gitlab_note_create(cJSON **out, gitlab *gl, const char *noteable, long iid, 
 	int error;
 
 	*out = NULL;
-	if (!noteable || (strcmp(noteable, "issues") && strcmp(noteable, "merge_requests")))
+	if (!noteable || (strcmp(noteable, "issues") != 0 && strcmp(noteable, "merge_requests") != 0))
 		return ferror_set(FACTORY_EINVALID, "note create: noteable must be issues or merge_requests");
 	if (!body || !*body)
 		return ferror_set(FACTORY_EINVALID, "note create: empty body");
@@ -1261,8 +1281,8 @@ int gitlab_mr_merge(cJSON **out, gitlab *gl, long iid, int when_pipeline_succeed
 	/* GitLab 17.11 renamed merge_when_pipeline_succeeds to auto_merge;
 	 * both are sent, an older server ignores the one it does not know. */
 	if (!(b = cJSON_CreateObject()) ||
-	    (when_pipeline_succeeds && (!cJSON_AddTrueToObject(b, "merge_when_pipeline_succeeds") ||
-					!cJSON_AddTrueToObject(b, "auto_merge")))) {
+	    (when_pipeline_succeeds &&
+	     (!cJSON_AddTrueToObject(b, "merge_when_pipeline_succeeds") || !cJSON_AddTrueToObject(b, "auto_merge")))) {
 		cJSON_Delete(b);
 		return oom();
 	}

@@ -30,9 +30,9 @@
 struct http_client {
 	CURL *curl;
 	http_options opts;
-	char *ca_file;          /* resolved CA bundle path (owned), or NULL */
+	char *ca_file; /* resolved CA bundle path (owned), or NULL */
 	http_stats stats;
-	uint64_t rng;           /* xorshift state for the jitter */
+	uint64_t rng; /* xorshift state for the jitter */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -270,14 +270,14 @@ int http_escape(fbuf *out, const char *in)
 typedef struct {
 	http_response *out;
 	const http_request *req;
-	fbuf headers;      /* headers of the response being received */
-	long status;       /* its status, from the status line */
-	int body_error;    /* fbuf error when buffering the body */
-	int header_error;  /* fbuf error when keeping the headers */
-	int sink_rc;       /* the sink's non-zero answer */
-	size_t sunk;       /* bytes handed to the sink */
-	int sends;         /* times libcurl was about to send the request */
-	int once;          /* the method must not be sent twice */
+	fbuf headers;     /* headers of the response being received */
+	long status;      /* its status, from the status line */
+	int body_error;   /* fbuf error when buffering the body */
+	int header_error; /* fbuf error when keeping the headers */
+	int sink_rc;      /* the sink's non-zero answer */
+	size_t sunk;      /* bytes handed to the sink */
+	int sends;        /* times libcurl was about to send the request */
+	int once;         /* the method must not be sent twice */
 	int resend_refused;
 } xfer;
 
@@ -360,16 +360,16 @@ static int is_idempotent(const char *m)
 }
 
 /* Set every option for one request; the handle was reset before. */
-static CURLcode setup_handle(http_client *c, xfer *x, const char *method, const char *url,
-			     struct curl_slist *hdrs, const char *body, size_t body_len)
+static CURLcode setup_handle(http_client *c, xfer *x, const char *method, const char *url, struct curl_slist *hdrs,
+                             const char *body, size_t body_len)
 {
 	CURL *h = c->curl;
 	CURLcode rc = CURLE_OK;
 
-#define SET(opt, val)                                               \
-	do {                                                        \
-		if ((rc = curl_easy_setopt(h, opt, val)) != CURLE_OK) \
-			return rc;                                  \
+#define SET(opt, val)                                                                                                  \
+	do {                                                                                                           \
+		if ((rc = curl_easy_setopt(h, opt, val)) != CURLE_OK)                                                  \
+			return rc;                                                                                     \
 	} while (0)
 
 	SET(CURLOPT_URL, url);
@@ -459,8 +459,8 @@ int http_same_origin(const char *a, const char *b)
 /* Headers that carry credentials and go to the first origin only. */
 static int is_credential_header(const char *h)
 {
-	static const char *const names[] = {"authorization", "private-token", "job-token", "deploy-token",
-					    "cookie", "proxy-authorization", NULL};
+	static const char *const names[] = {"authorization", "private-token",       "job-token", "deploy-token",
+	                                    "cookie",        "proxy-authorization", NULL};
 	size_t i, n;
 
 	for (i = 0; names[i]; i++) {
@@ -515,7 +515,7 @@ static void url_for_log(char *out, size_t len, const char *url)
 	n = q ? (size_t)(q - url) : strlen(url);
 	if (at && scheme_end && (!q || at < q))
 		snprintf(out, len, "%.*s%.*s", (int)(scheme_end + 3 - url), url, (int)(n - (size_t)(at + 1 - url)),
-			 at + 1);
+		         at + 1);
 	else
 		snprintf(out, len, "%.*s", (int)n, url);
 }
@@ -554,10 +554,10 @@ enum { OUT_RESPONSE = 1, OUT_NETWORK, OUT_FATAL };
 
 typedef struct {
 	int kind;
-	CURLcode cc;       /* for OUT_NETWORK */
-	int error;         /* for OUT_FATAL: the FACTORY_E* code, ferror set */
-	size_t sunk;       /* bytes the sink got */
-	char url[2048];    /* URL of the last hop, for messages */
+	CURLcode cc;    /* for OUT_NETWORK */
+	int error;      /* for OUT_FATAL: the FACTORY_E* code, ferror set */
+	size_t sunk;    /* bytes the sink got */
+	char url[2048]; /* URL of the last hop, for messages */
 } outcome;
 
 static int is_redirect(long status)
@@ -614,7 +614,7 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 		if ((cc = setup_handle(c, &x, method, url, hdrs, body, body_len)) != CURLE_OK) {
 			oc->kind = OUT_FATAL;
 			oc->error = ferror_set(FACTORY_ERR, "%s %s: cannot set up the request: %s", method, oc->url,
-					       curl_easy_strerror(cc));
+			                       curl_easy_strerror(cc));
 			goto cleanup;
 		}
 		cc = curl_easy_perform(c->curl);
@@ -648,22 +648,25 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 				oc->error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			} else if (x.body_error || cc == CURLE_FILESIZE_EXCEEDED) {
 				oc->kind = OUT_FATAL;
-				oc->error = ferror_set(FACTORY_ETOOBIG, "%s %s: response body over the cap of %zu bytes",
-						       method, oc->url, c->opts.max_response);
+				oc->error =
+				        ferror_set(FACTORY_ETOOBIG, "%s %s: response body over the cap of %zu bytes",
+				                   method, oc->url, c->opts.max_response);
 			} else if (x.header_error) {
 				oc->kind = OUT_FATAL;
 				oc->error = ferror_set(FACTORY_ETOOBIG, "%s %s: response headers over %zu bytes",
-						       method, oc->url, MAX_HEADER_BYTES);
+				                       method, oc->url, MAX_HEADER_BYTES);
 			} else if (x.resend_refused) {
 				oc->kind = OUT_FATAL;
-				oc->error = ferror_set(FACTORY_EUPSTREAM, "%s %s: connection closed before any answer; "
-						       "not sent again as the server may have acted on it",
-						       method, oc->url);
+				oc->error = ferror_set(FACTORY_EUPSTREAM,
+				                       "%s %s: connection closed before any answer; "
+				                       "not sent again as the server may have acted on it",
+				                       method, oc->url);
 			} else if (x.sink_rc) {
 				oc->kind = OUT_FATAL;
-				oc->error = x.sink_rc < 0 ? x.sink_rc
-							  : ferror_set(FACTORY_ERR, "%s %s: transfer stopped by the caller",
-								       method, oc->url);
+				oc->error = x.sink_rc < 0
+				                    ? x.sink_rc
+				                    : ferror_set(FACTORY_ERR, "%s %s: transfer stopped by the caller",
+				                                 method, oc->url);
 			} else {
 				/* A response cut short is no response: the caller
 				 * must not judge a status whose body never came. */
@@ -689,7 +692,7 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 		if (hop == MAX_REDIRECTS) {
 			oc->kind = OUT_FATAL;
 			oc->error = ferror_set(FACTORY_EUPSTREAM, "%s %s: more than %d redirects", method, oc->url,
-					       MAX_REDIRECTS);
+			                       MAX_REDIRECTS);
 			goto cleanup;
 		}
 		/* 303 always, and 301/302 after a POST (as browsers and curl do),
@@ -737,8 +740,8 @@ static int network_retryable(CURLcode cc)
 /* Failures that certainly happened before the request was sent. */
 static int before_send(CURLcode cc)
 {
-	return cc == CURLE_COULDNT_RESOLVE_PROXY || cc == CURLE_COULDNT_RESOLVE_HOST ||
-	       cc == CURLE_COULDNT_CONNECT || cc == CURLE_SSL_CONNECT_ERROR;
+	return cc == CURLE_COULDNT_RESOLVE_PROXY || cc == CURLE_COULDNT_RESOLVE_HOST || cc == CURLE_COULDNT_CONNECT ||
+	       cc == CURLE_SSL_CONNECT_ERROR;
 }
 
 static int status_retryable(long s)
@@ -769,7 +772,7 @@ static long retry_wait(http_client *c, const http_response *r, int retry_index, 
 	char v[128];
 	time_t now = time(NULL), t;
 	long n, cap;
-	int ok, throttled = 0;
+	int ok, throttled;
 
 	if (r->status && !http_response_header(v, sizeof(v), r, "Retry-After") && v[0]) {
 		n = parse_long(v, &ok);
@@ -782,11 +785,8 @@ static long retry_wait(http_client *c, const http_response *r, int retry_index, 
 			return ms_until(t, now);
 		}
 	}
-	if (r->status == 429)
-		throttled = 1;
-	else if (r->status && !http_response_header(v, sizeof(v), r, "RateLimit-Remaining") &&
-		 parse_long(v, &ok) == 0 && ok)
-		throttled = 1;
+	throttled = r->status == 429 || (r->status && !http_response_header(v, sizeof(v), r, "RateLimit-Remaining") &&
+	                                 parse_long(v, &ok) == 0 && ok);
 	if (throttled && !http_response_header(v, sizeof(v), r, "RateLimit-Reset")) {
 		n = parse_long(v, &ok);
 		if (ok && n >= 0) {
@@ -832,8 +832,7 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 			goto cleanup;
 		}
 		if (oc.kind == OUT_RESPONSE)
-			retryable = status_retryable(out->status) &&
-				    (out->status != 500 || is_idempotent(req->method));
+			retryable = status_retryable(out->status) && (out->status != 500 || is_idempotent(req->method));
 		else
 			retryable = network_retryable(oc.cc) && (is_idempotent(req->method) || before_send(oc.cc));
 		/* What went to the sink cannot be taken back. */
@@ -849,12 +848,12 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 			snprintf(what, sizeof(what), "%s", c->errbuf[0] ? c->errbuf : curl_easy_strerror(oc.cc));
 		if (wait > left) {
 			log_warn("%s %s: %s, not trying again: a wait of %ld ms (%s) is over what is left of the "
-				 "retry budget (%ld ms)",
-				 req->method, oc.url, what, wait, why, left > 0 ? left : 0);
+			         "retry budget (%ld ms)",
+			         req->method, oc.url, what, wait, why, left > 0 ? left : 0);
 			break;
 		}
 		log_warn("%s %s: %s, trying again in %ld ms (%s; try %d of %d)", req->method, oc.url, what, wait, why,
-			 attempt + 1, c->opts.max_retries + 1);
+		         attempt + 1, c->opts.max_retries + 1);
 		sleep_fn(wait);
 		c->stats.slept_ms += wait;
 		c->stats.retries++;
@@ -863,7 +862,7 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 	if (oc.kind == OUT_RESPONSE) {
 		if (status_retryable(out->status)) {
 			error = ferror_set(FACTORY_EUPSTREAM, "%s %s: status %ld (%d %s)", req->method, oc.url,
-					   out->status, attempt, tries_word(attempt));
+			                   out->status, attempt, tries_word(attempt));
 			goto cleanup;
 		}
 		error = 0;
@@ -871,7 +870,7 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 	}
 	detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(oc.cc);
 	error = ferror_set(FACTORY_EUPSTREAM, "%s %s: %s (%d %s)", req->method, oc.url, detail, attempt,
-			   tries_word(attempt));
+	                   tries_word(attempt));
 cleanup:
 	return error;
 }

@@ -101,7 +101,7 @@ Test(gitlab, request_url_headers_and_body)
 	cJSON_Delete(out);
 	cJSON_AddStringToObject(body, "title", "hello");
 	cr_assert_eq(gitlab_request(&out, gl, "POST", body, "projects/:id/issues/%d/notes", 12), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(cJSON_GetObjectItem(out, "id")->valueint, 8);
 	cJSON_Delete(out);
 
@@ -173,19 +173,19 @@ Test(gitlab, pagination_over_link)
 	char hdr[512];
 
 	snprintf(hdr, sizeof(hdr),
-		 "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=2&per_page=100&state=opened>; rel=\"next\", "
-		 "<http://127.0.0.1:%d/api/v4/projects/5/issues?page=1&per_page=100&state=opened>; rel=\"first\"\r\n"
-		 "X-Next-Page: 2\r\nX-Total: 4\r\n",
-		 s->port, s->port);
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=2&per_page=100&state=opened>; rel=\"next\", "
+	         "<http://127.0.0.1:%d/api/v4/projects/5/issues?page=1&per_page=100&state=opened>; rel=\"first\"\r\n"
+	         "X-Next-Page: 2\r\nX-Total: 4\r\n",
+	         s->port, s->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":1},{\"id\":2}]");
 	snprintf(hdr, sizeof(hdr),
-		 "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=1&per_page=100&state=opened>; rel=\"prev\", "
-		 "<http://127.0.0.1:%d/api/v4/projects/5/issues?page=3&per_page=100&state=opened>; rel=\"next\"\r\n",
-		 s->port, s->port);
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=1&per_page=100&state=opened>; rel=\"prev\", "
+	         "<http://127.0.0.1:%d/api/v4/projects/5/issues?page=3&per_page=100&state=opened>; rel=\"next\"\r\n",
+	         s->port, s->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":3}]");
 	ts_reply(s, 200, "OK", "X-Next-Page: \r\n", "[{\"id\":4}]");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", "state=opened", NULL, 0, count_cb, &w), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(w.count, 4);
 	cr_assert_eq(w.sum, 10);
 	cr_assert_eq(ts_count(s), 3);
@@ -224,19 +224,19 @@ Test(gitlab, pagination_keyset_link_followed_exactly)
 	char hdr[512];
 
 	snprintf(hdr, sizeof(hdr),
-		 "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?cursor=eyJpZCI6IjIifQ%%3D%%3D&order_by=id&"
-		 "pagination=keyset&per_page=100&sort=asc>; rel=\"next\"\r\n",
-		 s->port);
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?cursor=eyJpZCI6IjIifQ%%3D%%3D&order_by=id&"
+	         "pagination=keyset&per_page=100&sort=asc>; rel=\"next\"\r\n",
+	         s->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":1},{\"id\":2}]");
 	ts_reply(s, 200, "OK", NULL, "[{\"id\":3}]");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", "state=opened", "id", 0, count_cb, &w), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(w.count, 3);
 	cr_assert_eq(ts_count(s), 2);
 	cr_assert_str_eq(ts_req(s, 0)->target,
-			 "/api/v4/projects/5/issues?state=opened&per_page=100&pagination=keyset&order_by=id&sort=asc");
+	                 "/api/v4/projects/5/issues?state=opened&per_page=100&pagination=keyset&order_by=id&sort=asc");
 	cr_assert_str_eq(ts_req(s, 1)->target, "/api/v4/projects/5/issues?cursor=eyJpZCI6IjIifQ%3D%3D&order_by=id&"
-					       "pagination=keyset&per_page=100&sort=asc");
+	                                       "pagination=keyset&per_page=100&sort=asc");
 	gitlab_free(gl);
 	ts_stop(s);
 }
@@ -248,11 +248,11 @@ Test(gitlab, pagination_keyset_refused_falls_back_to_offset)
 	walk w = {0, 0, 0};
 
 	ts_reply(s, 405, "Method Not Allowed", NULL,
-		 "{\"message\":\"405 Method Not Allowed - Keyset pagination is not yet available\"}");
+	         "{\"message\":\"405 Method Not Allowed - Keyset pagination is not yet available\"}");
 	ts_reply(s, 200, "OK", "X-Next-Page: 2\r\n", "[{\"id\":1}]");
 	ts_reply(s, 200, "OK", "X-Next-Page:\r\n", "[{\"id\":2}]");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", NULL, "updated_at", 0, count_cb, &w), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(w.count, 2);
 	cr_assert_eq(ts_count(s), 3);
 	cr_assert(strstr(ts_req(s, 0)->target, "pagination=keyset&order_by=updated_at&sort=asc"));
@@ -278,7 +278,7 @@ static char *big_handler(void *ctx, const ts_request *req, size_t *len, int *fla
 	used += (size_t)snprintf(body + used, cap - used, "[");
 	for (i = 0; i < n; i++)
 		used += (size_t)snprintf(body + used, cap - used, "%s{\"id\":%ld,\"iid\":%ld}", i ? "," : "", first + i,
-					 first + i);
+		                         first + i);
 	snprintf(body + used, cap - used, "]");
 	if (page < 101)
 		snprintf(next, sizeof(next), "X-Next-Page: %ld\r\n", page + 1);
@@ -299,7 +299,7 @@ Test(gitlab, pagination_past_10000_without_totals)
 
 	ts_set_handler(s, big_handler, NULL);
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", "state=all", NULL, 0, count_cb, &w), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(w.count, 10050);
 	cr_assert_eq(w.sum, 10050L * 10051L / 2);
 	cr_assert_eq(ts_count(s), 101);
@@ -341,8 +341,8 @@ Test(gitlab, pagination_rejects_non_array_and_loops)
 	ts_reply(s, 200, "OK", NULL, "{\"id\":1}");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", NULL, NULL, 0, count_cb, &w), FACTORY_EINVALID);
 	cr_assert(strstr(ferror_last(), "array"), "%s", ferror_last());
-	snprintf(hdr, sizeof(hdr), "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?per_page=100>; rel=\"next\"\r\n",
-		 s->port);
+	snprintf(hdr, sizeof(hdr),
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?per_page=100>; rel=\"next\"\r\n", s->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":1}]");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", NULL, NULL, 0, count_cb, &w), FACTORY_EINVALID);
 	cr_assert(strstr(ferror_last(), "same page"), "%s", ferror_last());
@@ -357,8 +357,9 @@ Test(gitlab, pagination_link_to_other_origin_stays_on_ours)
 	walk w = {0, 0, 0};
 	char hdr[256];
 
-	snprintf(hdr, sizeof(hdr), "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=2&per_page=100>; rel=\"next\"\r\n",
-		 other->port);
+	snprintf(hdr, sizeof(hdr),
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/issues?page=2&per_page=100>; rel=\"next\"\r\n",
+	         other->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":1}]");
 	ts_reply(s, 200, "OK", NULL, "[]");
 	cr_assert_eq(gitlab_list_each(gl, "projects/:id/issues", NULL, NULL, 0, count_cb, &w), 0, "%s", ferror_last());
@@ -393,44 +394,49 @@ Test(gitlab, error_messages)
 
 	r = ts_response(409, "Conflict", NULL, "{\"message\":\"Label already exists\"}");
 	cr_assert_eq(expect_error(s, gl, "POST", r, "POST projects/:id/labels: 409 Conflict: Label already exists"),
-		     FACTORY_ECONFLICT);
+	             FACTORY_ECONFLICT);
 	free(r);
 
-	r = ts_response(400, "Bad Request", NULL,
-			"{\"message\":{\"color\":[\"must be a valid color code\"],\"title\":[\"can't be blank\",\"is too "
-			"short\"]}}");
+	r = ts_response(
+	        400, "Bad Request", NULL,
+	        "{\"message\":{\"color\":[\"must be a valid color code\"],\"title\":[\"can't be blank\",\"is too "
+	        "short\"]}}");
 	cr_assert_eq(expect_error(s, gl, "POST", r,
-				  "POST projects/:id/labels: 400 Bad Request: color must be a valid color code, title "
-				  "can't be blank, title is too short"),
-		     FACTORY_EINVALID);
+	                          "POST projects/:id/labels: 400 Bad Request: color must be a valid color code, title "
+	                          "can't be blank, title is too short"),
+	             FACTORY_EINVALID);
 	free(r);
 
 	r = ts_response(422, "Unprocessable Entity", NULL, "{\"message\":[\"Branch already exists\"]}");
-	cr_assert_eq(expect_error(s, gl, "POST", r, "POST projects/:id/labels: 422 Unprocessable Entity: Branch already exists"),
-		     FACTORY_EINVALID);
+	cr_assert_eq(expect_error(s, gl, "POST", r,
+	                          "POST projects/:id/labels: 422 Unprocessable Entity: Branch already exists"),
+	             FACTORY_EINVALID);
 	free(r);
 
-	r = ts_response(401, "Unauthorized", NULL,
-			"{\"error\":\"invalid_token\",\"error_description\":\"Token was revoked. You have to re-authorize "
-			"from the user.\"}");
-	cr_assert_eq(expect_error(s, gl, "GET", r,
-				  "GET projects/:id/labels: 401 Unauthorized: invalid_token: Token was revoked. You have "
-				  "to re-authorize from the user."),
-		     FACTORY_EAUTH);
+	r = ts_response(
+	        401, "Unauthorized", NULL,
+	        "{\"error\":\"invalid_token\",\"error_description\":\"Token was revoked. You have to re-authorize "
+	        "from the user.\"}");
+	cr_assert_eq(
+	        expect_error(s, gl, "GET", r,
+	                     "GET projects/:id/labels: 401 Unauthorized: invalid_token: Token was revoked. You have "
+	                     "to re-authorize from the user."),
+	        FACTORY_EAUTH);
 	free(r);
 
 	r = ts_response(403, "Forbidden", NULL, "{\"message\":\"403 Forbidden\"}");
-	cr_assert_eq(expect_error(s, gl, "GET", r, "GET projects/:id/labels: 403 Forbidden: 403 Forbidden"), FACTORY_EAUTH);
+	cr_assert_eq(expect_error(s, gl, "GET", r, "GET projects/:id/labels: 403 Forbidden: 403 Forbidden"),
+	             FACTORY_EAUTH);
 	free(r);
 
 	r = ts_response(404, "Not Found", NULL, "{\"message\":\"404 Project Not Found\"}");
 	cr_assert_eq(expect_error(s, gl, "GET", r, "GET projects/:id/labels: 404 Not Found: 404 Project Not Found"),
-		     FACTORY_ENOTFOUND);
+	             FACTORY_ENOTFOUND);
 	free(r);
 
 	r = ts_response(404, "Not Found", NULL, "{\"error\":\"404 Not Found\"}");
 	cr_assert_eq(expect_error(s, gl, "GET", r, "GET projects/:id/labels: 404 Not Found: 404 Not Found"),
-		     FACTORY_ENOTFOUND);
+	             FACTORY_ENOTFOUND);
 	free(r);
 
 	/* Plain text, several lines and long: one line of at most 200 bytes. */
@@ -440,7 +446,7 @@ Test(gitlab, error_messages)
 		memset(body, 'x', 300);
 		body[300] = '\0';
 		r = ts_fmt("HTTP/1.1 418 I'm a teapot\r\nContent-Length: %zu\r\n\r\nfirst line\r\n\tsecond   line\n%s",
-			   strlen(body) + 26, body);
+		           strlen(body) + 26, body);
 		memset(want, 0, sizeof(want));
 		memset(want, 'x', 200 - strlen("first line second line "));
 		snprintf(body, sizeof(body), "GET projects/:id/labels: 418: first line second line %s...", want);
@@ -457,7 +463,7 @@ Test(gitlab, error_html_502_after_retries)
 	gitlab *gl = client_for(s, "5", 0);
 	cJSON *out = NULL;
 	const char *page = "<!DOCTYPE html>\n<html>\n<head>\n  <title>502 Bad Gateway</title>\n</head>\n"
-			   "<body><h1>Whoops, GitLab is taking too much time to respond.</h1></body></html>\n";
+	                   "<body><h1>Whoops, GitLab is taking too much time to respond.</h1></body></html>\n";
 	int i;
 
 	for (i = 0; i < 3; i++)
@@ -512,11 +518,11 @@ Test(gitlab, bad_2xx_bodies)
 	cr_assert(strstr(ferror_last(), "data after"), "%s", ferror_last());
 
 	ts_reply(s, 200, "OK", "Content-Type: text/html\r\n",
-		 "<!DOCTYPE html><html><head><title>Sign in · GitLab</title></head><body></body></html>");
+	         "<!DOCTYPE html><html><head><title>Sign in · GitLab</title></head><body></body></html>");
 	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), FACTORY_EINVALID);
 	cr_assert(strstr(ferror_last(), "GET projects/:id: 200 OK: an HTML page (\"Sign in · GitLab\") where JSON was "
-					"expected"),
-		  "%s", ferror_last());
+	                                "expected"),
+	          "%s", ferror_last());
 	cr_assert(strstr(ferror_last(), "/api/v4"));
 	cr_assert_null(out);
 
@@ -580,11 +586,11 @@ Test(gitlab, dry_run_sends_no_write)
 	cr_assert_eq(gitlab_issue_reorder(gl, 4, 10, 0), 0);
 	cr_assert_eq(ts_count(s), 0);
 	cr_assert(strstr(logged(), "dry-run: would POST projects/:id/labels "
-				   "{\"name\":\"priority::1\",\"color\":\"#FF0000\",\"description\":\"Urgent\"}"),
-		  "%s", logged());
+	                           "{\"name\":\"priority::1\",\"color\":\"#FF0000\",\"description\":\"Urgent\"}"),
+	          "%s", logged());
 	cr_assert(strstr(logged(), "dry-run: would PUT projects/:id/issues/4 "
-				   "{\"add_labels\":\"doing\",\"remove_labels\":\"todo\"}"),
-		  "%s", logged());
+	                           "{\"add_labels\":\"doing\",\"remove_labels\":\"todo\"}"),
+	          "%s", logged());
 	cr_assert(strstr(logged(), "dry-run: would DELETE projects/:id/repository/branches/old"), "%s", logged());
 	/* Reads still go out. */
 	ts_reply(s, 200, "OK", NULL, "[{\"id\":1}]");
@@ -664,14 +670,14 @@ Test(gitlab, move_labels_validation)
 	longname[255] = '\0';
 	ts_reply(s, 200, "OK", NULL, "{\"iid\":1,\"labels\":[\"doing\"]}");
 	cr_assert_eq(gitlab_issue_move_labels(&out, gl, 1, " status::doing , priority::1", "status::todo"), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_not_null(out);
 	cJSON_Delete(out);
 	cr_assert_eq(ts_count(s), 1);
 	cr_assert_str_eq(ts_req(s, 0)->method, "PUT");
 	cr_assert_str_eq(ts_req(s, 0)->target, "/api/v4/projects/5/issues/1");
 	cr_assert_str_eq(ts_req(s, 0)->body,
-			 "{\"add_labels\":\"status::doing,priority::1\",\"remove_labels\":\"status::todo\"}");
+	                 "{\"add_labels\":\"status::doing,priority::1\",\"remove_labels\":\"status::todo\"}");
 	ts_reply(s, 200, "OK", NULL, "{}");
 	cr_assert_eq(gitlab_issue_move_labels(&out, gl, 1, longname, NULL), 0, "%s", ferror_last());
 	cJSON_Delete(out);
@@ -778,9 +784,9 @@ Test(gitlab, pagination_link_forms)
 
 	/* Unquoted rel, odd spacing, "next" not first; then a relative link. */
 	snprintf(hdr, sizeof(hdr),
-		 "Link: <http://127.0.0.1:%d/api/v4/projects/5/boards?page=1>;rel=first ,"
-		 "  <http://127.0.0.1:%d/api/v4/projects/5/boards?page=2&a=%%2C> ;  rel=next\r\n",
-		 s->port, s->port);
+	         "Link: <http://127.0.0.1:%d/api/v4/projects/5/boards?page=1>;rel=first ,"
+	         "  <http://127.0.0.1:%d/api/v4/projects/5/boards?page=2&a=%%2C> ;  rel=next\r\n",
+	         s->port, s->port);
 	ts_reply(s, 200, "OK", hdr, "[{\"id\":1}]");
 	ts_reply(s, 200, "OK", "Link: </api/v4/projects/5/boards?page=3>; rel=\"next\"\r\n", "[{\"id\":2}]");
 	ts_reply(s, 200, "OK", "Link: <http://127.0.0.1:1/x>; rel=\"prev\"\r\n", "[{\"id\":3}]");

@@ -34,7 +34,7 @@ static void setup(void)
 TestSuite(http, .init = setup, .timeout = 20);
 
 static const char *const token_headers[] = {"PRIVATE-TOKEN: tok-abcdef-123456", "Authorization: Bearer zzz-secret-1",
-					    "Accept: application/json", NULL};
+                                            "Accept: application/json", NULL};
 
 /* A client with small, fast settings. */
 static http_client *client(int max_retries, long budget_ms)
@@ -329,7 +329,7 @@ Test(http, headerless_429_backoff_with_full_jitter)
 	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
 	cr_assert_eq(r.attempts, 6);
 	cr_assert_eq(nwaits, 5);
-	for (i = 0, cap = 100; i < 5; i++, cap = cap * 2 > 1000 ? 1000 : cap * 2) {
+	for (i = 0, cap = 100; i<5; i++, cap = cap * 2> 1000 ? 1000 : cap * 2) {
 		cr_assert(waits[i] >= 0 && waits[i] <= cap, "wait %d = %ld over %ld", i, waits[i], cap);
 		nonzero += waits[i] > 0;
 	}

@@ -50,11 +50,11 @@ enum {
 
 typedef struct {
 	char method[16];
-	char target[8192];   /* as sent: "/path?query" */
-	char *headers;       /* raw header lines, "Name: value\r\n"... */
-	char *body;          /* NUL-terminated copy, body_len bytes */
+	char target[8192]; /* as sent: "/path?query" */
+	char *headers;     /* raw header lines, "Name: value\r\n"... */
+	char *body;        /* NUL-terminated copy, body_len bytes */
 	size_t body_len;
-	int conn;            /* number of the connection it came on (1-based) */
+	int conn; /* number of the connection it came on (1-based) */
 } ts_request;
 
 /* Build an answer for `req`: a malloc'd raw response (*len bytes), or NULL
@@ -199,7 +199,8 @@ TS_FN void *ts_conn_main(void *arg)
 				size_t hl = (size_t)(hend - buf) + 4;
 				char save = buf[hl - 2];
 				buf[hl - 2] = '\0';
-				body_len = ts_header(cl, sizeof(cl), buf, "Content-Length") == 0 ? strtoul(cl, NULL, 10) : 0;
+				body_len = ts_header(cl, sizeof(cl), buf, "Content-Length") == 0 ? strtoul(cl, NULL, 10)
+				                                                                 : 0;
 				buf[hl - 2] = save;
 				need = hl + body_len;
 				if (need > TS_MAX_REQUEST)
@@ -464,7 +465,7 @@ TS_FN char *ts_fmt(const char *fmt, ...)
 TS_FN char *ts_response(int status, const char *reason, const char *headers, const char *body)
 {
 	return ts_fmt("HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s\r\n%s", status, reason, body ? strlen(body) : 0,
-		      headers ? headers : "", body ? body : "");
+	              headers ? headers : "", body ? body : "");
 }
 
 /* Script a response built by ts_response(). */
