@@ -28,6 +28,7 @@ typedef struct {
 	double weight;
 	int severity;   /* 0: none */
 	unsigned signals;
+	int quote;      /* quote the match in the reasons */
 } rule_info;
 
 struct triage_policy {
@@ -273,7 +274,7 @@ static int parse_signals(unsigned *out, const cJSON *v, const char *rname, const
 static int read_rule_info(rule_info *ri, const cJSON *obj, const char *rname, const char *origin)
 {
 	static const char *const known[] = {"name", "pattern", "unless", "in", "case_sensitive", "type", "weight",
-					    "severity", "signal", "description", NULL};
+					    "severity", "signal", "description", "quote", NULL};
 	const cJSON *item, *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
 	const cJSON *weight = cJSON_GetObjectItemCaseSensitive(obj, "weight");
 	const cJSON *sev = cJSON_GetObjectItemCaseSensitive(obj, "severity");
@@ -308,6 +309,10 @@ static int read_rule_info(rule_info *ri, const cJSON *obj, const char *rname, co
 			return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': severity must be 1, 2, 3 or 4", origin, rname);
 		ri->severity = (int)sev->valuedouble;
 	}
+	item = cJSON_GetObjectItemCaseSensitive(obj, "quote");
+	if (item && !cJSON_IsBool(item))
+		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': quote must be true or false", origin, rname);
+	ri->quote = !cJSON_IsFalse(item);
 	if ((error = parse_signals(&ri->signals, cJSON_GetObjectItemCaseSensitive(obj, "signal"), rname, origin)) < 0)
 		return error;
 	if (ri->type < 0 && !ri->signals && !ri->severity)
@@ -657,6 +662,8 @@ static int hit_reason(triage_decision *d, const triage_policy *p, const rules_hi
 	const char *name = rules_name(p->rs, h->rule);
 	int error;
 
+	if (!p->info[h->rule].quote)
+		return add_reason(d, "rule %s (%s): matched (not quoted: it may be a secret)", name, f->name);
 	fbuf_init(&snip, 1024);
 	if (len > 4 * SNIPPET_MAX)
 		len = 4 * SNIPPET_MAX;

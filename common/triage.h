@@ -29,7 +29,9 @@
  * several customers), polish (typos, cosmetics, wording), fast_lane (red
  * default-branch pipeline, failed deployment, billing down). Rules look at
  * "title", "body" (the description) and "labels" (the issue's labels that
- * are not triage's own, one per line).
+ * are not triage's own, one per line). The reasons quote what a rule
+ * matched (cleaned, cut at 80 bytes), unless the rule says `quote: false`
+ * (rules that match secrets: a note must never repeat a key).
  *
  * The decision, in order:
  *   1. security when the security score reaches security_threshold or the

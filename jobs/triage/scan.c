@@ -174,15 +174,16 @@ int tri_decide(triage_decision *d, tri_model *m, const triage_policy *p, const c
 }
 
 /* Decide for an issue and plan its labels (PLAN_TRIAGE), unless it already
- * carries that decision. */
-static int plan_triage(tri_run *r, tri_item *it, const cJSON *issue, const char *why)
+ * carries that decision. `issue` is what the decision reads (our own old
+ * labels stripped when it is a re-triage), `actual` the issue as it is. */
+static int plan_triage(tri_run *r, tri_item *it, const cJSON *issue, const cJSON *actual, const char *why)
 {
 	int error;
 
 	triage_decision_release(&it->d);
 	if ((error = tri_decide(&it->d, r->model, r->policy, issue)) < 0)
 		return error;
-	if ((error = plan_labels(it, issue, &it->d)) < 0)
+	if ((error = plan_labels(it, actual, &it->d)) < 0)
 		return error;
 	if (!it->add && !it->remove && !it->set_confidential) {
 		/* already as decided (a person's labels agreed): nothing to write */
@@ -251,7 +252,7 @@ static int scan_cb(void *vctx, const cJSON *issue)
 	}
 
 	if (!it->priority)
-		return plan_triage(r, it, issue, "new");
+		return plan_triage(r, it, issue, issue, "new");
 	if (!it->marked) {
 		report_counter_add(r->job->rep, "left_to_people", 1);
 		/* a person's issue: left as it is, but say so when the rules see a security issue in it */
@@ -333,8 +334,9 @@ static int whoami(tri_run *r)
 	return 0;
 }
 
-/* Our labels as the marker recorded them, stripped from a copy of the
- * issue, so that a new decision is not pinned by our own old one. */
+/* Our labels as the marker recorded them (NULL: every triage label),
+ * stripped from a copy of the issue, so that a new decision is not pinned
+ * by our own old one. */
 static void strip_labels(cJSON *issue, const char *csv)
 {
 	cJSON *labels = cJSON_GetObjectItemCaseSensitive(issue, "labels");
@@ -342,9 +344,24 @@ static void strip_labels(cJSON *issue, const char *csv)
 
 	for (i = cJSON_GetArraySize(labels) - 1; i >= 0; i--) {
 		const char *name = label_name(cJSON_GetArrayItem(labels, i));
-		if (name && (csv_has(csv, name) || !strcmp(name, TRIAGE_MARK_LABEL)))
+		if (name && ((csv ? csv_has(csv, name) : is_triage_family(name)) || !strcmp(name, TRIAGE_MARK_LABEL)))
 			cJSON_DeleteItemFromArray(labels, i);
 	}
+}
+
+/* Triage again, deciding on a copy of the issue without the labels we left
+ * (`ours`, and the mark), and moving labels from what the issue has now. */
+static int retriage(tri_run *r, tri_item *it, const char *ours, const char *why)
+{
+	cJSON *copy = cJSON_Duplicate(it->issue, 1);
+	int error;
+
+	if (!copy)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	strip_labels(copy, ours);
+	error = plan_triage(r, it, copy, it->issue, why);
+	cJSON_Delete(copy);
+	return error;
 }
 
 /* An issue-shaped object carrying the labels of a comma-separated list. */
@@ -399,11 +416,8 @@ static int look_one(tri_run *r, tri_item *it)
 	if (error < 0)
 		return error;
 	report_counter_add(r->job->rep, "looked_up", 1);
-	if (!f.found) {
-		/* our note is gone: treat the issue as changed */
-		strip_labels(it->issue, "");
-		return plan_triage(r, it, it->issue, "changed (no marker)");
-	}
+	if (!f.found) /* our note is gone: treat the issue as changed */
+		return retriage(r, it, NULL, "changed (no marker)");
 	fbuf_init(&have, 256);
 	fbuf_init(&want, 256);
 	if (!(left = labels_from_csv(f.m.labels))) {
@@ -427,18 +441,15 @@ done:
 	fbuf_release(&want);
 	if (error)
 		return error < 0 ? error : 0;
-	if (f.m.content != it->content) {
-		strip_labels(it->issue, f.m.labels);
-		return plan_triage(r, it, it->issue, "changed");
-	}
+	if (f.m.content != it->content)
+		return retriage(r, it, f.m.labels, "changed");
 	/* Unchanged since our note: the rules disagree because a model raised
 	 * it, or the policy changed. Act only on something more urgent. */
 	if ((error = triage_decide(&fresh, r->policy, it->issue, TRIAGE_FRESH)) < 0)
 		return error;
 	if (fresh.type == TRIAGE_SECURITY || fresh.priority < it->priority) {
 		triage_decision_release(&fresh);
-		strip_labels(it->issue, f.m.labels);
-		return plan_triage(r, it, it->issue, "policy");
+		return retriage(r, it, f.m.labels, "policy");
 	}
 	triage_decision_release(&fresh);
 	it->plan = PLAN_NONE;
