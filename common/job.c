@@ -297,9 +297,11 @@ cleanup:
 int job_finish(job_ctx *ctx, int rc)
 {
 	gitlab_stats st;
-	int code = rc == JOB_CONTINUE ? EXIT_DONE : ferror_exit_code(rc);
+	int code = rc > 0 ? EXIT_FAILED : ferror_exit_code(rc);
 
-	if (rc < 0 && rc != JOB_CONTINUE)
+	if (rc > 0)
+		log_error("internal error: job step returned %d", rc);
+	else if (rc < 0)
 		log_error("%s", ferror_last());
 	if (ctx->rep) {
 		if (ctx->gl) {

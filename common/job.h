@@ -40,7 +40,7 @@
 
 /* job_start's answer when the job should go on (any other value is the
  * exit code to return at once). */
-#define JOB_CONTINUE (-1)
+#define JOB_CONTINUE 100
 
 typedef struct {
 	const char *flag;   /* long flag without "--", e.g. "wip-limit" */
