@@ -25,6 +25,23 @@
  *  - NUL bytes and invalid UTF-8 sequences become U+FFFD; other control
  *    characters except \t and \n are dropped; \r\n becomes \n.
  * Returns 0 or an fbuf error (ETOOBIG leaves what fitted).
+ *
+ * In detail (the rules are applied to the text after the control
+ * characters are gone, so a dropped byte can never join "<!" and "--" or
+ * hide a '/' at the start of a line):
+ *  - \r\n, a lone \r, U+0085, U+2028 and U+2029 all become \n (GitLab
+ *    deletes \r before it looks for quick actions); C0 and C1 controls and
+ *    DEL are dropped; one U+FFFD stands for each maximal invalid subpart.
+ *  - Blanks are space and tab; the start of `text` is a line start.
+ *  - A mention is GitLab's (?<!\w)@name: an '@' at the start or after any
+ *    byte that is not an ASCII letter or digit (so also after '.', '-',
+ *    '/', '_' and non-ASCII), followed by [A-Za-z0-9_.-]. Emails (a@b.com)
+ *    are left alone. An '@' inside an http(s)/ftp URL with a dotted host
+ *    and a plain path (https://mastodon.social/@user) is left alone too:
+ *    GitLab renders it as a link, where mentions do not apply.
+ *  - Entities that render as '@' ("&#64;", "&#x40;", "&commat;") get their
+ *    '&' written as "&amp;", so they show as typed and mention nobody.
+ *  - Applying it twice gives the same text as applying it once.
  */
 int untrusted_neutralise(fbuf *out, const char *text, size_t len);
 
@@ -35,15 +52,47 @@ int untrusted_neutralise(fbuf *out, const char *text, size_t len);
  * query or key-value pairs -> "[secret]", user:password@ in URLs ->
  * "[secret]@", card-like numbers (13-19 digits, spaces or dashes allowed,
  * passing the Luhn check) -> "[card]".
+ *
+ * In detail:
+ *  - Registered secrets and everything log_mask() masks are replaced too
+ *    (log_mask runs first; its "[MASKED]" comes out as "[secret]").
+ *  - Tokens: glpat-, gldt-, glrt-, glptt-, glcbt-, glimt-, glsoat-, glft-,
+ *    glagent-, gloas-, glffct-, GR1348941 (8+ characters after the
+ *    prefix), ghp_/gho_/ghu_/ghs_/ghr_/github_pat_ (16+), xox[abprs]- (8+),
+ *    sk-ant- (16+) and sk- (20+ with a digit, not after a letter or digit,
+ *    so "sk-learn" and "task-" stay), AKIA/ASIA + 16 [0-9A-Z], and JWTs
+ *    (eyJ...\.eyJ...\.sig): the whole token becomes "[secret]".
+ *  - Keys: password, passwd, pwd, secret, token, api_key, apikey, api-key,
+ *    access_token, auth, authorization, private-token, private_token,
+ *    secret_key, access_key, private_key, client_secret, case-insensitive,
+ *    also as the last part of a longer key after '_', '-' or '.'
+ *    ("db_password", "X-Auth-Token"). Forms: key=value (query strings,
+ *    logfmt, key = value), "key": "value" and 'key': 'value' (JSON and
+ *    the like), key: value (a blank after the colon; "auth:8080" stays).
+ *    Only the value is replaced, inside its quotes: password=[secret],
+ *    "password":"[secret]". "Authorization: Bearer x" loses both words:
+ *    "Authorization: [secret]". "Bearer x" alone keeps "Bearer ".
+ *  - Cards: whole groups of digits separated by single spaces or dashes,
+ *    13-19 digits in all, Luhn-valid, first digit 2-6 (Amex, Diners, JCB,
+ *    Visa, Mastercard, Discover, UnionPay, Maestro), not inside a word or
+ *    a decimal number. The first digit rule keeps millisecond timestamps
+ *    (1...) out.
+ *  - The text is handled as bytes: invalid UTF-8 and NULs pass through
+ *    unchanged (untrusted_clean sanitises first).
  */
 int untrusted_redact(fbuf *out, const char *text, size_t len);
 
 /* Redact, then neutralise: what every job uses before writing outside text
- * into GitLab. */
+ * into GitLab. (Control characters and invalid UTF-8 are cleaned before the
+ * redaction, so "glpat\x01-..." cannot slip a token through.) */
 int untrusted_clean(fbuf *out, const char *text, size_t len);
 
 /* Make a one-line title: cleaned, newlines and tabs folded to spaces,
- * trimmed, cut at `max_bytes` on a UTF-8 boundary with "..." when cut. */
+ * trimmed, cut at `max_bytes` on a UTF-8 boundary with "..." when cut.
+ * Runs of blanks become one space. The result, "..." included, is at most
+ * `max_bytes` long (below 4 there is no room for "...": plain cut); 0
+ * means no limit. A cut never splits a character, an entity this module
+ * wrote ("&lt;") or an '@' from its zero-width space. */
 int untrusted_title(fbuf *out, const char *text, size_t len, size_t max_bytes);
 
 #endif
