@@ -211,7 +211,9 @@ Test(feedback, spool_round_trip_and_issue_rendering)
 						    "email=a@b.co -->"),
 			     FACTORY_ENOTFOUND); /* not at the start of a line */
 	}
+	feedback_release(&back);
 	cr_assert_eq(feedback_from_json(&back, "{\"id\":\"nope\"}", 13), FACTORY_EINVALID);
+	feedback_release(&back);
 	cr_assert_eq(feedback_from_json(&back, "[]", 2), FACTORY_EINVALID);
 	cJSON_Delete(issue);
 	feedback_release(&f);
