@@ -890,6 +890,11 @@ static void __attribute__((noreturn)) run_command(sandbox *sb, int ns, const cha
 		if (chdir(sb->root) < 0)
 			child_fail(rep, "enter the repository as the sandbox user", errno);
 	}
+	/* Changing uid resets dumpability to fs.suid_dumpable, which may be 1:
+	 * this process still holds a copy of the job's memory until it execs
+	 * (and for good when it stays as the namespace's init), so close it. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		child_fail(rep, "non-dumpable", errno);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(rep, "no_new_privs", errno);
 	argv[0] = "sh";

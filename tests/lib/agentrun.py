@@ -51,9 +51,13 @@ class AgentRun:
         self.agent = (job.report or {}).get("data", {}).get("agent", {})
         self.transcript_path = os.path.join(report_dir, "agent-transcript.jsonl")
         self.transcript = []
+        self.transcript_text = ""
+        self.transcript_mode = None
         if os.path.exists(self.transcript_path):
+            self.transcript_mode = os.stat(self.transcript_path).st_mode & 0o7777
             with open(self.transcript_path) as f:
-                self.transcript = [json.loads(line) for line in f if line.strip()]
+                self.transcript_text = f.read()
+            self.transcript = [json.loads(line) for line in self.transcript_text.splitlines() if line.strip()]
 
     def records(self, kind):
         return [r for r in self.transcript if r.get("type") == kind]

@@ -63,11 +63,13 @@ class LLMDouble:
 
     def start(self):
         args = [PY, DOUBLE, "--listen", "127.0.0.1:0"]
+        env = dict(os.environ)
+        env.pop("LLM_DOUBLE_API_KEY", None)
         if self.api_key:
-            args += ["--api-key", self.api_key]
+            env["LLM_DOUBLE_API_KEY"] = self.api_key  # never on the command line
         if self.quiet:
             args.append("--quiet")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.stop()

@@ -9,7 +9,11 @@ real service would send, and is recorded as a failure for the test to see.
 
 Run:
     /usr/bin/python3 llm_double.py --listen 127.0.0.1:0 [--script FILE.json]
-        [--api-key KEY] [--models a,b] [--quiet]
+        [--models a,b] [--quiet]
+
+The API key clients must send is $LLM_DOUBLE_API_KEY when set (any key is
+accepted otherwise); it is never taken from the command line, where every
+process on the machine could read it.
 
 After binding it prints exactly one line to stdout,
 ``listening on http://127.0.0.1:PORT``, and serves until SIGTERM/SIGINT.
@@ -18,7 +22,7 @@ plus ``/v1``.
 
 Endpoints
 ---------
-* ``POST /v1/messages``: Anthropic.  Needs ``x-api-key`` (equal to --api-key
+* ``POST /v1/messages``: Anthropic.  Needs ``x-api-key`` (equal to $LLM_DOUBLE_API_KEY
   when one is given) and ``anthropic-version``.  ``stream: true`` is refused
   (streaming is off in this double).
 * ``POST /v1/chat/completions``: OpenAI.  Needs ``Authorization: Bearer KEY``.
@@ -764,12 +768,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--script")
-    ap.add_argument("--api-key")
     ap.add_argument("--models")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
-    state = State(a.api_key, a.models.split(",") if a.models else None)
+    import os
+    state = State(os.environ.get("LLM_DOUBLE_API_KEY") or None, a.models.split(",") if a.models else None)
     if a.script:
         with open(a.script) as f:
             state.load(json.load(f))
