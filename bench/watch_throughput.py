@@ -4,7 +4,7 @@
 Generates a synthetic production log in /tmp (logfmt lines of about 150
 bytes: time, level, user, route, status and a message from a few dozen
 error templates with variable parts), then runs `factory-watch scan` over
-it pinned to one core (taskset -c 0) under /usr/bin/time -v: every line is
+it (options, then the command) pinned to one core (taskset -c 0) under /usr/bin/time -v: every line is
 parsed, classified, masked, templated and counted in the friction windows.
 Every line is at error level, the worst case (info lines skip the mining).
 Runs 1M and 10M lines and reports lines/s and peak RSS for each, so memory
@@ -75,8 +75,8 @@ def run_scan(binary, path, lines, end_ms):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "CI_"))}
     report = tempfile.mkdtemp(prefix="watch-bench-report-")
     env["FACTORY_REPORT_DIR"] = report
-    cmd = ["/usr/bin/time", "-v", "taskset", "-c", "0", binary, "scan", "--source", path, "--now", now,
-           "--window", "%ds" % (lines // 1000 + 10), "--baseline", "1h", "--format", "logfmt"]
+    cmd = ["/usr/bin/time", "-v", "taskset", "-c", "0", binary, "--source", path, "--now", now,
+           "--window", "%ds" % (lines // 1000 + 10), "--baseline", "1h", "--format", "logfmt", "scan"]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=tempfile.gettempdir())
@@ -138,7 +138,7 @@ def main():
         subprocess.run(["rm", "-rf", workdir])
     result = {
         "benchmark": "factory-watch scan: parse (logfmt) + classify + mask + template + friction windows, one core",
-        "command": "taskset -c 0 factory-watch scan --source FILE --format logfmt --now T --window W --baseline 1h",
+        "command": "taskset -c 0 factory-watch --source FILE --format logfmt --now T --window W --baseline 1h scan",
         "all_lines_error_level": True,
         "target_lines_per_s": 1000000,
         "runs": runs,

@@ -51,7 +51,7 @@ void logmine_fingerprint(char out[17], const char *tmpl, size_t len)
 
 /* ---------------------------------------------------------------- masking */
 
-enum { C_SPACE = 1, C_DIGIT = 2, C_ALPHA = 4, C_HEX = 8, C_PUNCT = 16 };
+enum { C_SPACE = 1, C_DIGIT = 2, C_ALPHA = 4, C_HEX = 8, C_PUNCT = 16, C_MASKABLE = 32 };
 
 static unsigned char cls[256];
 
@@ -77,6 +77,11 @@ static void cls_init(void)
 		cls[(unsigned char)*p] |= C_SPACE;
 	for (p = ",;()[]{}<>|\"'=:/"; *p; p++)
 		cls[(unsigned char)*p] |= C_PUNCT;
+	/* a token without any of these is copied as it is */
+	for (c = '0'; c <= '9'; c++)
+		cls[c] |= C_MASKABLE;
+	for (p = "@:=\"'"; *p; p++)
+		cls[(unsigned char)*p] |= C_MASKABLE;
 	done = 1;
 }
 
@@ -359,6 +364,11 @@ static int mask_token(fbuf *out, const char *s, size_t n)
 	size_t cn;
 	int rc;
 
+	for (a = 0; a < n && !IS(s[a], C_MASKABLE); a++)
+		;
+	if (a == n) /* no digit, '@', ':', '=' or quote: nothing to mask */
+		return fbuf_put(out, s, n) < 0 ? FACTORY_ENOMEM : 0;
+	a = 0;
 	while (a < b && is_lead(s[a]))
 		a++;
 	while (b > a && is_trail(s[b - 1]))
@@ -1214,8 +1224,8 @@ struct logmine_windows {
 	uint32_t *nev;     /* per slot: events in the ring */
 	uint32_t *head;    /* per slot: next write position */
 	uint32_t *free_slots;
-	size_t nfree, used;
-	uint64_t evicted;
+	size_t nfree, used, hand;
+	uint64_t evicted;   /* keys dropped while they could still fire */
 };
 
 int logmine_windows_new(logmine_windows **out, int count, long window_ms, size_t max_keys)
@@ -1260,36 +1270,41 @@ void logmine_windows_free(logmine_windows *w)
 	free(w);
 }
 
-static int cmp_i64(const void *a, const void *b)
+/*
+ * Make room for one key. A clock hand moves over the slots: among the next
+ * 16 keys, the first whose last event is older than the window before `t`
+ * is dropped (it can no longer fire: nothing is lost); when none is, the
+ * one with the oldest last event is (counted as evicted).
+ */
+static void windows_evict(logmine_windows *w, int64_t t)
 {
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
-}
+	size_t scanned, victim = (size_t)-1;
+	int64_t oldest = INT64_MAX;
 
-/* Free the eighth of the slots whose last event is oldest. */
-static int windows_evict(logmine_windows *w)
-{
-	int64_t *ages, cutoff;
-	size_t i, n = 0, target = w->max_keys / 8;
-
-	if (!(ages = malloc(w->max_keys * sizeof(*ages))))
-		return FACTORY_ENOMEM;
-	for (i = 0; i < w->max_keys; i++)
-		if (w->keyh[i])
-			ages[n++] = w->last[i];
-	qsort(ages, n, sizeof(*ages), cmp_i64);
-	cutoff = ages[target < n ? target : n - 1];
-	free(ages);
-	for (i = 0; i < w->max_keys && w->used > w->max_keys - target; i++) {
-		if (!w->keyh[i] || w->last[i] > cutoff)
+	for (scanned = 0; scanned < 16 && scanned < w->max_keys; scanned++) {
+		size_t i = w->hand;
+		if (++w->hand == w->max_keys)
+			w->hand = 0;
+		if (!w->keyh[i])
 			continue;
-		u64map_del(&w->index, w->keyh[i]);
-		w->keyh[i] = 0;
-		w->free_slots[w->nfree++] = (uint32_t)i;
-		w->used--;
-		w->evicted++;
+		if (w->last[i] < t - w->window_ms) {
+			victim = i;
+			oldest = INT64_MIN;
+			break;
+		}
+		if (w->last[i] < oldest) {
+			oldest = w->last[i];
+			victim = i;
+		}
 	}
-	return 0;
+	if (victim == (size_t)-1)
+		return; /* cannot happen: the table is full */
+	if (oldest != INT64_MIN)
+		w->evicted++;
+	u64map_del(&w->index, w->keyh[victim]);
+	w->keyh[victim] = 0;
+	w->free_slots[w->nfree++] = (uint32_t)victim;
+	w->used--;
 }
 
 int logmine_windows_add(int *fired, logmine_windows *w, const char *key, size_t key_len, int64_t t_ms)
@@ -1304,8 +1319,8 @@ int logmine_windows_add(int *fired, logmine_windows *w, const char *key, size_t 
 	if (slotp) {
 		slot = (size_t)*slotp;
 	} else {
-		if (w->nfree == 0 && windows_evict(w) < 0)
-			return ferror_set(FACTORY_ENOMEM, "out of memory");
+		if (w->nfree == 0)
+			windows_evict(w, t_ms);
 		slot = w->free_slots[--w->nfree];
 		if (u64map_put(&w->index, kh, slot) < 0) {
 			w->nfree++;

@@ -128,7 +128,9 @@ double logmine_template_similarity(const char *a, const char *b);
  * last `count` events; an event fires when `count` events fall within
  * `window_ms`. Times must be non-decreasing per key for exact answers
  * (late events are still counted, by insertion). The table holds at most
- * `max_keys` keys; when full, the key whose last event is oldest is evicted.
+ * `max_keys` keys; when full, a key whose events have all left the window
+ * is dropped (that loses nothing), else the oldest of a few (counted by
+ * logmine_windows_evicted).
  */
 typedef struct logmine_windows logmine_windows;
 

@@ -20,6 +20,7 @@ enum { F_TIME, F_LEVEL, F_MESSAGE, F_USER, F_REQUEST, F_ROUTE, F_STATUS, F_COUNT
 typedef struct {
 	char *buf;                     /* the list, split in place */
 	const char *names[MAX_CANDIDATES];
+	size_t lens[MAX_CANDIDATES];
 	int n;
 } candidates;
 
@@ -73,8 +74,10 @@ static int candidates_init(candidates *c, const char *list)
 	for (p = c->buf; (tok = strtok_r(p, ",", &save)) && c->n < MAX_CANDIDATES; p = NULL) {
 		while (*tok == ' ')
 			tok++;
-		if (*tok)
+		if (*tok) {
+			c->lens[c->n] = strlen(tok);
 			c->names[c->n++] = tok;
+		}
 	}
 	return 0;
 }
@@ -470,7 +473,7 @@ static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
 		i++;
 		for (field = 0; field < F_COUNT && matched < 0; field++)
 			for (k = 0; k < p->fields[field].n; k++)
-				if (strlen(p->fields[field].names[k]) == ke - ks &&
+				if (p->fields[field].lens[k] == ke - ks && p->fields[field].names[k][0] == s[ks] &&
 				    !memcmp(p->fields[field].names[k], s + ks, ke - ks)) {
 					matched = field;
 					break;

@@ -2,7 +2,7 @@
  * factory-watch - read production logs, find the errors customers run into,
  * and file one deduplicated GitLab issue per error fingerprint.
  *
- *   factory-watch [run]     the scheduled run: sources -> records -> error
+ *   factory-watch [options] [run]  the scheduled run: sources -> records -> error
  *                           fingerprints -> friction, new and rising errors
  *                           -> issues (filed, noted, reopened) in GitLab
  *   factory-watch scan      the same analysis without GitLab: findings as
@@ -48,7 +48,7 @@ static const job_option options[] = {
 static const job_spec spec = {
 	"watch",
 	"Read production logs, find the errors customers run into, and file one deduplicated issue per error.",
-	"commands:\n"
+	"commands (options come before the command):\n"
 	"  run        (default) read the sources, detect, file issues in GitLab\n"
 	"  scan       the same detection without GitLab: findings as JSON lines\n"
 	"  templates  read standard input, write \"template_id<TAB>template\" per line",

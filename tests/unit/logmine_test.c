@@ -239,6 +239,15 @@ Test(windows, keys_are_bounded)
 	cr_assert_leq(logmine_windows_keys(w), 64);
 	cr_assert_gt(logmine_windows_evicted(w), 9000);
 	logmine_windows_free(w);
+	/* keys whose events left the window go first, and that loses nothing */
+	cr_assert_eq(logmine_windows_new(&w, 4, 120000, 64), 0);
+	for (i = 0; i < 10000; i++) {
+		int n = snprintf(key, sizeof(key), "user%d", i);
+		cr_assert_eq(logmine_windows_add(&fired, w, key, (size_t)n, (int64_t)i * 10000), 0);
+	}
+	cr_assert_leq(logmine_windows_keys(w), 64);
+	cr_assert_eq(logmine_windows_evicted(w), 0);
+	logmine_windows_free(w);
 	cr_assert_eq(logmine_windows_new(&w, 0, 1, 64), FACTORY_ECONFIG);
 	cr_assert_null(w);
 }
