@@ -1510,8 +1510,13 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 		if (!resp.status || retryable(resp.status)) {
 			attempt++;
 			wait = backoff_ms(l, resp.status ? &resp : NULL, attempt);
-			if (attempt > l->o.max_retries || slept + wait > l->o.retry_budget_ms ||
-			    (deadline_ms && llm_now_ms() + wait >= deadline_ms)) {
+			if (deadline_ms && llm_now_ms() + wait >= deadline_ms) {
+				/* The caller's time is up: that, not the service, ends it. */
+				error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: %s%s%s)", pname,
+						   resp.status ? "HTTP " : "", resp.status ? "" : "", words);
+				goto cleanup;
+			}
+			if (attempt > l->o.max_retries || slept + wait > l->o.retry_budget_ms) {
 				if (resp.status)
 					error = ferror_set(FACTORY_EUPSTREAM, "%s: HTTP %ld after %d %s: %s", pname, resp.status,
 							   attempt, attempt == 1 ? "try" : "tries", words);
