@@ -12,7 +12,29 @@
  *
  * Errors name the setting and where its bad value came from, e.g.
  *   "bad setting wip_limit=abc (from FACTORY_WIP_LIMIT): expected a whole number from 1 to 100"
- * and use FACTORY_ECONFIG, which jobs turn into exit 2.
+ * and use FACTORY_ECONFIG, which jobs turn into exit 2. The source is named
+ * as "--wip-limit", "FACTORY_WIP_LIMIT", the YAML file's name, or "the
+ * default".
+ *
+ * The environment: an empty variable counts as unset (CI templates often
+ * pass empty variables through). '-' in a key becomes '_' too.
+ *
+ * YAML (libyaml, YAML 1.2 core schema): plain scalars ~, null, Null, NULL
+ * and the empty scalar are null; true/false (True, TRUE, ...) are booleans
+ * and yes/no/on/off stay strings; [-+]?[0-9]+, 0o17 and 0x1F are integers
+ * (those a double cannot hold exactly, past 2^53, stay strings); decimal
+ * floats are numbers (.inf and .nan stay strings: JSON has no such
+ * numbers). Quoted and block scalars are strings. Tags !!str (and "!"),
+ * !!int, !!float, !!bool, !!null, !!map, !!seq are honoured; any other tag
+ * is refused. Refused with FACTORY_ECONFIG and "bad yaml in <name> at line
+ * L, column C: <why>": syntax errors, anchors and aliases, duplicate keys,
+ * non-scalar keys, NUL bytes in scalars, nesting deeper than 64 levels.
+ * Input over 1 MiB is refused. Only the first document of a stream is read.
+ *
+ * Settings from a file are its scalars reached through mappings only, keys
+ * joined by '.', with the scalar's text as written ("0x1F", "True", "1.10").
+ * Sequences are not settings (read them with fconfig_yaml_path). A null
+ * scalar leaves the setting unset at the file level.
  */
 #ifndef FACTORY_CONFIG_H
 #define FACTORY_CONFIG_H
@@ -32,6 +54,12 @@ void fconfig_free(fconfig *c);
  * naming the file, line and column. Scalars become settings (CONFIG_FILE);
  * the whole document is kept as cJSON for fconfig_yaml(). Files over 1 MiB
  * are refused. Anchors/aliases are refused (no billion laughs).
+ *
+ * The top level must be a mapping (an empty file loads as {}). It may be
+ * called more than once: the documents are deep-merged (mappings merge key
+ * by key, anything else from the later file replaces), and the file
+ * settings are those of the merged document. A file that cannot be read or
+ * parsed changes nothing.
  */
 int fconfig_load_yaml(fconfig *c, const char *path, int required);
 /* The same from a string (for built-in default policies). */
@@ -39,16 +67,20 @@ int fconfig_load_yaml_string(fconfig *c, const char *yaml, const char *name);
 
 /* Parse YAML text into cJSON (mappings -> objects, sequences -> arrays,
  * plain scalars that look like numbers/booleans/null typed, quoted scalars
- * stay strings). *out is the caller's. Same limits and errors as above. */
+ * stay strings). *out is the caller's. Same limits and errors as above.
+ * Any top level is allowed here; an empty stream gives a cJSON null.
+ * `name` (may be NULL) is what error messages call the text. */
 int fconfig_yaml_to_json(cJSON **out, const char *yaml, size_t len, const char *name);
 
 /* Set a value from a given source (copied). Later sets of the same source
- * replace earlier ones. */
+ * replace earlier ones. A NULL value unsets the key for that source. A value
+ * set for CONFIG_ENV stands in for the real environment variable (tests). */
 int fconfig_set(fconfig *c, fconfig_source src, const char *key, const char *value);
 
 /* Look up the value of `key` with the highest precedence, reading the
  * environment variable on demand. NULL if unset anywhere. The string is owned
- * by the config (or the environment). `src_out` (may be NULL) gets the source. */
+ * by the config (or the environment) and valid until that key is set again
+ * or another file is loaded. `src_out` (may be NULL) gets the source. */
 const char *fconfig_get(const fconfig *c, const char *key, fconfig_source *src_out);
 /* With a default for when it is unset. */
 const char *fconfig_get_str(const fconfig *c, const char *key, const char *def);
@@ -56,15 +88,21 @@ const char *fconfig_get_str(const fconfig *c, const char *key, const char *def);
  * with a message that names the key, value and source. */
 int fconfig_get_long(long *out, const fconfig *c, const char *key, long def, long min, long max);
 int fconfig_get_bool(int *out, const fconfig *c, const char *key, int def); /* true/false/yes/no/1/0/on/off */
+/* (Both accept surrounding blanks; words in any case. Whole numbers are
+ * decimal with an optional sign, nothing else.) */
 /* Required string: FACTORY_ECONFIG "missing setting <key> (set <ENV> or --<flag>)" when unset or empty. */
 int fconfig_require(const char **out, const fconfig *c, const char *key);
 
 /* The YAML document merged from the loaded files (borrowed; NULL if none),
- * and a sub-object by dotted path ("triage.rules"), NULL if absent. */
+ * and a sub-object by dotted path ("triage.rules"), NULL if absent. An
+ * empty or NULL path gives the whole document. */
 const cJSON *fconfig_yaml(const fconfig *c);
 const cJSON *fconfig_yaml_path(const fconfig *c, const char *dotted);
 
-/* Names derived from a key, into caller buffers. */
+/* Names derived from a key, into caller buffers (always NUL-terminated, cut
+ * to fit): "FACTORY_TRIAGE_WIP_LIMIT", and the flag without its leading
+ * dashes, "triage-wip-limit" (as in job_option.flag). fconfig_source_name
+ * gives "default", "file", "environment" or "flag". */
 void fconfig_env_name(char *out, size_t len, const char *key);
 void fconfig_flag_name(char *out, size_t len, const char *key);
 const char *fconfig_source_name(fconfig_source s);
