@@ -360,6 +360,25 @@ static void fence_for(char *out, size_t len, const char *text)
 	out[best] = '\0';
 }
 
+/* Append outside text as inline code inside a line (a table cell):
+ * cleaned, one line, no backtick or pipe that could end the span or cell. */
+static int put_inline(fbuf *b, const char *text, size_t max)
+{
+	fbuf t;
+	size_t i;
+	int error;
+
+	fbuf_init(&t, max * 4 + 64);
+	untrusted_title(&t, text, strlen(text), max);
+	for (i = 0; i < t.len; i++)
+		if (t.ptr[i] == '`' || t.ptr[i] == '|')
+			t.ptr[i] = '\'';
+	/* a leading "\/" is only there against quick actions at a line start */
+	error = fbuf_printf(b, "`%s`", t.len > 1 && t.ptr[0] == '\\' && t.ptr[1] == '/' ? t.ptr + 1 : fbuf_cstr(&t));
+	fbuf_release(&t);
+	return error;
+}
+
 /* Append cleaned (redacted, neutralised) text in a code block. */
 static int put_code(fbuf *b, const char *text)
 {
@@ -436,11 +455,9 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 	if (fp->max_status)
 		fbuf_printf(b, "| HTTP status | %d |\n", fp->max_status);
 	if (fp->route) {
-		fbuf r;
-		fbuf_init(&r, 1024);
-		untrusted_title(&r, fp->route, strlen(fp->route), 200);
-		fbuf_printf(b, "| Route | `%s` |\n", fbuf_cstr(&r));
-		fbuf_release(&r);
+		fbuf_printf(b, "| Route | ");
+		put_inline(b, fp->route, 200);
+		fbuf_printf(b, " |\n");
 	}
 	fbuf_printf(b, "| Fingerprint | `%s` |\n", fp->fingerprint);
 	fbuf_printf(b, "\n### Severity %d: why\n\n%s", a->severity, a->reasons);
@@ -463,11 +480,9 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 	if (run->query_link)
 		fbuf_printf(b, "- The lines: %s\n", run->query_link);
 	if (run->source_label) {
-		fbuf s;
-		fbuf_init(&s, 2048);
-		untrusted_title(&s, run->source_label, strlen(run->source_label), 1000);
-		fbuf_printf(b, "- Source: `%s`\n", fbuf_cstr(&s));
-		fbuf_release(&s);
+		fbuf_printf(b, "- Source: ");
+		put_inline(b, run->source_label, 1000);
+		fbuf_printf(b, "\n");
 	}
 	error = fbuf_printf(b, "- Search the logs for the constant words of the template above.\n\n"
 			       "_Filed by factory-watch: one issue per error fingerprint; later occurrences are "
