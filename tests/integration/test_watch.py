@@ -1,14 +1,18 @@
 """factory-watch end to end against the GitLab double, with generated production
 logs: friction found and filed once, idempotent reruns, notes on re-occurrence,
 reopening a closed issue, secrets kept out of GitLab, and bad input."""
+import calendar
 import gzip
+import http.server
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import unittest
+import urllib.parse
 
 from lib.double import Double
 from lib.factory import job_env, run_job
@@ -273,6 +277,104 @@ class WatchTest(unittest.TestCase):
         self.double.faults([{"path_regex": "/issues", "status": 503, "times": -1}])
         r = self.watch()
         self.assertEqual(r.returncode, 3, r)
+
+
+class LogServer(http.server.ThreadingHTTPServer):
+    """A log file over HTTP and a Loki query_range endpoint, on loopback."""
+
+    def __init__(self, text, entries):
+        self.text = text
+        self.entries = entries      # [(unix ns, line)]
+        self.queries = []
+        super().__init__(("127.0.0.1", 0), LogHandler)
+
+
+class LogHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def reply(self, status, body, ctype="text/plain"):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        if url.path == "/app.log":
+            return self.reply(200, self.server.text)
+        if url.path == "/loki/api/v1/query_range":
+            q = urllib.parse.parse_qs(url.query)
+            self.server.queries.append(q)
+            start, end, limit = int(q["start"][0]), int(q["end"][0]), int(q["limit"][0])
+            page = [e for e in self.server.entries if start <= e[0] <= end][:limit]
+            # two streams, as Loki answers per label set; the reader must merge them in time order
+            streams = [{"stream": {"app": "shop", "n": str(k)},
+                        "values": [[str(ns), l] for ns, l in page[k::2]]} for k in (0, 1)]
+            return self.reply(200, json.dumps({"status": "success", "data": {"resultType": "streams",
+                                                                             "result": streams}}),
+                              "application/json")
+        return self.reply(404, "not found")
+
+
+class WatchSourcesTest(unittest.TestCase):
+    """The same detection over an HTTP URL and over Loki's query_range."""
+
+    def setUp(self):
+        self.double = Double()
+        self.double.start()
+        self.addCleanup(self.double.stop)
+        lines = baseline_lines() + window_lines()
+        entries = sorted((calendar.timegm(time.strptime(json.loads(l)["time"][:19], "%Y-%m-%dT%H:%M:%S")) * 10 ** 9
+                          + int(json.loads(l)["time"][20:23]) * 10 ** 6, l) for l in lines)
+        self.server = LogServer("\n".join(lines) + "\n", entries)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+        self.base = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def scan(self, *args):
+        env = job_env(self.double)
+        return run_job("watch", self.double, "--now", NOW, "--window", "15m", "--baseline", "2h", *args, "scan",
+                       env=env)
+
+    def findings(self, r):
+        self.assertEqual(r.returncode, 0, r)
+        return {json.loads(l)["template"]: json.loads(l) for l in r.stdout.splitlines()}
+
+    def test_http_url_source(self):
+        f = self.findings(self.scan("--source", self.base + "/app.log"))
+        pay = f["payment failed for order <*>: card declined"]
+        self.assertTrue(pay["friction"])
+        self.assertEqual(pay["count"], 4)
+        self.assertEqual(pay["baseline"], 24)
+
+    def test_loki_query_range_with_pages(self):
+        env_limit = ("--config", self.config_file("watch:\n  loki_limit: 7\n"))
+        f = self.findings(self.scan("--loki-url", self.base, "--loki-query", '{app="shop"} |= "error"', *env_limit))
+        pay = f["payment failed for order <*>: card declined"]
+        self.assertTrue(pay["friction"])
+        self.assertEqual(pay["count"], 4)
+        timeout = f["timeout calling inventory-service after <*> ms"]
+        self.assertFalse(timeout["friction"])
+        self.assertGreater(len(self.server.queries), 5)  # it paged
+        q = self.server.queries[0]
+        self.assertEqual(q["query"][0], '{app="shop"} |= "error"')
+        self.assertEqual(q["direction"][0], "forward")
+        self.assertEqual(int(q["end"][0]), T_NOW * 10 ** 9)
+
+    def test_unreachable_url_is_exit_3(self):
+        r = self.scan("--source", "http://127.0.0.1:1/app.log")
+        self.assertEqual(r.returncode, 3, r)
+
+    def config_file(self, text):
+        fd, path = tempfile.mkstemp(suffix=".yml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        self.addCleanup(os.unlink, path)
+        return path
 
 
 if __name__ == "__main__":
