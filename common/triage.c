@@ -211,7 +211,7 @@ static int get_prio(int *out, const cJSON *obj, const char *key, const char *pat
 static int read_priorities(triage_policy *p, const cJSON *pr, const char *origin)
 {
 	const cJSON *bug, *item;
-	char key[4];
+	char key[16];
 	int t, s, error;
 
 	if (!cJSON_IsObject(pr))

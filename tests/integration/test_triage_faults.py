@@ -11,7 +11,7 @@ import unittest
 
 from integration.triage_data import load, seed_issues
 from lib.double import Double
-from lib.factory import binary, job_env, run_job
+from lib.factory import binary, check_sanitizers, job_env, run_job
 
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
@@ -96,6 +96,7 @@ class FaultTest(unittest.TestCase):
         t.start()
         out, err = proc.communicate(timeout=120)
         t.join()
+        check_sanitizers(out + err)
         self.assertEqual(proc.returncode, 0, out + err)
         self.assertIn("#%d: deleted while the run went on" % victim, err)
         with open(os.path.join(report_dir, "report.json")) as f:
