@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,16 @@ static int has_control(const char *s, int allow_newlines)
 	return 0;
 }
 
+static int ascii_alpha(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int ascii_alnum(char c)
+{
+	return ascii_alpha(c) || (c >= '0' && c <= '9');
+}
+
 int feedback_email_valid(const char *email)
 {
 	const char *at, *p, *last_dot = NULL;
@@ -180,7 +191,7 @@ int feedback_email_valid(const char *email)
 	if (local_len < 1 || local_len > 64 || email[0] == '.' || at[-1] == '.')
 		return 0;
 	for (p = email; p < at; p++) {
-		if (!(isalnum((unsigned char)*p) || strchr("._%+-", *p)))
+		if (!(ascii_alnum(*p) || *p == '.' || *p == '_' || *p == '%' || *p == '+' || *p == '-'))
 			return 0;
 		if (*p == '.' && p[1] == '.')
 			return 0;
@@ -193,14 +204,14 @@ int feedback_email_valid(const char *email)
 			if (p[1] == '.' || p[1] == '\0' || p[1] == '-' || p[-1] == '-')
 				return 0;
 			last_dot = p;
-		} else if (!(isalnum((unsigned char)*p) || *p == '-')) {
+		} else if (!(ascii_alnum(*p) || *p == '-')) {
 			return 0;
 		}
 	}
 	if (!last_dot || strlen(last_dot + 1) < 2)
 		return 0;
 	for (p = last_dot + 1; *p; p++) {
-		if (!isalpha((unsigned char)*p))
+		if (!ascii_alpha(*p))
 			return 0;
 	}
 	return 1;
@@ -478,7 +489,7 @@ static int validate(feedback *f, feedback_problem *pr, const raw_fields *r)
 		const char *u = f->page_url;
 		if (strlen(u) > URL_MAX)
 			field_error(pr, "page_url", "is too long (at most %d bytes)", URL_MAX);
-		else if (strncasecmp(u, "http://", 7) && strncasecmp(u, "https://", 8))
+		else if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0)
 			field_error(pr, "page_url", "must be an http or https address");
 		else if (has_control(u, 0) || strpbrk(u, " \t\n<>\"'`"))
 			field_error(pr, "page_url", "must not contain spaces, quotes or angle brackets");
@@ -730,7 +741,7 @@ static int parse_form(feedback *f, feedback_problem *pr, const char *body, size_
 		}
 		used += (size_t)vlen + 1;
 		for (i = 0; i <= F_WEBSITE && !matched; i++) {
-			if (strcmp(key, field_names[i]))
+			if (strcmp(key, field_names[i]) != 0)
 				continue;
 			matched = 1;
 			switch (i) {
@@ -781,7 +792,7 @@ int feedback_parse(feedback *out, feedback_problem *pr, const char *content_type
 	feedback_init(out);
 	problem_reset(pr);
 	media_type(mt, sizeof(mt), content_type ? content_type : "application/json");
-	if (strcmp(mt, "application/json") && strcmp(mt, "application/x-www-form-urlencoded"))
+	if (strcmp(mt, "application/json") != 0 && strcmp(mt, "application/x-www-form-urlencoded") != 0)
 		return problem_set(pr, 415, "unsupported_media_type",
 				   "send application/json or application/x-www-form-urlencoded, not %s",
 				   *mt ? mt : "an empty Content-Type");
@@ -847,7 +858,7 @@ static int id_valid(const char *id)
 {
 	int i;
 
-	if (strlen(id) != FEEDBACK_ID_LEN || strncmp(id, "fi-", 3))
+	if (strlen(id) != FEEDBACK_ID_LEN || strncmp(id, "fi-", 3) != 0)
 		return 0;
 	for (i = 3; i < FEEDBACK_ID_LEN; i++) {
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))

@@ -109,6 +109,25 @@ static int io_error(const char *what, const char *path)
 	return ferror_set(FACTORY_ERR, "spool: %s %s: %s", what, path, strerror(errno));
 }
 
+/* Exactly `n` lowercase hex digits at `p` into *out; -1 if not. */
+static int parse_hex(uint64_t *out, const char *p, size_t n)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		char ch = p[i];
+		if (ch >= '0' && ch <= '9')
+			v = v << 4 | (uint64_t)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			v = v << 4 | (uint64_t)(ch - 'a' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 static int write_all(int fd, const char *p, size_t len)
 {
 	while (len) {
@@ -202,10 +221,10 @@ static int state_parse(const char *slot, uint64_t *gen, uint64_t *delivered, uin
 {
 	char body[SLOT_LEN];
 	const char *nl;
-	unsigned int crc;
+	uint64_t crc;
 	size_t blen;
 
-	if (strncmp(slot, "FST1 ", 5) || sscanf(slot + 5, "%8x", &crc) != 1 || slot[13] != ' ')
+	if (strncmp(slot, "FST1 ", 5) != 0 || slot[13] != ' ' || parse_hex(&crc, slot + 5, 8) < 0)
 		return -1;
 	nl = memchr(slot + 14, '\n', SLOT_LEN - 14);
 	if (!nl)
@@ -215,7 +234,8 @@ static int state_parse(const char *slot, uint64_t *gen, uint64_t *delivered, uin
 	body[blen] = '\0';
 	if (crc32_of(body, blen) != crc)
 		return -1;
-	if (blen < 51 || sscanf(body, "%16" SCNx64 " %16" SCNx64 " %16" SCNx64, gen, delivered, current) != 3)
+	if (blen < 51 || body[16] != ' ' || body[33] != ' ' || body[50] != ' ' || parse_hex(gen, body, 16) < 0 ||
+	    parse_hex(delivered, body + 17, 16) < 0 || parse_hex(current, body + 34, 16) < 0)
 		return -1;
 	if (blen - 51 > SPOOL_MARK_MAX)
 		return -1;
@@ -283,10 +303,10 @@ static int cmp_seg(const void *a, const void *b)
 /* Parse a record header; 0 if it is well-formed. */
 static int header_parse(const char *h, uint64_t *seq, uint32_t *len, uint32_t *crc)
 {
-	unsigned int l, c;
+	uint64_t l, c;
 	int i;
 
-	if (memcmp(h, "FS1 ", 4) || h[20] != ' ' || h[29] != ' ' || h[38] != '\n')
+	if (memcmp(h, "FS1 ", 4) != 0 || h[20] != ' ' || h[29] != ' ' || h[38] != '\n')
 		return -1;
 	for (i = 4; i < 38; i++) {
 		if (i == 20 || i == 29)
@@ -294,10 +314,10 @@ static int header_parse(const char *h, uint64_t *seq, uint32_t *len, uint32_t *c
 		if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
 			return -1;
 	}
-	if (sscanf(h + 4, "%16" SCNx64 " %8x %8x", seq, &l, &c) != 3)
+	if (parse_hex(seq, h + 4, 16) < 0 || parse_hex(&l, h + 21, 8) < 0 || parse_hex(&c, h + 30, 8) < 0)
 		return -1;
-	*len = l;
-	*crc = c;
+	*len = (uint32_t)l;
+	*crc = (uint32_t)c;
 	return 0;
 }
 
@@ -418,11 +438,10 @@ static int segments_load(spool *sp)
 		return io_error("cannot list", sp->dir);
 	while ((e = readdir(d))) {
 		uint64_t first;
-		char tail[8];
 
-		if (strncmp(e->d_name, "seg-", 4) || strlen(e->d_name) != 4 + 16 + 4)
+		if (strncmp(e->d_name, "seg-", 4) != 0 || strlen(e->d_name) != 4 + 16 + 4)
 			continue;
-		if (sscanf(e->d_name + 4, "%16" SCNx64 "%7s", &first, tail) != 2 || strcmp(tail, ".log"))
+		if (strcmp(e->d_name + 20, ".log") != 0 || parse_hex(&first, e->d_name + 4, 16) < 0)
 			continue;
 		if ((error = seg_add(sp, first)) < 0)
 			goto cleanup;

@@ -242,6 +242,20 @@ static int refused(deliverer *d, uint64_t seq, const char *data, size_t len, int
 
 /* ---- one record ---- */
 
+/* The iid in a mark "<prefix><iid>", or 0. */
+static long mark_iid(const char *mark, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	char *end;
+	long v;
+
+	if (strncmp(mark, prefix, n) != 0)
+		return 0;
+	errno = 0;
+	v = strtol(mark + n, &end, 10);
+	return errno || *end || v < 1 ? 0 : v;
+}
+
 static int deliver_record(deliverer *d, uint64_t seq, const char *data, size_t len, const char *mark)
 {
 	feedback f;
@@ -261,9 +275,9 @@ static int deliver_record(deliverer *d, uint64_t seq, const char *data, size_t l
 		error = spool_ack(d->sp, seq);
 		goto cleanup;
 	}
-	if (sscanf(mark, "issue=%ld", &iid) == 1 && iid > 0) {
+	if ((iid = mark_iid(mark, "issue=")) > 0) {
 		/* made before a restart or a failed note: never again */
-	} else if (sscanf(mark, "note=%ld", &iid) == 1 && iid > 0) {
+	} else if ((iid = mark_iid(mark, "note=")) > 0) {
 		note_uncertain = 1;
 	} else {
 		iid = 0;

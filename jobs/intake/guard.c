@@ -96,19 +96,52 @@ static double refill(const ratelimit *rl, const rl_entry *e, long long now_ms)
  * behave exactly like a new client). Called with the stripe locked. */
 static long sweep_chain(ratelimit *rl, rl_entry **head, long long now_ms)
 {
-	rl_entry **pp = head, *e;
+	rl_entry *e, *prev = NULL, *next;
 	long dropped = 0;
 
-	while ((e = *pp)) {
+	for (e = *head; e; e = next) {
+		next = e->next;
 		if (refill(rl, e, now_ms) >= rl->burst) {
-			*pp = e->next;
+			if (prev)
+				prev->next = next;
+			else
+				*head = next;
 			free(e);
 			dropped++;
 		} else {
-			pp = &e->next;
+			prev = e;
 		}
 	}
 	return dropped;
+}
+
+/* A new entry for `client` in chain `b` (stripe locked), or NULL when the
+ * table is full or memory is short. */
+static rl_entry *rl_add(ratelimit *rl, size_t b, const char *client, long long now_ms)
+{
+	long dropped = sweep_chain(rl, &rl->buckets[b], now_ms);
+	rl_entry *e = NULL;
+	int room;
+
+	pthread_mutex_lock(&rl->count_mu);
+	rl->count -= dropped;
+	room = rl->count < GUARD_MAX_ENTRIES;
+	if (room)
+		rl->count++;
+	pthread_mutex_unlock(&rl->count_mu);
+	if (room && !(e = calloc(1, sizeof(*e)))) {
+		pthread_mutex_lock(&rl->count_mu);
+		rl->count--;
+		pthread_mutex_unlock(&rl->count_mu);
+	}
+	if (!e)
+		return NULL;
+	strncpy(e->client, client, CLIENT_MAX - 1);
+	e->tokens = rl->burst;
+	e->at_ms = now_ms;
+	e->next = rl->buckets[b];
+	rl->buckets[b] = e;
+	return e;
 }
 
 static void rl_sweep_all(ratelimit *rl, long long now_ms)
@@ -150,36 +183,16 @@ again:
 		if (!strncmp(e->client, client, CLIENT_MAX - 1))
 			break;
 	}
+	if (!e)
+		e = rl_add(rl, b, client, now_ms);
 	if (!e) {
-		long dropped = sweep_chain(rl, &rl->buckets[b], now_ms);
-		int room;
-
-		pthread_mutex_lock(&rl->count_mu);
-		rl->count -= dropped;
-		room = rl->count < GUARD_MAX_ENTRIES;
-		if (room)
-			rl->count++;
-		pthread_mutex_unlock(&rl->count_mu);
-		if (!room && !swept) {
-			pthread_mutex_unlock(mu);
+		pthread_mutex_unlock(mu);
+		if (!swept) {
 			rl_sweep_all(rl, now_ms);
 			swept = 1;
 			goto again;
 		}
-		if (!room || !(e = calloc(1, sizeof(*e)))) {
-			if (room) {
-				pthread_mutex_lock(&rl->count_mu);
-				rl->count--;
-				pthread_mutex_unlock(&rl->count_mu);
-			}
-			pthread_mutex_unlock(mu);
-			return 1; /* fail open, see guard.h */
-		}
-		strncpy(e->client, client, CLIENT_MAX - 1);
-		e->tokens = rl->burst;
-		e->at_ms = now_ms;
-		e->next = rl->buckets[b];
-		rl->buckets[b] = e;
+		return 1; /* fail open, see guard.h */
 	}
 	e->tokens = refill(rl, e, now_ms);
 	e->at_ms = now_ms;
@@ -265,16 +278,20 @@ void dedup_key_of(dedup_key *out, const char *const *parts, size_t nparts)
 
 static long dd_sweep(dedup *d, dd_entry **head, long long now_ms)
 {
-	dd_entry **pp = head, *e;
+	dd_entry *e, *prev = NULL, *next;
 	long dropped = 0;
 
-	while ((e = *pp)) {
+	for (e = *head; e; e = next) {
+		next = e->next;
 		if (e->at_ms && now_ms - e->at_ms > d->window_ms) {
-			*pp = e->next;
+			if (prev)
+				prev->next = next;
+			else
+				*head = next;
 			free(e);
 			dropped++;
 		} else {
-			pp = &e->next;
+			prev = e;
 		}
 	}
 	return dropped;

@@ -116,7 +116,7 @@ static int serve(job_ctx *ctx)
 	deliverer *dl = NULL;
 	spool *sp = NULL;
 	sigset_t sigs;
-	const char *dir;
+	const char *dir = NULL;
 	long v;
 	int no_deliver = 0, sig = 0, error;
 
@@ -201,7 +201,7 @@ static int deliver(job_ctx *ctx)
 	spool *sp = NULL;
 	spool_stats st;
 	deliver_stats ds;
-	const char *dir;
+	const char *dir = NULL;
 	int error;
 
 	if ((error = open_spool(&sp, ctx, &dir)) < 0)
@@ -278,7 +278,7 @@ static int create(job_ctx *ctx)
 	fbuf_init(&text, 4096);
 	if (body_file && (error = read_body_file(&body, body_file)) < 0)
 		goto cleanup;
-	if (source && strcmp(source, "customer") && strcmp(source, "internal") && strcmp(source, "factory")) {
+	if (source && strcmp(source, "customer") != 0 && strcmp(source, "internal") != 0 && strcmp(source, "factory") != 0) {
 		error = ferror_set(FACTORY_ECONFIG, "bad --source '%s': expected customer, internal or factory", source);
 		goto cleanup;
 	}

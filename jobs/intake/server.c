@@ -395,8 +395,7 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 		goto cleanup;
 	}
 	f.received_ms = now;
-	if ((rc = feedback_new_id(&f)) < 0 || (rc = feedback_to_json(&out, &f)) < 0 ||
-	    (rc = spool_append(&seq, s->sp, out.ptr, out.len)) < 0) {
+	if (feedback_new_id(&f) < 0 || feedback_to_json(&out, &f) < 0 || spool_append(&seq, s->sp, out.ptr, out.len) < 0) {
 		static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
 		dedup_forget(s->dd, &key);
 		count(&s->store_failed);
@@ -445,7 +444,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (r->route != R_FEEDBACK) {
 			const intake_asset *a;
 
-			if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+			if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 				static const char *const allow[] = {MHD_HTTP_HEADER_ALLOW, "GET, HEAD", NULL};
 				return r->route == R_OTHER ? send_error(s, c, MHD_HTTP_NOT_FOUND, "not_found", "no such page", NULL)
 							   : send_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
@@ -478,7 +477,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 					      "this site may not send feedback here", NULL);
 			return send_reply(s, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, MHD_RESPMEM_PERSISTENT, NULL, preflight);
 		}
-		if (strcmp(method, "POST")) {
+		if (strcmp(method, "POST") != 0) {
 			static const char *const allow[] = {MHD_HTTP_HEADER_ALLOW, "POST, OPTIONS", NULL};
 			return send_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", allow);
 		}
@@ -582,7 +581,8 @@ static int parse_origins(intake_server *s, const char *list)
 		} else if (len) {
 			if (s->norigins >= ORIGINS_MAX)
 				return ferror_set(FACTORY_ECONFIG, "too many allowed origins (at most %d)", ORIGINS_MAX);
-			if (strncmp(a, "http://", 7) && strncmp(a, "https://", 8) && !(len == 4 && !strncmp(a, "null", 4)))
+			if (strncmp(a, "http://", 7) != 0 && strncmp(a, "https://", 8) != 0 &&
+			    !(len == 4 && !strncmp(a, "null", 4)))
 				return ferror_set(FACTORY_ECONFIG,
 						  "bad setting intake.allowed_origins: '%.*s' is not an origin like "
 						  "https://shop.example.com",
@@ -623,7 +623,7 @@ static int resolve_listen(struct sockaddr_storage *ss, socklen_t *sslen, const c
 		host[colon - listen] = '\0';
 	}
 	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof(port) || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-	    atol(colon + 1) > 65535)
+	    strtol(colon + 1, NULL, 10) > 65535)
 		return ferror_set(FACTORY_ECONFIG, "bad listen address '%s': the port must be a number from 0 to 65535",
 				  listen);
 	snprintf(port, sizeof(port), "%s", colon + 1);
@@ -651,6 +651,7 @@ int intake_server_start(intake_server **out, const intake_server_options *o, spo
 	int error = -1;
 
 	*out = NULL;
+	memset(&ss, 0, sizeof(ss));
 	if (!s)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	s->o = *o;
