@@ -539,15 +539,65 @@ static int parse_pattern(logparse *p, fields_found *f, const char *s, size_t n)
 	return 0;
 }
 
+/* After the level, the usual header items before the message: a
+ * bracketed context ("[main]", "[req-1 - -]", nested brackets too), a
+ * logger name (a dotted or $-joined identifier, maybe ending in ':'), and
+ * "-" separators (log4j "%p [%t] %c: %m", Python "%(levelname)s %(name)s
+ * [%(context)s] %(message)s"). Returns where the message starts. */
+static size_t skip_header_items(const char *s, size_t m, size_t n)
+{
+	int items;
+
+	for (items = 0; items < 4; items++) {
+		size_t e;
+		while (m < n && (s[m] == ' ' || s[m] == '\t'))
+			m++;
+		if (m >= n)
+			break;
+		if (s[m] == '-' && (m + 1 == n || s[m + 1] == ' ')) {
+			m++;
+			continue;
+		}
+		if (s[m] == '[') {
+			int depth = 0;
+			for (e = m; e < n && e < m + 512; e++) {
+				depth += s[e] == '[' ? 1 : s[e] == ']' ? -1 : 0;
+				if (depth == 0)
+					break;
+			}
+			if (e >= n || depth != 0 || e + 1 >= n || s[e + 1] != ' ')
+				break;
+			m = e + 1;
+			continue;
+		}
+		if (!((s[m] >= 'a' && s[m] <= 'z') || (s[m] >= 'A' && s[m] <= 'Z')))
+			break; /* a logger name starts with a letter (not an address) */
+		{
+			int dotted = 0;
+			for (e = m; e < n && (is_ident_char(s[e]) || s[e] == '$'); e++)
+				dotted |= (s[e] == '.' || s[e] == '$') && e > m && e + 1 < n && is_ident_char(s[e + 1]);
+			if (e < n && s[e] == ':')
+				e++;
+			if (!dotted || e >= n || s[e] != ' ')
+				break;
+			m = e;
+		}
+	}
+	while (m < n && (s[m] == ' ' || s[m] == '\t' || s[m] == ':'))
+		m++;
+	return m;
+}
+
 /* Plain text: a leading time (one or two tokens), then a level word among
- * the next few tokens; the message is what follows the level (or the line). */
+ * the next few tokens; the message is what follows the level and the
+ * header items after it (or the whole line when no level is found). */
 static int parse_plain(logparse *p, fields_found *f, const char *s, size_t n)
 {
-	size_t i = 0, tok_s[6], tok_e[6];
+	size_t i = 0, tok_s[8], tok_e[8];
 	int nt = 0, k;
 	int64_t ms;
 
-	while (nt < 6 && i < n) {
+	while (nt < 8 && i < n) {
 		while (i < n && (s[i] == ' ' || s[i] == '\t'))
 			i++;
 		if (i >= n)
@@ -567,14 +617,15 @@ static int parse_plain(logparse *p, fields_found *f, const char *s, size_t n)
 			return -1;
 		k = 1;
 	}
-	for (; k < nt && k < 5; k++) {
+	for (; k < nt; k++) {
 		if (logparse_level(s + tok_s[k], tok_e[k] - tok_s[k]) != LOGLEVEL_UNKNOWN &&
 		    !(s[tok_s[k]] >= '0' && s[tok_s[k]] <= '9')) {
-			size_t m = tok_e[k];
+			size_t m;
 			if (store_put(p, f, F_LEVEL, s + tok_s[k], tok_e[k] - tok_s[k]) < 0)
 				return -1;
-			while (m < n && (s[m] == ' ' || s[m] == '\t' || s[m] == ':' || s[m] == '-'))
-				m++;
+			m = skip_header_items(s, tok_e[k], n);
+			if (m >= n) /* nothing after the level: the level word is the message */
+				m = tok_s[k];
 			return store_put(p, f, F_MESSAGE, s + m, n - m);
 		}
 	}

@@ -76,7 +76,7 @@ def run_templates(binary_path, messages, extra_args=()):
     report_dir = tempfile.mkdtemp(prefix="factory-watch-report-")
     env["FACTORY_REPORT_DIR"] = report_dir
     try:
-        proc = subprocess.run([binary_path, "templates"] + list(extra_args), input=data.encode("utf-8"),
+        proc = subprocess.run([binary_path] + list(extra_args) + ["templates"], input=data.encode("utf-8"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, env=env,
                               cwd=tempfile.gettempdir())
     finally:
@@ -104,3 +104,15 @@ def grouping_accuracy_of_set(binary_path, name, base=None):
     ga = grouping_accuracy(truth, [p[0] for p in pred])
     return ga, {"lines": len(rows), "true_groups": len(set(truth)),
                 "predicted_groups": len(set(p[0] for p in pred))}
+
+
+def raw_grouping_accuracy_of_set(binary_path, name, base=None):
+    """GA when the raw lines of <Set>_2k.log, headers and all, are fed to
+    `factory-watch --raw templates` (the header is read by the plain-text
+    reader with no per-set pattern); line i of the log is LineId i."""
+    rows = read_set(name, base)
+    path = os.path.join(base or loghub_dir(), name, name + "_2k.log")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        raw = f.read().split("\n")[:len(rows)]
+    pred = run_templates(binary_path, raw, extra_args=("--raw",))
+    return grouping_accuracy([r[2] for r in rows], [p[0] for p in pred])

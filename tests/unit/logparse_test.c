@@ -246,3 +246,23 @@ Test(logparse, levels)
 	cr_assert_eq(logparse_level("banana", 6), LOGLEVEL_UNKNOWN);
 	cr_assert_str_eq(loglevel_name(LOGLEVEL_WARN), "warn");
 }
+
+Test(logparse, plain_headers_are_skipped)
+{
+	got g;
+
+	parse_all(&g, NULL,
+		  "2015-10-18 18:05:27,570 WARN [LeaseRenewer:x@h:9000] org.apache.hadoop.ipc.Client: Address changed\n"
+		  "2017-05-16 00:00:00.008 25746 INFO nova.osapi.server [req-1 2 - - -] 10.1.1.1 \"GET /x\" status: 200\n"
+		  "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:2181:Election@774] - Notification: 3\n"
+		  "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n"
+		  "90019 gige6 gige temperature 1109484216 1 warning\n");
+	cr_assert_eq(g.n, 5);
+	cr_assert_str_eq(g.msg[0], "Address changed");
+	cr_assert_eq(g.level[0], LOGLEVEL_WARN);
+	cr_assert_str_eq(g.msg[1], "10.1.1.1 \"GET /x\" status: 200");
+	cr_assert_str_eq(g.msg[2], "Notification: 3");
+	cr_assert_str_eq(g.msg[3], "workerEnv.init() ok");
+	cr_assert_eq(g.level[3], LOGLEVEL_INFO);
+	cr_assert_str_eq(g.msg[4], "warning");
+}
