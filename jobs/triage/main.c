@@ -171,6 +171,8 @@ static int run(job_ctx *ctx)
 		goto cleanup;
 	if ((error = tri_reorder(&r)) < 0)      /* only when the order is wrong */
 		goto cleanup;
+	if ((error = tri_report_markdown(&r)) < 0)
+		goto cleanup;
 	if (r.model) {
 		tri_model_counters(r.model, &asked, &changed, &ignored);
 		report_counter_set(ctx->rep, "model_asked", asked);

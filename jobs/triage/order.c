@@ -176,8 +176,14 @@ int tri_reorder(tri_run *r)
 		if (error < 0)
 			break;
 		moves++;
-		report_action(r->job->rep, "reorder", "", "#%ld: Up Next position %zu (after #%ld)", v[i]->iid, i + 1,
-			      i ? v[i - 1]->iid : 0);
+		{
+			char t[32];
+			snprintf(t, sizeof(t), "#%ld", v[i]->iid);
+			if (i)
+				report_action(r->job->rep, "reorder", t, "Up Next position %zu, after #%ld", i + 1, v[i - 1]->iid);
+			else
+				report_action(r->job->rep, "reorder", t, "Up Next position 1, before #%ld", v[first_kept]->iid);
+		}
 	}
 	log_section_end("triage_order");
 	if (error >= 0)

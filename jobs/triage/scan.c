@@ -17,6 +17,7 @@
  *       stands, unless the rules now say security or something more urgent.
  * So an unchanged project costs one list pass and no other request.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,36 @@ static long num_of(const cJSON *o, const char *k)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
+}
+
+/* "#12" for report targets (a static buffer: used at once). */
+static const char *target(const tri_item *it)
+{
+	static char buf[32];
+
+	snprintf(buf, sizeof(buf), "#%ld", it->iid);
+	return buf;
+}
+
+/* A warning for people: logged, and listed in the report (not a change). */
+static int add_warning(tri_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int add_warning(tri_run *r, const char *fmt, ...)
+{
+	char buf[512];
+	cJSON *arr = cJSON_GetObjectItemCaseSensitive(report_data(r->job->rep), "warnings"), *s;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_warn("%s", buf);
+	if (!arr && !(arr = cJSON_AddArrayToObject(report_data(r->job->rep), "warnings")))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	if (!(s = cJSON_CreateString(buf)))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	cJSON_AddItemToArray(arr, s);
+	report_counter_add(r->job->rep, "warnings", 1);
+	return 0;
 }
 
 static int is_triage_family(const char *name)
@@ -259,9 +290,11 @@ static int scan_cb(void *vctx, const cJSON *issue)
 		if ((error = triage_decide(&fresh, r->policy, issue, TRIAGE_FRESH)) < 0)
 			return error;
 		if (fresh.type == TRIAGE_SECURITY && triage_issue_type(issue) != TRIAGE_SECURITY) {
-			log_warn("#%ld: the rules see a security issue, but a person set its priority: left as it is", it->iid);
-			report_action(r->job->rep, "warning", "", "#%ld: rules see a security issue; a person set priority::%d, "
-				      "left as it is", it->iid, it->priority);
+			if ((error = add_warning(r, "#%ld: the rules see a security issue; a person set priority::%d, "
+						    "left as it is", it->iid, it->priority)) < 0) {
+				triage_decision_release(&fresh);
+				return error;
+			}
 		}
 		triage_decision_release(&fresh);
 		return 0;
@@ -581,7 +614,7 @@ static int write_note(tri_run *r, tri_item *it)
 	}
 	if (error < 0)
 		goto cleanup;
-	report_action(r->job->rep, "note", "", "#%ld: %s", it->iid,
+	report_action(r->job->rep, "note", target(it), "%s",
 		      it->plan == PLAN_HANDOVER ? "left to the person who changed its labels" : "decision explained");
 cleanup:
 	cJSON_Delete(out);
@@ -652,10 +685,10 @@ int tri_write(tri_run *r)
 				continue;
 			}
 			if (add.len || rem.len)
-				report_action(r->job->rep, "labels", "", "#%ld:%s%s%s%s", it->iid, add.len ? " +" : "",
-					      fbuf_cstr(&add), rem.len ? " -" : "", fbuf_cstr(&rem));
+				report_action(r->job->rep, "labels", target(it), "%s%s%s%s", add.len ? "+" : "",
+					      fbuf_cstr(&add), rem.len ? (add.len ? " -" : "-") : "", fbuf_cstr(&rem));
 			if (it->set_confidential)
-				report_action(r->job->rep, "confidential", "", "#%ld: made confidential (security)", it->iid);
+				report_action(r->job->rep, "confidential", target(it), "made confidential (security)");
 			if (it->plan == PLAN_NONE)
 				log_info("%s#%ld: Up Next %s", r->job->dry_run ? "dry-run: " : "", it->iid,
 					 it->want_up_next ? "joined" : "left");
@@ -675,6 +708,58 @@ int tri_write(tri_run *r)
 	fbuf_release(&add);
 	fbuf_release(&rem);
 	return error;
+}
+
+/* The report's own section: the decisions (the first MD_ROWS) and Up Next. */
+#define MD_ROWS 500
+int tri_report_markdown(tri_run *r)
+{
+	fbuf md, labels, names;
+	const cJSON *n;
+	size_t i, rows = 0, total = 0;
+	int error = 0, first = 1;
+
+	fbuf_init(&md, 4 << 20);
+	fbuf_init(&labels, 256);
+	fbuf_init(&names, 4096);
+	for (i = 0; i < r->n; i++)
+		total += r->v[i].plan == PLAN_TRIAGE;
+	if (total)
+		error = fbuf_puts(&md, "## Decisions\n\n| Issue | Labels | Why | Rules |\n| ---: | --- | --- | --- |\n");
+	for (i = 0; i < r->n && !error && rows < MD_ROWS; i++) {
+		const tri_item *it = &r->v[i];
+		if (it->plan != PLAN_TRIAGE)
+			continue;
+		fbuf_reset(&labels);
+		fbuf_reset(&names);
+		triage_decision_labels(&labels, &it->d);
+		cJSON_ArrayForEach(n, it->d.rules) {
+			if (names.len)
+				fbuf_puts(&names, ", ");
+			fbuf_puts(&names, n->valuestring);
+		}
+		error = fbuf_printf(&md, "| #%ld%s | %s%s | %s%s%s | %s |\n", it->iid, it->gone ? " (deleted)" : "",
+				    fbuf_cstr(&labels), it->d.confidential ? ", confidential" : "", it->why ? it->why : "",
+				    it->d.model ? ", model" : "", it->d.human ? ", a person's labels" : "",
+				    names.len ? fbuf_cstr(&names) : "none");
+		rows++;
+	}
+	if (!error && total > rows)
+		error = fbuf_printf(&md, "\n... and %zu more decisions (report.json has them all).\n", total - rows);
+	cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(report_data(r->job->rep), "up_next")) {
+		if (error)
+			break;
+		error = fbuf_printf(&md, "%s#%ld", first ? "\n## Up Next, in order\n\n" : ", ", (long)n->valuedouble);
+		first = 0;
+	}
+	if (!error && !first)
+		error = fbuf_puts(&md, "\n");
+	if (!error && md.len)
+		error = report_markdown(r->job->rep, "%s", fbuf_cstr(&md));
+	fbuf_release(&md);
+	fbuf_release(&labels);
+	fbuf_release(&names);
+	return error == FACTORY_ETOOBIG ? 0 : error;
 }
 
 void tri_run_release(tri_run *r)

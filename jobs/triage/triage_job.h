@@ -63,6 +63,8 @@ int tri_scan(tri_run *r);
 int tri_look(tri_run *r);
 int tri_write(tri_run *r);
 void tri_run_release(tri_run *r);
+/* The report's markdown section: decisions and the Up Next list. */
+int tri_report_markdown(tri_run *r);
 /* Decide for `issue` as the run does (rules, then the model when ambiguous). */
 int tri_decide(triage_decision *d, tri_model *m, const triage_policy *p, const cJSON *issue);
 

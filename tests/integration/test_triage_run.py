@@ -174,7 +174,7 @@ class DataSetTest(unittest.TestCase):
 
     def test_report_lists_every_change(self):
         actions = self.run1.report["actions"]
-        labelled = {int(re.match(r"#(\d+)", a["detail"]).group(1)) for a in actions if a["kind"] == "labels"}
+        labelled = {int(a["target"].lstrip("#")) for a in actions if a["kind"] == "labels"}
         for i in self.issues:
             if not (i["expect"].get("human") and any(l.startswith("priority::") for l in i["labels"])):
                 self.assertIn(i["iid"], labelled)
