@@ -29,6 +29,13 @@
 #define STEP_BONUS 40
 #define AFTER_PENALTY 40
 #define OK_PENALTY 30
+#define NEAR_BONUS 20          /* a region that ends shortly before the failure */
+#define NEAR_LINES 40
+#define NEAR_MAX_WEIGHT 50     /* only generic hits get it: among sure ones the first wins */
+#define RECOVERED_LINES 200
+#define RECOVERED_PENALTY 40
+#define FALLBACK_WEIGHT 10     /* the lines before the failure, as a candidate */
+#define FALLBACK_LINES 30
 
 /* ---- classes ---- */
 
@@ -63,10 +70,20 @@ int cilog_class_transient(cilog_class c)
 
 /* ---- rules ---- */
 
-enum { ROLE_ERROR = 0, ROLE_STEP, ROLE_STEP_CLASS, ROLE_FAILED, ROLE_STEP_OK, ROLE_FLAKY, ROLE_DETAIL, ROLE_IGNORE };
+enum {
+	ROLE_ERROR = 0,
+	ROLE_STEP,
+	ROLE_STEP_CLASS,
+	ROLE_FAILED,
+	ROLE_STEP_OK,
+	ROLE_SCRIPT_END,
+	ROLE_FLAKY,
+	ROLE_DETAIL,
+	ROLE_IGNORE
+};
 
-static const char *const role_names[] = {"error", "step",   "step_class", "failed", "step_ok",
-					 "flaky", "detail", "ignore",     NULL};
+static const char *const role_names[] = {"error",      "step",  "step_class", "failed", "step_ok",
+					 "script_end", "flaky", "detail",     "ignore", NULL};
 
 #define NGROUP 4 /* file, line, test, tool */
 #define GROUP_ALTS 4 /* groups of one name kept (alternatives may repeat a name) */
@@ -760,6 +777,7 @@ struct cilog {
 	long failed_line;      /* first `failed` line, 0 if none */
 	long failed_step;
 	region fallback;       /* lines before the first failed line */
+	region before_end;     /* lines before the first script_end line */
 	/* totals */
 	long lines;
 	unsigned long long bytes;
@@ -804,6 +822,7 @@ void cilog_free(cilog *c)
 	free(c->regions);
 	region_release(&c->cur);
 	region_release(&c->fallback);
+	region_release(&c->before_end);
 	free(c->nokw_lines);
 	free(c);
 }
@@ -1119,6 +1138,22 @@ static void region_close(cilog *c)
 	region_release(g);
 }
 
+/* Whether block line `i` continues the report above it: indented and not
+ * blank (a stack frame, a compiler's source line and caret, an assertion's
+ * detail), or a frame or marker line at the margin. */
+static int continues(const cilog *c, size_t i)
+{
+	size_t len;
+	const char *t = bline(c, i, &len);
+
+	if (!len || is_blank(t, len))
+		return 0;
+	if (t[0] == ' ' || t[0] == '\t')
+		return 1;
+	return t[0] == '^' || t[0] == '|' || t[0] == '~' || t[0] == '#' || t[0] == '+' || t[0] == '-' ||
+	       t[0] == '>' || (len > 3 && !memcmp(t, "at ", 3)) || (len > 10 && !memcmp(t, "Caused by:", 10));
+}
+
 /* Offer block lines [c->next_line, upto) to the open region. */
 static void region_extend(cilog *c, size_t upto)
 {
@@ -1132,6 +1167,8 @@ static void region_extend(cilog *c, size_t upto)
 			break;
 		}
 		region_add_line(c, g, i);
+		if (continues(c, i))
+			g->last_hit = gl;
 	}
 	if (upto > c->next_line)
 		c->next_line = upto;
@@ -1144,6 +1181,7 @@ static void region_hit(cilog *c, size_t li, int ri)
 	region *g = &c->cur;
 	long gl = c->line0 + (long)li;
 	size_t len, i, from;
+	int k;
 	const char *t = bline(c, li, &len);
 
 	c->hits++;
@@ -1174,9 +1212,17 @@ static void region_hit(cilog *c, size_t li, int ri)
 	g->last_hit = gl;
 	if (c->stepcmd[0] && !(g->stepcmd = strdup(c->stepcmd)))
 		c->oom = 1;
-	from = li >= (size_t)r->before ? li - (size_t)r->before : 0;
-	while (from < li && c->step_line && c->line0 + (long)from < c->step_line)
-		from++;
+	/* `before` lines that are not blank, not across the step's command */
+	for (from = li, k = 0; from > 0 && k < r->before; from--) {
+		size_t bl;
+		const char *bt = bline(c, from - 1, &bl);
+		if (c->step_line && c->line0 + (long)from - 1 < c->step_line)
+			break;
+		if (li - from >= 2 * (size_t)r->before + 2)
+			break;
+		if (!is_blank(bt, bl))
+			k++;
+	}
 	g->first = c->line0 + (long)from;
 	g->last_text = g->first - 1;
 	for (i = from; i <= li; i++)
@@ -1184,11 +1230,11 @@ static void region_hit(cilog *c, size_t li, int ri)
 	take_groups(c, g, r, t, 1);
 }
 
-/* The first `failed` line: keep the lines before it, for when no rule hit. */
-static void snapshot_fallback(cilog *c, size_t li)
+/* Keep the lines before block line `li` (and it) in `g`: what a person
+ * reads first when no rule says more. */
+static void snapshot(cilog *c, region *g, size_t li)
 {
-	region *g = &c->fallback;
-	size_t from = li >= 30 ? li - 30 : 0, i;
+	size_t from = li >= FALLBACK_LINES ? li - FALLBACK_LINES : 0, i;
 
 	region_release(g);
 	g->first = c->line0 + (long)from;
@@ -1239,7 +1285,7 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 	uint64_t stamp = (uint64_t)(c->line0 + (long)li);
 	size_t n = 0, i, k, len;
 	const char *t = bline(c, li, &len);
-	int best = -1, detail = -1, step = 0, failed = 0, ok = 0, ignore = 0, sclass = -1, sclass_w = 0;
+	int best = -1, detail = -1, step = 0, failed = 0, ok = 0, end = 0, ignore = 0, sclass = -1, sclass_w = 0;
 
 	region_extend(c, li);
 	for (i = 0; i < nkw; i++)
@@ -1282,6 +1328,9 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 		case ROLE_STEP_OK:
 			ok = 1;
 			break;
+		case ROLE_SCRIPT_END:
+			end = 1;
+			break;
 		case ROLE_DETAIL:
 			detail = (int)c->cand[i];
 			break;
@@ -1293,6 +1342,8 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 			break;
 		}
 	}
+	if (end && !c->before_end.first && !c->failed_line && li > 0)
+		snapshot(c, &c->before_end, li - 1);
 	if (step) {
 		size_t skip = 0, cl;
 		region_close(c);
@@ -1333,7 +1384,7 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 	if (failed && !c->failed_line) {
 		c->failed_line = c->line0 + (long)li;
 		c->failed_step = c->step;
-		snapshot_fallback(c, li);
+		snapshot(c, &c->fallback, li);
 		region_close(c);
 	}
 	if (c->next_line < li + 1)
@@ -1631,13 +1682,40 @@ static int tool_of_command(char **out, const char *cmd)
 	return set_str(out, word);
 }
 
+/* Score of candidate `g` (see cilog.h): its weight, the step bonus, the
+ * bonus for ending shortly before the failure, the penalties. */
+static long score_of(const cilog *c, const region *g, long target_step, long anchor)
+{
+	int pre = !anchor || g->first <= anchor;
+	long score = g->weight;
+
+	if (pre && g->step == target_step && !g->ok)
+		score += STEP_BONUS;
+	if (anchor && pre && anchor - g->last <= NEAR_LINES && g->weight < NEAR_MAX_WEIGHT)
+		score += NEAR_BONUS;
+	if (!pre)
+		score -= AFTER_PENALTY;
+	if (g->ok)
+		score -= OK_PENALTY;
+	/* a network, runner, permission or dependency error ends a job at once
+	 * when it is fatal: one followed by much more work was survived */
+	if (anchor && pre && anchor - g->last > RECOVERED_LINES &&
+	    (g->klass == CILOG_NETWORK || g->klass == CILOG_RUNNER || g->klass == CILOG_PERMISSION ||
+	     g->klass == CILOG_DEPENDENCY))
+		score -= RECOVERED_PENALTY;
+	(void)c;
+	return score;
+}
+
 int cilog_finish(cilog_result *out, cilog *c)
 {
-	const region *best = NULL;
-	long target_step = -1, best_score = 0;
+	const region *best = NULL, *fb = NULL;
+	region tail;
+	long target_step = -1, best_score = 0, anchor = 0;
 	size_t i;
 	int error = -1;
 
+	memset(&tail, 0, sizeof(tail));
 	cilog_result_release(out);
 	if (c->finished)
 		return ferror_set(FACTORY_EINVALID, "cilog: finished twice");
@@ -1653,58 +1731,35 @@ int cilog_finish(cilog_result *out, cilog *c)
 	if (c->oom)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 
-	for (i = 0; i < c->nregions; i++) {
-		const region *g = &c->regions[i];
-		if ((!c->failed_line || g->first <= c->failed_line) && !g->ok && g->step > target_step)
-			target_step = g->step;
+	/* the lines before the failure: before the script ended when that came
+	 * first (GitLab's after_script and uploads follow it), else before the
+	 * first failed line */
+	if (c->failed_line) {
+		fb = c->before_end.first && c->before_end.last < c->failed_line ? &c->before_end : &c->fallback;
+		anchor = fb->last + 1;
+		c->fallback.weight = FALLBACK_WEIGHT;
+		c->before_end.weight = FALLBACK_WEIGHT;
 	}
 	for (i = 0; i < c->nregions; i++) {
 		const region *g = &c->regions[i];
-		int pre = !c->failed_line || g->first <= c->failed_line;
-		long score = g->weight + (pre && g->step == target_step && !g->ok ? STEP_BONUS : 0) -
-			     (pre ? 0 : AFTER_PENALTY) - (g->ok ? OK_PENALTY : 0);
+		if ((!anchor || g->first <= anchor) && !g->ok && g->step > target_step)
+			target_step = g->step;
+	}
+	if (fb && fb->step > target_step)
+		target_step = fb->step;
+	for (i = 0; i < c->nregions; i++) {
+		const region *g = &c->regions[i];
+		long score = score_of(c, g, target_step, anchor);
 		if (!best || score > best_score || (score == best_score && g->first < best->first)) {
 			best = g;
 			best_score = score;
 		}
 	}
-	out->lines = c->lines;
-	out->bytes = c->bytes;
-	out->hits = c->hits;
-	memcpy(out->class_hits, c->class_hits, sizeof(out->class_hits));
-	out->flaky_evidence = c->flaky;
-	out->cut_lines = c->cut_lines;
-	out->limit_hits = c->limit_hits;
-	if (best) {
-		const crule *r = &c->rs->v[best->rule];
-		out->klass = (cilog_class)best->klass;
-		if (out->klass == CILOG_UNKNOWN && best->step_class > 0)
-			out->klass = (cilog_class)best->step_class;
-		if (out->klass == CILOG_TEST && c->flaky)
-			out->klass = CILOG_FLAKY;
-		out->first_line = best->first;
-		out->last_line = best->last;
-		out->line = best->line;
-		if ((error = set_str(&out->rule, r->name)) < 0 || (error = set_str(&out->file, best->file)) < 0 ||
-		    (error = set_str(&out->test, best->test)) < 0 || (error = set_str(&out->tool, best->tool)) < 0 ||
-		    (error = set_str(&out->step, best->stepcmd)) < 0)
-			goto cleanup;
-		if (!(out->excerpt = utf8_clean(best->text.ptr ? best->text.ptr : "", best->text.len)))
-			goto nomem;
-	} else if (c->failed_line) {
-		const region *g = &c->fallback;
-		out->klass = g->step_class > 0 ? (cilog_class)g->step_class : CILOG_UNKNOWN;
-		out->first_line = g->first;
-		out->last_line = g->last >= g->first ? g->last : g->first;
-		if ((error = set_str(&out->step, g->stepcmd)) < 0)
-			goto cleanup;
-		if (!(out->excerpt = utf8_clean(g->text.ptr ? g->text.ptr : "", g->text.len)))
-			goto nomem;
-	} else if (c->nlines) {
-		/* the tail: the last lines that are not blank */
-		region tail;
+	if (fb && (!best || score_of(c, fb, target_step, anchor) > best_score))
+		best = fb;
+	if (!best && c->nlines) {
+		/* no rule and no failed line: the last lines that are not blank */
 		size_t last = c->nlines, from;
-		memset(&tail, 0, sizeof(tail));
 		while (last > 0) {
 			size_t len;
 			const char *t = bline(c, last - 1, &len);
@@ -1717,21 +1772,39 @@ int cilog_finish(cilog_result *out, cilog *c)
 		from = last > c->o.tail_lines ? last - c->o.tail_lines : 0;
 		tail.first = c->line0 + (long)from;
 		tail.last_text = tail.first - 1;
+		tail.step_class = c->step_class;
+		tail.step = c->step;
 		for (i = from; i < last; i++)
 			region_add_line(c, &tail, i);
-		out->klass = c->step_class > 0 ? (cilog_class)c->step_class : CILOG_UNKNOWN;
-		out->first_line = tail.first;
-		out->last_line = tail.last;
-		out->excerpt = utf8_clean(tail.text.ptr ? tail.text.ptr : "", tail.text.len);
-		error = set_str(&out->step, c->stepcmd[0] ? c->stepcmd : NULL);
-		fbuf_release(&tail.text);
-		if (!out->excerpt)
+		if (c->stepcmd[0] && !(tail.stepcmd = strdup(c->stepcmd)))
 			goto nomem;
-		if (error < 0)
+		best = &tail;
+	}
+	out->lines = c->lines;
+	out->bytes = c->bytes;
+	out->hits = c->hits;
+	memcpy(out->class_hits, c->class_hits, sizeof(out->class_hits));
+	out->flaky_evidence = c->flaky;
+	out->cut_lines = c->cut_lines;
+	out->limit_hits = c->limit_hits;
+	if (best) {
+		int rule = best == fb || best == &tail ? -1 : best->rule;
+		out->klass = rule >= 0 ? (cilog_class)best->klass : CILOG_UNKNOWN;
+		if (out->klass == CILOG_UNKNOWN && best->step_class > 0)
+			out->klass = (cilog_class)best->step_class;
+		if (out->klass == CILOG_TEST && c->flaky)
+			out->klass = CILOG_FLAKY;
+		out->first_line = best->first;
+		out->last_line = best->last >= best->first ? best->last : best->first;
+		out->line = best->line;
+		if ((error = set_str(&out->rule, rule >= 0 ? c->rs->v[rule].name : NULL)) < 0 ||
+		    (error = set_str(&out->file, best->file)) < 0 || (error = set_str(&out->test, best->test)) < 0 ||
+		    (error = set_str(&out->tool, best->tool)) < 0 || (error = set_str(&out->step, best->stepcmd)) < 0)
 			goto cleanup;
-	} else {
-		if (!(out->excerpt = strdup("")))
+		if (!(out->excerpt = utf8_clean(best->text.ptr ? best->text.ptr : "", best->text.len)))
 			goto nomem;
+	} else if (!(out->excerpt = strdup(""))) {
+		goto nomem;
 	}
 	if (!out->tool && out->step && (error = tool_of_command(&out->tool, out->step)) < 0)
 		goto cleanup;
@@ -1740,6 +1813,7 @@ int cilog_finish(cilog_result *out, cilog *c)
 nomem:
 	error = ferror_set(FACTORY_ENOMEM, "out of memory");
 cleanup:
+	region_release(&tail);
 	if (error < 0)
 		cilog_result_release(out);
 	return error;
