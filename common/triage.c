@@ -871,6 +871,17 @@ int triage_decide(triage_decision *out, const triage_policy *p, const cJSON *iss
 			if ((error = add_reason(out, "priority %d: labelled so on the issue", human_prio)) < 0)
 				goto cleanup;
 		}
+		if (out->type != TRIAGE_BUG && human_sev) {
+			/* kept on the issue, so the labels are partly a person's */
+			out->human = 1;
+			if ((error = add_reason(out, "label severity::%d on the issue is kept", human_sev)) < 0)
+				goto cleanup;
+		}
+		if (ht_count > 1 && human_type != TRIAGE_SECURITY) {
+			out->human = 1;
+			if ((error = add_reason(out, "%d type labels on the issue: none counts, all are kept", ht_count)) < 0)
+				goto cleanup;
+		}
 		if (hp_count > 1 && (error = add_reason(out, "%d priority labels on the issue: the most urgent counts",
 							hp_count)) < 0)
 			goto cleanup;

@@ -143,8 +143,10 @@ static int csv_add(fbuf *b, const char *name)
 
 /* Plan the label moves that make `issue` carry decision `d` (and our mark
  * when the decision is the Factory's own). Labels that are not triage's are
- * never removed. */
-static int plan_labels(tri_item *it, const cJSON *issue, const triage_decision *d)
+ * never removed; triage's own are removed only from an issue we triaged
+ * before (`own`): on a first triage every label already there is a
+ * person's, and stays. */
+static int plan_labels(tri_item *it, const cJSON *issue, const triage_decision *d, int own)
 {
 	fbuf want, add, rem;
 	const cJSON *l;
@@ -172,7 +174,7 @@ static int plan_labels(tri_item *it, const cJSON *issue, const triage_decision *
 	}
 	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels")) {
 		const char *name = label_name(l);
-		if (name && is_triage_family(name) && !csv_has(fbuf_cstr(&want), name) && !csv_has(fbuf_cstr(&rem), name) &&
+		if (own && name && is_triage_family(name) && !csv_has(fbuf_cstr(&want), name) && !csv_has(fbuf_cstr(&rem), name) &&
 		    (error = csv_add(&rem, name)) < 0)
 			goto cleanup;
 	}
@@ -207,14 +209,14 @@ int tri_decide(triage_decision *d, tri_model *m, const triage_policy *p, const c
 /* Decide for an issue and plan its labels (PLAN_TRIAGE), unless it already
  * carries that decision. `issue` is what the decision reads (our own old
  * labels stripped when it is a re-triage), `actual` the issue as it is. */
-static int plan_triage(tri_run *r, tri_item *it, const cJSON *issue, const cJSON *actual, const char *why)
+static int plan_triage(tri_run *r, tri_item *it, const cJSON *issue, const cJSON *actual, int own, const char *why)
 {
 	int error;
 
 	triage_decision_release(&it->d);
 	if ((error = tri_decide(&it->d, r->model, r->policy, issue)) < 0)
 		return error;
-	if ((error = plan_labels(it, actual, &it->d)) < 0)
+	if ((error = plan_labels(it, actual, &it->d, own)) < 0)
 		return error;
 	if (!it->add && !it->remove && !it->set_confidential) {
 		/* already as decided (a person's labels agreed): nothing to write */
@@ -241,6 +243,8 @@ static int grow(tri_run *r)
 	r->alloc = n;
 	return 0;
 }
+
+static int retriage(tri_run *r, tri_item *it, const char *ours, const char *why);
 
 static int scan_cb(void *vctx, const cJSON *issue)
 {
@@ -282,8 +286,17 @@ static int scan_cb(void *vctx, const cJSON *issue)
 		return 0;
 	}
 
-	if (!it->priority)
-		return plan_triage(r, it, issue, issue, "new");
+	if (!it->priority && !it->marked)
+		return plan_triage(r, it, issue, issue, 0, "new");
+	if (!it->priority) {
+		/* ours, and a person removed the priority: triage it afresh */
+		if (!(it->issue = cJSON_Duplicate(issue, 1)))
+			return ferror_set(FACTORY_ENOMEM, "out of memory");
+		error = retriage(r, it, NULL, "priority removed");
+		cJSON_Delete(it->issue);
+		it->issue = NULL;
+		return error;
+	}
 	if (!it->marked) {
 		report_counter_add(r->job->rep, "left_to_people", 1);
 		/* a person's issue: left as it is, but say so when the rules see a security issue in it */
@@ -392,7 +405,7 @@ static int retriage(tri_run *r, tri_item *it, const char *ours, const char *why)
 	if (!copy)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	strip_labels(copy, ours);
-	error = plan_triage(r, it, copy, it->issue, why);
+	error = plan_triage(r, it, copy, it->issue, 1, why);
 	cJSON_Delete(copy);
 	return error;
 }

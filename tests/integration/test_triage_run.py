@@ -264,6 +264,20 @@ class RerunTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual([q for q in self.double.requests() if q["method"] != "GET" or "/notes" in q["path"]], [])
 
+    def test_a_person_who_removes_the_priority_asks_for_a_fresh_triage(self):
+        dark = [i for i in self.issues if i["title"] == "Dark mode"][0]
+        api(self.double, "PUT", "/projects/1/issues/%d" % dark["iid"],
+            {"remove_labels": "priority::4", "description": "Since the dark mode beta the app crashes on startup."})
+        self.double.clear_requests()
+        r = triage(self.double)
+        self.assertEqual(r.returncode, 0, r)
+        got = set(api(self.double, "GET", "/projects/1/issues/%d" % dark["iid"])["labels"])
+        self.assertTrue({"type::bug", "priority::2", "severity::2", "triage::factory"} <= got, got)
+        self.assertNotIn("type::feature", got)
+        self.double.clear_requests()
+        self.assertEqual(triage(self.double).returncode, 0)
+        self.assertEqual(writes(self.double.requests()), [])
+
     def test_a_new_issue_joins_and_the_board_is_reordered_minimally(self):
         self.double.seed({"issues": [{"project_id": 1, "title": "Stored XSS in the profile bio",
                                       "description": "<img src=x onerror=alert(1)> runs for every viewer",
