@@ -1231,7 +1231,7 @@ struct logmine_windows {
 int logmine_windows_new(logmine_windows **out, int count, long window_ms, size_t max_keys)
 {
 	logmine_windows *w;
-	size_t i;
+	size_t i, cap;
 
 	*out = NULL;
 	if (count < 1 || count > 10000 || window_ms < 1 || max_keys < 8 || max_keys > (1u << 26))
@@ -1242,7 +1242,9 @@ int logmine_windows_new(logmine_windows **out, int count, long window_ms, size_t
 	w->count = count;
 	w->window_ms = window_ms;
 	w->max_keys = max_keys;
-	if (u64map_init(&w->index, 1024) < 0 || !(w->times = malloc(max_keys * (size_t)count * sizeof(int64_t))) ||
+	for (cap = 1024; cap < max_keys * 4; cap <<= 1)
+		; /* a sparse index keeps probe runs (and deletions) short */
+	if (u64map_init(&w->index, cap) < 0 || !(w->times = malloc(max_keys * (size_t)count * sizeof(int64_t))) ||
 	    !(w->last = calloc(max_keys, sizeof(int64_t))) || !(w->keyh = calloc(max_keys, sizeof(uint64_t))) ||
 	    !(w->nev = calloc(max_keys, sizeof(uint32_t))) || !(w->head = calloc(max_keys, sizeof(uint32_t))) ||
 	    !(w->free_slots = malloc(max_keys * sizeof(uint32_t)))) {

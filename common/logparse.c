@@ -15,7 +15,7 @@
 enum { F_TIME, F_LEVEL, F_MESSAGE, F_USER, F_REQUEST, F_ROUTE, F_STATUS, F_COUNT };
 
 #define MAX_CANDIDATES 12
-#define MAX_PAIRS 64
+#define KEY_SLOTS 256 /* > F_COUNT * MAX_CANDIDATES, a power of two */
 
 typedef struct {
 	char *buf;                     /* the list, split in place */
@@ -30,6 +30,12 @@ struct logparse {
 	pcre2_code *re;
 	pcre2_match_data *md;
 	int group[F_COUNT];            /* capture group numbers, 0 when absent */
+	struct {
+		uint32_t hash;         /* 0: empty */
+		int field;
+		const char *name;
+		size_t len;
+	} keys[KEY_SLOTS];             /* logfmt key -> field, first field listing it wins */
 	fbuf partial;                  /* a line split across feeds */
 	int partial_cut;               /* the partial line passed max_line */
 	fbuf first;                    /* the pending record's first line */
@@ -62,6 +68,55 @@ void logparse_options_init(logparse_options *o)
 	o->format = LOGPARSE_AUTO;
 	o->max_line = 64 << 10;
 	o->max_detail = 16 << 10;
+}
+
+static uint32_t key_hash(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h ? h : 1;
+}
+
+/* Index every candidate name for logfmt keys. */
+static void keys_init(logparse *p)
+{
+	int field, k;
+
+	for (field = 0; field < F_COUNT; field++) {
+		for (k = 0; k < p->fields[field].n; k++) {
+			const char *name = p->fields[field].names[k];
+			size_t len = p->fields[field].lens[k];
+			uint32_t h = key_hash(name, len), i = h & (KEY_SLOTS - 1);
+			int dup = 0;
+			while (p->keys[i].hash) {
+				if (p->keys[i].hash == h && p->keys[i].len == len && !memcmp(p->keys[i].name, name, len))
+					dup = 1; /* an earlier field has it */
+				i = (i + 1) & (KEY_SLOTS - 1);
+			}
+			if (dup)
+				continue;
+			p->keys[i].hash = h;
+			p->keys[i].field = field;
+			p->keys[i].name = name;
+			p->keys[i].len = len;
+		}
+	}
+}
+
+/* The field a logfmt key names, -1 if none. */
+static int key_field(const logparse *p, const char *s, size_t n)
+{
+	uint32_t h = key_hash(s, n), i = h & (KEY_SLOTS - 1);
+
+	while (p->keys[i].hash) {
+		if (p->keys[i].hash == h && p->keys[i].len == n && !memcmp(p->keys[i].name, s, n))
+			return p->keys[i].field;
+		i = (i + 1) & (KEY_SLOTS - 1);
+	}
+	return -1;
 }
 
 static int candidates_init(candidates *c, const char *list)
@@ -109,6 +164,7 @@ int logparse_new(logparse **out, const logparse_options *opts)
 	for (i = 0; i < F_COUNT; i++)
 		if (candidates_init(&p->fields[i], lists[i] && *lists[i] ? lists[i] : default_fields[i]) < 0)
 			goto fail;
+	keys_init(p);
 	fbuf_init(&p->partial, p->o.max_line + 1);
 	fbuf_init(&p->first, p->o.max_line + 1);
 	fbuf_init(&p->detail, p->o.max_detail);
@@ -322,8 +378,11 @@ loglevel logparse_level(const char *s, size_t len)
 		return v >= 60 ? LOGLEVEL_FATAL : v >= 50 ? LOGLEVEL_ERROR : v >= 40 ? LOGLEVEL_WARN
 		       : v >= 30 ? LOGLEVEL_INFO : LOGLEVEL_DEBUG;
 	}
+	if (len > 11)
+		return LOGLEVEL_UNKNOWN; /* longer than any name */
 	for (i = 0; names[i].name; i++)
-		if (strlen(names[i].name) == len && !strncasecmp(names[i].name, s, len))
+		if ((names[i].name[0] | 0x20) == (s[0] | 0x20) && !strncasecmp(names[i].name, s, len) &&
+		    names[i].name[len] == '\0')
 			return names[i].l;
 	return LOGLEVEL_UNKNOWN;
 }
@@ -460,7 +519,7 @@ static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
 
 	while (i < n) {
 		size_t ks, ke;
-		int k, field, matched = -1;
+		int matched;
 		while (i < n && (s[i] == ' ' || s[i] == '\t'))
 			i++;
 		ks = i;
@@ -471,13 +530,7 @@ static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
 			continue; /* a bare key */
 		}
 		i++;
-		for (field = 0; field < F_COUNT && matched < 0; field++)
-			for (k = 0; k < p->fields[field].n; k++)
-				if (p->fields[field].lens[k] == ke - ks && p->fields[field].names[k][0] == s[ks] &&
-				    !memcmp(p->fields[field].names[k], s + ks, ke - ks)) {
-					matched = field;
-					break;
-				}
+		matched = key_field(p, s + ks, ke - ks);
 		if (i < n && s[i] == '"') {
 			size_t start = ++i, off = p->store.len;
 			int escaped = 0;
