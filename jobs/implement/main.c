@@ -298,8 +298,11 @@ static int run_agent(job_ctx *ctx)
 		goto cleanup;
 	ao.transcript = transcript;
 
-	if ((error = fgit_open(&repo, repo_dir)) < 0)
+	if ((error = fgit_open(&repo, repo_dir)) < 0) {
+		if (error == FACTORY_ENOTFOUND || error == FACTORY_EINVALID)
+			error = ferror_set(FACTORY_ECONFIG, "--repo %s: %s", repo_dir, ferror_last());
 		goto cleanup;
+	}
 	if ((error = fgit_scrub_credentials(repo, &scrubbed)) < 0)
 		goto cleanup;
 	if (scrubbed)
