@@ -38,6 +38,20 @@ def ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
 
 
+def fdatasync_ms(directory, n=200):
+    """What one fdatasync costs on the spool's disk right now (shared machine)."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        os.write(fd, b"probe record\n")
+        os.fdatasync(fd)
+    took = (time.perf_counter() - t0) * 1000 / n
+    os.close(fd)
+    os.unlink(path)
+    return round(took, 3)
+
+
 def start_intake(env):
     p = subprocess.Popen([os.path.join(BIN, "factory-intake"), "serve", "--no-deliver"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -59,6 +73,8 @@ try:
                 "FACTORY_INTAKE_THREADS": str(THREADS), "FACTORY_REPORT_DIR": os.path.join(tmp, "report"),
                 "FACTORY_GITLAB_URL": double.url, "FACTORY_GITLAB_TOKEN": double.token,
                 "FACTORY_PROJECT": "factory/demo", "NO_COLOR": "1", "FACTORY_LOG_LEVEL": "warn"})
+    load_before = os.getloadavg()[0]
+    fsync_before = fdatasync_ms(tmp)
     proc, url = start_intake(env)
     time.sleep(0.3)
     before = rss(proc.pid)
@@ -91,18 +107,25 @@ try:
         sys.exit("intake_load: deliver failed (%d): %s" % (d.returncode, d.stderr[-2000:]))
     with open(os.path.join(tmp, "report", "report.json")) as f:
         delivered_records = json.load(f)["counters"]["delivered"]
-    markers, issues, page = {}, 0, 1
-    while page:
-        status, headers, body = double.request("GET", "/projects/1/issues?state=all&per_page=100&page=%d" % page)
-        for issue in json.loads(body):
+    # Keyset pagination: offset pagination stops at 50,000 rows, as on GitLab.
+    markers, issues = {}, 0
+    path = "/projects/1/issues?state=all&per_page=100&pagination=keyset&order_by=id&sort=asc"
+    while path:
+        r = double.request("GET", path)
+        if r.status != 200:
+            sys.exit("intake_load: listing issues failed: %d %s" % (r.status, r.text[:300]))
+        for issue in r.json():
             issues += 1
             m = re.search(r"<!-- factory-intake submission=(fi-[0-9a-f]{24}) -->", issue["description"] or "")
             if m:
                 markers[m.group(1)] = markers.get(m.group(1), 0) + 1
-        page = int(headers.get("x-next-page") or 0)
+        nxt = re.search(r'<([^>]+)>;\s*rel="next"', r.headers.get("Link") or "")
+        path = nxt.group(1).split("/api/v4", 1)[1] if nxt else None
     result = {
         "tool": "wrk -t2 -c%d -d%ds (distinct JSON bodies, rate limit off)" % (CONNS, SECONDS),
         "machine_cores": os.cpu_count(),
+        "machine_load_avg_1m_before": round(load_before, 2),
+        "fdatasync_ms_before": fsync_before,
         "server_threads": THREADS,
         "requests": total,
         "answered_202": answered_202,
