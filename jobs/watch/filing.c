@@ -8,6 +8,7 @@
  * Events at or before last_seen were reported already; a run over an
  * overlapping window skips them, so nothing is counted twice.
  */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,7 +363,7 @@ static void fence_for(char *out, size_t len, const char *text)
 
 /* Append outside text as inline code inside a line (a table cell):
  * cleaned, one line, no backtick or pipe that could end the span or cell. */
-static int put_inline(fbuf *b, const char *text, size_t max)
+static int put_inline(fbuf *b, const char *text, size_t max, int in_table)
 {
 	fbuf t;
 	size_t i;
@@ -371,7 +372,7 @@ static int put_inline(fbuf *b, const char *text, size_t max)
 	fbuf_init(&t, max * 4 + 64);
 	untrusted_title(&t, text, strlen(text), max);
 	for (i = 0; i < t.len; i++)
-		if (t.ptr[i] == '`' || t.ptr[i] == '|')
+		if (t.ptr[i] == '`' || (in_table && t.ptr[i] == '|'))
 			t.ptr[i] = '\'';
 	/* a leading "\/" is only there against quick actions at a line start */
 	error = fbuf_printf(b, "`%s`", t.len > 1 && t.ptr[0] == '\\' && t.ptr[1] == '/' ? t.ptr + 1 : fbuf_cstr(&t));
@@ -425,9 +426,39 @@ static int put_state_markers(fbuf *b, const watch_fp *fp, const char *fingerprin
 	return error;
 }
 
+/* The longest run of constant tokens of a template (to search the logs
+ * with), without quotes or backslashes. */
+static void constant_words(char *out, size_t len, const char *tmpl)
+{
+	const char *p = tmpl, *best = tmpl, *run = tmpl;
+	size_t best_len = 0, i, n = 0;
+
+	for (;;) {
+		size_t tl = strcspn(p, " ");
+		int wild = memmem(p, tl, LOGMINE_WILDCARD, 3) != NULL;
+		if (wild || !p[tl]) {
+			const char *end = wild ? p : p + tl;
+			while (end > run && end[-1] == ' ')
+				end--;
+			if ((size_t)(end - run) > best_len) {
+				best = run;
+				best_len = (size_t)(end - run);
+			}
+			if (!p[tl])
+				break;
+			run = p + tl + 1;
+		}
+		p += tl + 1;
+	}
+	for (i = 0; i < best_len && n + 1 < len && n < 80; i++)
+		if (best[i] != '"' && best[i] != '\\' && best[i] != '`')
+			out[n++] = best[i];
+	out[n] = '\0';
+}
+
 static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, const watch_assessment *a)
 {
-	char first[40], last[40];
+	char first[40], last[40], filter[128];
 	int error = 0;
 
 	watch_format_time(first, sizeof(first), fp->first_ms);
@@ -435,13 +466,21 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 	if ((error = put_state_markers(b, fp, fp->fingerprint, fp->last_ms, fp->count)) < 0)
 		return error;
 	fbuf_printf(b, "\n## What customers run into\n\nfactory-watch found this error in the production logs");
-	if (a->friction)
-		fbuf_printf(b, ": %zu customer%s hit it %d times within %ld seconds", fp->friction_users,
-			    fp->friction_users == 1 ? "" : "s", run->friction_count, run->friction_window_ms / 1000);
-	else if (a->is_new)
-		fbuf_printf(b, ": it is new (not seen before this window)");
-	else if (a->rate_jump)
-		fbuf_printf(b, ": its rate jumped well above its baseline");
+	{
+		const char *sep = ": ";
+		if (a->friction) {
+			fbuf_printf(b, "%s%zu customer%s hit it %d times within %ld seconds", sep, fp->friction_users,
+				    fp->friction_users == 1 ? "" : "s", run->friction_count,
+				    run->friction_window_ms / 1000);
+			sep = "; ";
+		}
+		if (a->is_new) {
+			fbuf_printf(b, "%sit is new (not seen before this window)", sep);
+			sep = "; ";
+		}
+		if (a->rate_jump)
+			fbuf_printf(b, "%sits rate jumped well above its baseline", sep);
+	}
 	fbuf_printf(b, ".\n\n**Template**\n\n");
 	if ((error = put_code(b, fp->template_text)) < 0)
 		return error;
@@ -456,7 +495,7 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 		fbuf_printf(b, "| HTTP status | %d |\n", fp->max_status);
 	if (fp->route) {
 		fbuf_printf(b, "| Route | ");
-		put_inline(b, fp->route, 200);
+		put_inline(b, fp->route, 200, 1);
 		fbuf_printf(b, " |\n");
 	}
 	fbuf_printf(b, "| Fingerprint | `%s` |\n", fp->fingerprint);
@@ -477,14 +516,40 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 	if ((error = put_samples(b, fp, WATCH_MAX_SAMPLES)) < 0)
 		return error;
 	fbuf_printf(b, "\n### Where to look\n\n");
-	if (run->query_link)
-		fbuf_printf(b, "- The lines: %s\n", run->query_link);
+	{
+		char *red = redacted_template(fp->template_text);
+		constant_words(filter, sizeof(filter), red ? red : "");
+		free(red);
+	}
+	if (run->query_link) {
+		const char *at = strstr(run->query_link, "{filter}");
+		fbuf esc;
+		fbuf_init(&esc, 1024);
+		http_escape(&esc, filter);
+		if (at)
+			fbuf_printf(b, "- The lines: %.*s%s%s\n", (int)(at - run->query_link), run->query_link,
+				    fbuf_cstr(&esc), at + 8);
+		else
+			fbuf_printf(b, "- The lines: %s\n", run->query_link);
+		fbuf_release(&esc);
+	}
+	if (run->loki_query) {
+		fbuf q;
+		fbuf_init(&q, 4096);
+		fbuf_printf(&q, "%s |= \"%s\"", run->loki_query, filter);
+		fbuf_printf(b, "- LogQL: ");
+		put_inline(b, fbuf_cstr(&q), 1000, 0);
+		fbuf_printf(b, "\n");
+		fbuf_release(&q);
+	}
 	if (run->source_label) {
 		fbuf_printf(b, "- Source: ");
-		put_inline(b, run->source_label, 1000);
+		put_inline(b, run->source_label, 1000, 0);
 		fbuf_printf(b, "\n");
 	}
-	error = fbuf_printf(b, "- Search the logs for the constant words of the template above.\n\n"
+	fbuf_printf(b, "- Search the logs for: ");
+	put_inline(b, filter, 100, 0);
+	error = fbuf_printf(b, "\n\n"
 			       "_Filed by factory-watch: one issue per error fingerprint; later occurrences are "
 			       "added here as notes. Emails, tokens and card numbers are redacted; users are counted, "
 			       "not named._\n");

@@ -635,6 +635,7 @@ static int read_sources(watch_run *run, reader *rd, job_ctx *ctx)
 		src.spec = loki;
 		src.loki_url = loki;
 		src.loki_query = fconfig_get(ctx->cfg, "watch.loki_query", NULL);
+		run->loki_query = src.loki_query;
 		log_info("querying Loki at %s", loki);
 		if ((error = watch_read_source(&src, &http, on_chunk, on_end, rd)) != 0)
 			goto cleanup;

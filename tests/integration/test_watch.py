@@ -251,6 +251,51 @@ class WatchTest(unittest.TestCase):
         self.assertTrue(f["friction"])
         self.assertTrue(f["new"])  # not in the baseline either
 
+    def test_new_error_after_a_release_points_at_it(self):
+        r = self.double.request("POST", "/projects/1/releases", {
+            "tag_name": "v1.2.0", "ref": "main", "released_at": "2026-11-27T11:40:00Z",
+            "description": "Fixes #3 and #4 (export rewrite)"})
+        self.assertEqual(r.status, 201, r.text)
+        self.write_logs(baseline_lines(), [line(T_NOW - 300 + k * 15, "error", "export %d failed: disk full" % k,
+                                                "frank") for k in range(4)])
+        r = self.watch()
+        self.assertEqual(r.returncode, 0, r)
+        issues = self.factory_issues()
+        self.assertEqual(len(issues), 1, [i["title"] for i in issues])
+        desc = issues[0]["description"]
+        self.assertIn("it is new", desc)
+        self.assertIn("First seen after release **v1.2.0**", desc)
+        self.assertIn("which shipped #3, #4", desc)
+
+    def test_rate_jump_of_a_known_error(self):
+        spike = [line(T_NOW - 600 + k * 10, "error", TIMEOUT.format(ms=5000 + k), "v%03d" % k) for k in range(40)]
+        self.write_logs(baseline_lines(), spike)
+        finding = self.scan_fingerprint("timeout calling")
+        self.assertTrue(finding["rate_jump"], finding)
+        self.assertFalse(finding["friction"])
+        self.assertFalse(finding["new"])
+        self.assertEqual(finding["users"], 40)
+        self.assertEqual(self.watch().returncode, 0)
+        issue = [i for i in self.factory_issues() if "timeout" in i["title"]][0]
+        self.assertIn("| Affected users | 40 |", issue["description"])
+        self.assertIn("severity::", ",".join(issue["labels"]))
+
+    def test_standard_input_source_and_project_rules(self):
+        cfg = os.path.join(self.dir, "factory.yml")
+        with open(cfg, "w") as f:
+            f.write("watch:\n  rules:\n    - name: inventory\n      pattern: 'inventory-service'\n"
+                    "      severity: 1\n")
+        env = job_env(self.double)
+        text = "\n".join(baseline_lines() + window_lines()) + "\n"
+        r = run_job("watch", self.double, "--config", cfg, "--source", "-", "--now", NOW, "--window", "15m",
+                    "--baseline", "2h", "scan", env=env, stdin=text)
+        self.assertEqual(r.returncode, 0, r)
+        found = {json.loads(l)["template"]: json.loads(l) for l in r.stdout.splitlines()}
+        t = found["timeout calling inventory-service after <*> ms"]
+        self.assertEqual(t["class"], "inventory")
+        self.assertEqual(t["severity"], 1)
+        self.assertEqual(found["payment failed for order <*>: card declined"]["class"], "payment")
+
     def test_bad_input(self):
         env = job_env(self.double)
         r = run_job("watch", self.double, "run", env=env)
@@ -360,6 +405,12 @@ class WatchSourcesTest(unittest.TestCase):
         timeout = f["timeout calling inventory-service after <*> ms"]
         self.assertFalse(timeout["friction"])
         self.assertGreater(len(self.server.queries), 5)  # it paged
+        # the issue names the query that shows the lines
+        r = run_job("watch", self.double, "--now", NOW, "--window", "15m", "--baseline", "2h", "--loki-url",
+                    self.base, "--loki-query", '{app="shop"}', "run", env=job_env(self.double))
+        self.assertEqual(r.returncode, 0, r)
+        desc = [i for i in self.double.state()["issues"] if "payment" in i["title"]][0]["description"]
+        self.assertIn('- LogQL: `{app="shop"} |= "payment failed for order"`', desc)
         q = self.server.queries[0]
         self.assertEqual(q["query"][0], '{app="shop"} |= "error"')
         self.assertEqual(q["direction"][0], "forward")
