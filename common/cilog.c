@@ -86,6 +86,8 @@ static const char *const role_names[] = {"error",      "step",  "step_class", "f
 					 "script_end", "flaky", "detail",     "ignore", NULL};
 
 #define NGROUP 4 /* file, line, test, tool */
+#define KW_WORD_START 1 /* '\b' before: the byte before is not a letter, digit or '_' */
+#define KW_WORD_END 2   /* '\b' after: the byte after is not one either */
 #define GROUP_ALTS 4 /* groups of one name kept (alternatives may repeat a name) */
 
 typedef struct {
@@ -122,9 +124,17 @@ struct cilog_rules {
 	size_t n;
 	/* keywords: text (lower case, '\n' for a leading '^'), and the rules they trigger */
 	char **kw;
+	uint8_t *kw_flags;       /* KW_WORD_START, KW_WORD_END */
+	uint8_t *kw_len;
 	size_t nkw;
 	uint32_t *kw_rule_start; /* nkw + 1 */
 	uint32_t *kw_rules;
+	/* ignore and step_class rules: tried only on lines where an error or a
+	 * step rule matched, so they add nothing to the scan */
+	uint32_t *ignore;
+	size_t nignore;
+	uint32_t *sclass;
+	size_t nsclass;
 	/* rules without keywords, found by one combined pattern */
 	uint32_t *nokw;
 	size_t nnokw;
@@ -302,9 +312,13 @@ void cilog_rules_free(cilog_rules *rs)
 		free(rs->kw[i]);
 	free(rs->v);
 	free(rs->kw);
+	free(rs->kw_flags);
+	free(rs->kw_len);
 	free(rs->kw_rule_start);
 	free(rs->kw_rules);
 	free(rs->nokw);
+	free(rs->ignore);
+	free(rs->sclass);
 	pcre2_code_free(rs->nokw_re);
 	acm_release(&rs->ac);
 	free(rs);
@@ -472,29 +486,45 @@ static int add_keywords(cilog_rules *rs, size_t ri, const cJSON *kws, uint32_t *
 		if (!cJSON_IsString(k))
 			return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': keywords must be strings", origin,
 					  rs->v[ri].name);
+		uint8_t flags = 0;
 		s = k->valuestring;
 		j = 0;
 		if (*s == '^') {
 			buf[j++] = '\n';
 			s++;
+		} else if (s[0] == '\\' && s[1] == 'b') {
+			flags |= KW_WORD_START;
+			s += 2;
 		}
 		len = strlen(s);
-		if (len < 2 || len > MAX_KEYWORD || memchr(s, '\n', len) || memchr(s, '\r', len))
+		if (len > 2 && s[len - 2] == '\\' && s[len - 1] == 'b') {
+			flags |= KW_WORD_END;
+			len -= 2;
+		}
+		if (len < 2 || len > MAX_KEYWORD - 1 || memchr(s, '\n', len) || memchr(s, '\r', len))
 			return ferror_set(FACTORY_ECONFIG,
 					  "%s: rule '%s': keyword '%.40s': expected 2 to %d bytes on one line", origin,
 					  rs->v[ri].name, k->valuestring, MAX_KEYWORD);
 		for (i = 0; i < len; i++)
 			buf[j++] = (char)tolower((unsigned char)s[i]);
 		buf[j] = '\0';
-		for (i = 0; i < rs->nkw && strcmp(rs->kw[i], buf); i++)
+		for (i = 0; i < rs->nkw && (strcmp(rs->kw[i], buf) || rs->kw_flags[i] != flags); i++)
 			;
 		if (i == rs->nkw) {
 			char **grown = realloc(rs->kw, (rs->nkw + 1) * sizeof(*rs->kw));
-			if (!grown)
+			uint8_t *gf, *gl;
+			if (grown)
+				rs->kw = grown;
+			gf = realloc(rs->kw_flags, rs->nkw + 1);
+			if (gf)
+				rs->kw_flags = gf;
+			gl = realloc(rs->kw_len, rs->nkw + 1);
+			if (gl)
+				rs->kw_len = gl;
+			if (!grown || !gf || !gl || !(rs->kw[rs->nkw] = strdup(buf)))
 				return ferror_set(FACTORY_ENOMEM, "out of memory");
-			rs->kw = grown;
-			if (!(rs->kw[rs->nkw] = strdup(buf)))
-				return ferror_set(FACTORY_ENOMEM, "out of memory");
+			rs->kw_flags[rs->nkw] = flags;
+			rs->kw_len[rs->nkw] = (uint8_t)j;
 			rs->nkw++;
 		}
 		if (*npairs + 1 > *cap) {
@@ -604,7 +634,9 @@ int cilog_rules_new(cilog_rules **out, const cJSON *extra, int with_defaults, co
 		goto cleanup;
 	}
 	rs->jit = pcre2_config(PCRE2_CONFIG_JIT, &jit_ok) >= 0 && jit_ok;
-	if (!(rs->nokw = calloc(nitems ? nitems : 1, sizeof(*rs->nokw)))) {
+	rs->ignore = calloc(nitems ? nitems : 1, sizeof(*rs->ignore));
+	rs->sclass = calloc(nitems ? nitems : 1, sizeof(*rs->sclass));
+	if (!(rs->nokw = calloc(nitems ? nitems : 1, sizeof(*rs->nokw))) || !rs->ignore || !rs->sclass) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
@@ -623,6 +655,13 @@ int cilog_rules_new(cilog_rules **out, const cJSON *extra, int with_defaults, co
 			}
 		if (rs->v[i].before > rs->max_before)
 			rs->max_before = rs->v[i].before;
+		if (rs->v[i].role == ROLE_IGNORE || rs->v[i].role == ROLE_STEP_CLASS) {
+			if (rs->v[i].role == ROLE_IGNORE)
+				rs->ignore[rs->nignore++] = (uint32_t)i;
+			else
+				rs->sclass[rs->nsclass++] = (uint32_t)i;
+			continue;
+		}
 		nk = add_keywords(rs, i, cJSON_GetObjectItemCaseSensitive(items[i], "keywords"), &pairs, &npairs, &cap,
 				  origins[i]);
 		if (nk < 0) {
@@ -657,6 +696,9 @@ int cilog_rules_new(cilog_rules **out, const cJSON *extra, int with_defaults, co
 	}
 	if ((error = acm_build(&rs->ac, rs->kw, rs->nkw)) < 0)
 		goto cleanup;
+	if (getenv("CILOG_DEBUG"))
+		fprintf(stderr, "cilog: %zu rules, %zu keywords, %u states, %u classes\n", rs->n, rs->nkw, rs->ac.nstates,
+			rs->ac.ncls);
 	if (rs->nnokw && (error = compile_nokw(rs, items)) < 0)
 		goto cleanup;
 	*out = rs;
@@ -753,7 +795,8 @@ struct cilog {
 	size_t scan_from;      /* lines before it were scanned in an earlier block (the carry) */
 	long line0;            /* raw line number of block line 0 */
 	/* matching */
-	pcre2_match_data *md;
+	pcre2_match_data *md;     /* with room for every group: to extract */
+	pcre2_match_data *probe;  /* one pair: to test (cheaper) */
 	pcre2_match_context *mctx;
 	pcre2_jit_stack *stack;
 	uint64_t *kw_stamp;
@@ -810,6 +853,7 @@ void cilog_free(cilog *c)
 	free(c->blk);
 	free(c->loff);
 	pcre2_match_data_free(c->md);
+	pcre2_match_data_free(c->probe);
 	pcre2_match_context_free(c->mctx);
 	if (c->stack)
 		pcre2_jit_stack_free(c->stack);
@@ -862,12 +906,13 @@ int cilog_new(cilog **out, const cilog_rules *rs, const cilog_options *o)
 	c->lcap = 4096;
 	c->loff = malloc((c->lcap + 1) * sizeof(*c->loff));
 	c->md = pcre2_match_data_create(ovec, NULL);
+	c->probe = pcre2_match_data_create(1, NULL);
 	c->mctx = pcre2_match_context_create(NULL);
 	c->kw_stamp = calloc(rs->nkw + 1, sizeof(*c->kw_stamp));
 	c->rule_stamp = calloc(rs->n + 1, sizeof(*c->rule_stamp));
 	c->cand = malloc((rs->n + 1) * sizeof(*c->cand));
 	c->regions = calloc(c->o.max_candidates, sizeof(*c->regions));
-	if (!c->blk || !c->loff || !c->md || !c->mctx || !c->kw_stamp || !c->rule_stamp || !c->cand ||
+	if (!c->blk || !c->loff || !c->md || !c->probe || !c->mctx || !c->kw_stamp || !c->rule_stamp || !c->cand ||
 	    !c->regions) {
 		cilog_free(c);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -1254,14 +1299,17 @@ static void snapshot(cilog *c, region *g, size_t li)
 
 /* ---- matching ---- */
 
-static int try_rule(cilog *c, const crule *r, const char *t, size_t len)
+/* Match rule `r` against a line: 1 or 0 (a limit or an error counts as no
+ * match). With `groups`, the match data keeps every group for take_groups. */
+static int try_rule(cilog *c, const crule *r, const char *t, size_t len, int groups)
 {
+	pcre2_match_data *md = groups ? c->md : c->probe;
 	int rc;
 
 	if (c->rs->jit)
-		rc = pcre2_jit_match(r->re, (PCRE2_SPTR)t, len, 0, 0, c->md, c->mctx);
+		rc = pcre2_jit_match(r->re, (PCRE2_SPTR)t, len, 0, 0, md, c->mctx);
 	else
-		rc = pcre2_match(r->re, (PCRE2_SPTR)t, len, 0, 0, c->md, c->mctx);
+		rc = pcre2_match(r->re, (PCRE2_SPTR)t, len, 0, 0, md, c->mctx);
 	if (rc >= 0)
 		return 1;
 	if (rc != PCRE2_ERROR_NOMATCH)
@@ -1305,11 +1353,9 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 		const crule *r = &rs->v[c->cand[i]];
 		if (r->role == ROLE_ERROR && best >= 0 && rs->v[best].weight >= r->weight)
 			continue;
-		if (r->role == ROLE_STEP_CLASS && sclass_w >= r->weight)
-			continue;
 		if (r->role == ROLE_DETAIL && (detail >= 0 || !c->cur.open))
 			continue;
-		if (!try_rule(c, r, t, len))
+		if (!try_rule(c, r, t, len, 0))
 			continue;
 		switch (r->role) {
 		case ROLE_ERROR:
@@ -1317,10 +1363,6 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 			break;
 		case ROLE_STEP:
 			step = 1;
-			break;
-		case ROLE_STEP_CLASS:
-			sclass = r->klass;
-			sclass_w = r->weight;
 			break;
 		case ROLE_FAILED:
 			failed = 1;
@@ -1331,17 +1373,24 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 		case ROLE_SCRIPT_END:
 			end = 1;
 			break;
-		case ROLE_DETAIL:
-			detail = (int)c->cand[i];
-			break;
 		case ROLE_FLAKY:
 			c->flaky = 1;
 			break;
 		default:
-			ignore = 1;
+			detail = (int)c->cand[i];
 			break;
 		}
 	}
+	/* the class of a step from its command; whether an error line is one to ignore */
+	for (i = 0; step && i < rs->nsclass; i++) {
+		const crule *r = &rs->v[rs->sclass[i]];
+		if (r->weight > sclass_w && try_rule(c, r, t, len, 0)) {
+			sclass = r->klass;
+			sclass_w = r->weight;
+		}
+	}
+	for (i = 0; best >= 0 && !ignore && i < rs->nignore; i++)
+		ignore = try_rule(c, &rs->v[rs->ignore[i]], t, len, 0);
 	if (end && !c->before_end.first && !c->failed_line && li > 0)
 		snapshot(c, &c->before_end, li - 1);
 	if (step) {
@@ -1363,13 +1412,13 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 	}
 	if (best >= 0 && !ignore) {
 		/* the match data belongs to the last rule tried: match the best again for its groups */
-		try_rule(c, &rs->v[best], t, len);
+		try_rule(c, &rs->v[best], t, len, 1);
 		region_hit(c, li, best);
 	} else if (c->cur.open) {
 		region_extend(c, li + 1);
 		/* a detail line inside the region tells where, or which test */
 		if (detail >= 0 && c->cur.open && c->cur.last == c->line0 + (long)li) {
-			try_rule(c, &rs->v[detail], t, len);
+			try_rule(c, &rs->v[detail], t, len, 1);
 			take_groups(c, &c->cur, &rs->v[detail], t, 0);
 			c->cur.last_hit = c->cur.last;
 		}
@@ -1413,15 +1462,15 @@ static void scan_nokw(cilog *c)
 
 	c->nnokw_lines = c->nokw_next = 0;
 	while (off < end) {
-		int rc = c->rs->jit ? pcre2_jit_match(c->rs->nokw_re, (PCRE2_SPTR)c->blk, end, off, 0, c->md, c->mctx)
-				    : pcre2_match(c->rs->nokw_re, (PCRE2_SPTR)c->blk, end, off, 0, c->md, c->mctx);
+		int rc = c->rs->jit ? pcre2_jit_match(c->rs->nokw_re, (PCRE2_SPTR)c->blk, end, off, 0, c->probe, c->mctx)
+				    : pcre2_match(c->rs->nokw_re, (PCRE2_SPTR)c->blk, end, off, 0, c->probe, c->mctx);
 		size_t li;
 		if (rc < 0) {
 			if (rc != PCRE2_ERROR_NOMATCH)
 				c->limit_hits++;
 			break;
 		}
-		li = line_of(c, pcre2_get_ovector_pointer(c->md)[0]);
+		li = line_of(c, pcre2_get_ovector_pointer(c->probe)[0]);
 		if (c->nnokw_lines == c->nokw_cap) {
 			size_t ncap = c->nokw_cap ? c->nokw_cap * 2 : 256;
 			uint32_t *grown = realloc(c->nokw_lines, ncap * sizeof(*grown));
@@ -1444,53 +1493,151 @@ static void flush_nokw(cilog *c, size_t upto)
 		handle_line(c, c->nokw_lines[c->nokw_next++], NULL, 0, 1);
 }
 
+static inline int is_word_byte(unsigned char b)
+{
+	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '_';
+}
+
+/* Grow the event list by one (offset of the byte that ended a keyword, and
+ * the state reached). */
+static int push_event(cilog *c, uint32_t off, uint32_t s)
+{
+	if (c->nev + 2 > c->evcap) {
+		size_t ncap = c->evcap ? c->evcap * 2 : 4096;
+		uint32_t *grown = realloc(c->ev, ncap * sizeof(*grown));
+		if (!grown) {
+			c->oom = 1;
+			return -1;
+		}
+		c->ev = grown;
+		c->evcap = ncap;
+	}
+	c->ev[c->nev++] = off;
+	c->ev[c->nev++] = s;
+	return 0;
+}
+
+/*
+ * The automaton over [from, to) of the block, starting at a line start.
+ * Two halves are scanned in the same loop (each a chain of dependent
+ * loads: interleaved, they overlap); their events are kept in order.
+ */
+static void run_automaton(cilog *c, size_t from_line)
+{
+	const acm *a = &c->rs->ac;
+	const uint32_t *delta = a->delta;
+	const uint8_t *cls = a->cls;
+	const uint32_t first_out = a->first_out;
+	const unsigned char *base = (const unsigned char *)c->blk;
+	size_t mid = from_line + (c->nlines - from_line) / 2;
+	const unsigned char *p1 = base + c->loff[from_line], *e1 = base + c->loff[mid];
+	const unsigned char *p2 = e1, *e2 = base + c->blen;
+	uint32_t s1 = a->start_nl, s2 = a->start_nl;
+
+	c->nev = 0;
+	/* second-half events are tagged with the high bit and moved after the
+	 * first half's at the end (a block is far below 2 GiB) */
+	while (p1 < e1 && p2 < e2) {
+		s1 = delta[s1 + cls[*p1]];
+		s2 = delta[s2 + cls[*p2]];
+		if (s1 >= first_out)
+			push_event(c, (uint32_t)(p1 - base), s1);
+		if (s2 >= first_out) {
+			/* keep second-half events apart: tagged with the high bit */
+			push_event(c, (uint32_t)(p2 - base) | 0x80000000u, s2);
+		}
+		p1++;
+		p2++;
+	}
+	for (; p1 < e1; p1++) {
+		s1 = delta[s1 + cls[*p1]];
+		if (s1 >= first_out)
+			push_event(c, (uint32_t)(p1 - base), s1);
+	}
+	for (; p2 < e2; p2++) {
+		s2 = delta[s2 + cls[*p2]];
+		if (s2 >= first_out)
+			push_event(c, (uint32_t)(p2 - base) | 0x80000000u, s2);
+	}
+	/* stable partition: first-half events, then second-half ones (both are
+	 * already in order within their half) */
+	{
+		size_t i, n2 = 0;
+		for (i = 0; i < c->nev; i += 2)
+			if (c->ev[i] & 0x80000000u)
+				n2++;
+		if (n2 && n2 * 2 < c->nev) {
+			uint32_t *tmp = malloc(n2 * 2 * sizeof(*tmp));
+			size_t w = 0, t = 0;
+			if (!tmp) {
+				c->oom = 1;
+				c->nev = 0;
+				return;
+			}
+			for (i = 0; i < c->nev; i += 2) {
+				if (c->ev[i] & 0x80000000u) {
+					tmp[t++] = c->ev[i] & 0x7fffffffu;
+					tmp[t++] = c->ev[i + 1];
+				} else {
+					c->ev[w++] = c->ev[i];
+					c->ev[w++] = c->ev[i + 1];
+				}
+			}
+			memcpy(c->ev + w, tmp, t * sizeof(*tmp));
+			free(tmp);
+		} else {
+			for (i = 0; i < c->nev; i += 2)
+				c->ev[i] &= 0x7fffffffu;
+		}
+	}
+}
+
 /* Scan the block's new lines once with the automaton; handle flagged lines. */
 static void scan_block(cilog *c)
 {
-	const acm *a = &c->rs->ac;
-	const unsigned char *p, *end;
-	uint32_t s = a->start_nl, ev[256];
-	size_t nev = 0, li = c->scan_from, cur = (size_t)-1;
+	const cilog_rules *rs = c->rs;
+	const acm *a = &rs->ac;
+	uint32_t ev[256];
+	size_t nev = 0, li = c->scan_from, cur = (size_t)-1, e;
 
 	if (c->scan_from >= c->nlines)
 		return;
-	if (c->rs->nokw_re)
+	if (rs->nokw_re)
 		scan_nokw(c);
 	c->next_line = c->scan_from;
-	p = (const unsigned char *)c->blk + c->loff[c->scan_from];
-	end = (const unsigned char *)c->blk + c->blen;
-	if (c->rs->nkw) {
-		const uint32_t *delta = a->delta;
-		const uint8_t *cls = a->cls;
-		const uint32_t first_out = a->first_out;
-		for (; p < end; p++) {
-			s = delta[s + cls[*p]];
-			if (s >= first_out) {
-				size_t off = (size_t)((const char *)p - c->blk);
-				uint32_t o = (s - first_out) / a->ncls, k;
-				uint64_t stamp;
-				while (c->loff[li + 1] <= off)
-					li++;
-				if (li != cur) {
-					if (cur != (size_t)-1) {
-						flush_nokw(c, cur);
-						handle_line(c, cur, ev, nev,
-							    c->nokw_next < c->nnokw_lines &&
-								    c->nokw_lines[c->nokw_next] == cur &&
-								    ++c->nokw_next);
-					}
-					cur = li;
-					nev = 0;
-				}
-				stamp = (uint64_t)(c->line0 + (long)li);
-				for (k = a->out_start[o]; k < a->out_start[o + 1]; k++) {
-					uint32_t id = a->out_ids[k];
-					if (c->kw_stamp[id] != stamp && nev < 256) {
-						c->kw_stamp[id] = stamp;
-						ev[nev++] = id;
-					}
-				}
+	if (rs->nkw)
+		run_automaton(c, c->scan_from);
+	else
+		c->nev = 0;
+	for (e = 0; e < c->nev; e += 2) {
+		size_t off = c->ev[e];
+		uint32_t o = (c->ev[e + 1] - a->first_out) / a->ncls, k;
+		uint64_t stamp;
+		while (c->loff[li + 1] <= off)
+			li++;
+		if (li != cur) {
+			if (cur != (size_t)-1) {
+				flush_nokw(c, cur);
+				handle_line(c, cur, ev, nev,
+					    c->nokw_next < c->nnokw_lines && c->nokw_lines[c->nokw_next] == cur &&
+						    ++c->nokw_next);
 			}
+			cur = li;
+			nev = 0;
+		}
+		stamp = (uint64_t)(c->line0 + (long)li);
+		for (k = a->out_start[o]; k < a->out_start[o + 1]; k++) {
+			uint32_t id = a->out_ids[k];
+			uint8_t fl = rs->kw_flags[id];
+			if (c->kw_stamp[id] == stamp || nev >= 256)
+				continue;
+			if ((fl & KW_WORD_START) && off + 1 > rs->kw_len[id] &&
+			    is_word_byte((unsigned char)c->blk[off + 1 - rs->kw_len[id] - 1]))
+				continue;
+			if ((fl & KW_WORD_END) && off + 1 < c->blen && is_word_byte((unsigned char)c->blk[off + 1]))
+				continue;
+			c->kw_stamp[id] = stamp;
+			ev[nev++] = id;
 		}
 	}
 	if (cur != (size_t)-1) {
