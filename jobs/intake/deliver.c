@@ -31,7 +31,17 @@ struct deliverer {
 	deliver_stats st;
 	uint64_t invalid_seq;   /* the record GitLab refused as invalid */
 	int invalid_count;      /* how many times in a row */
+	uint64_t attempt_seq;   /* the record this process last tried to create */
+	long long settle_until; /* its create may still be running in GitLab until then */
 };
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char *code_name(int code)
 {
@@ -62,6 +72,8 @@ int deliverer_new(deliverer **out, gitlab *gl, spool *sp, const deliver_options 
 		d->o.retry_max_ms = d->o.retry_min_ms > 60000 ? d->o.retry_min_ms : 60000;
 	if (d->o.dead_after <= 0)
 		d->o.dead_after = 5;
+	if (d->o.settle_ms <= 0)
+		d->o.settle_ms = 60000;
 	n = strlen(o->spool_dir) + 8;
 	if (!(d->dead_dir = malloc(n))) {
 		free(d);
@@ -240,6 +252,8 @@ static int refused(deliverer *d, uint64_t seq, const char *data, size_t len, int
 	return 0;
 }
 
+static int pause_ms(deliverer *d, long ms);
+
 /* ---- one record ---- */
 
 /* The iid in a mark "<prefix><iid>", or 0. */
@@ -263,6 +277,7 @@ static int deliver_record(deliverer *d, uint64_t seq, const char *data, size_t l
 	const cJSON *iid_item;
 	fbuf note;
 	long iid = 0;
+	long long started;
 	int note_uncertain = 0, found = 0, error;
 	char newmark[SPOOL_MARK_MAX + 1];
 
@@ -281,7 +296,22 @@ static int deliver_record(deliverer *d, uint64_t seq, const char *data, size_t l
 		note_uncertain = 1;
 	} else {
 		iid = 0;
-		if (!strcmp(mark, "attempt")) {
+		if (!strncmp(mark, "attempt", 7)) {
+			/* An earlier try may have made the issue: let a create that
+			 * got no answer settle, then look for it. */
+			long long until = d->attempt_seq == seq ? d->settle_until : 0, wait;
+			const char *at = strchr(mark, '=');
+
+			if (d->attempt_seq != seq && at)
+				until = strtoll(at + 1, NULL, 10) + d->o.settle_ms;
+			wait = until - now_ms();
+			if (wait > 0) {
+				log_info("delivery: waiting %lld ms for an earlier try of %s to settle", wait, f.id);
+				if (pause_ms(d, (long)wait)) {
+					error = ferror_set(FACTORY_ETIMEOUT, "stopping");
+					goto cleanup;
+				}
+			}
 			if ((error = find_issue(&iid, d, &f)) < 0) {
 				note_failure(d, error, "looking for an issue from an earlier try");
 				goto cleanup;
@@ -298,9 +328,16 @@ static int deliver_record(deliverer *d, uint64_t seq, const char *data, size_t l
 	if (!iid) {
 		if ((error = feedback_issue_fields(&fields, &f)) < 0)
 			goto cleanup;
-		if ((error = spool_mark(d->sp, seq, "attempt")) < 0)
+		started = now_ms();
+		snprintf(newmark, sizeof(newmark), "attempt=%lld", started);
+		if ((error = spool_mark(d->sp, seq, newmark)) < 0)
 			goto cleanup;
+		d->attempt_seq = seq;
+		d->settle_until = 0;
 		if ((error = gitlab_issue_create(&made, d->gl, fields)) < 0) {
+			/* No answer at all: GitLab may still be making it. */
+			if (gitlab_last_status(d->gl) == 0)
+				d->settle_until = started + d->o.settle_ms;
 			note_failure(d, error, "creating an issue");
 			if ((error = refused(d, seq, data, len, error, "creating the issue")) == 0)
 				error = spool_ack(d->sp, seq);

@@ -4,11 +4,14 @@
  * Each spooled submission becomes one issue, plus one internal note when it
  * carries an email. Exactly once rests on the spool's durable marks and the
  * hidden markers (feedback.h):
- *   - before the create call the record is marked "attempt"; if the outcome
- *     is uncertain (an error, a crash, a restart), the next try first looks
- *     for an issue whose description holds the submission marker (GitLab
- *     search, then the issues created since the submission arrived) and
- *     creates one only when there is none;
+ *   - before the create call the record is marked "attempt=<unix ms>"; if
+ *     the outcome is uncertain (an error, a crash, a restart), the next try
+ *     first looks for an issue whose description holds the submission marker
+ *     (GitLab search, then the issues created since the submission arrived)
+ *     and creates one only when there is none. A request GitLab may still be
+ *     working on (no answer came: a timeout, a cut connection, a crash) is
+ *     given settle_ms from its start before that search, so a create still
+ *     in flight is not missed;
  *   - after the create the record is marked "issue=<iid>", so the issue is
  *     never made again; the note is marked "note=<iid>" first and, when that
  *     mark is found after a failure, the issue's notes are searched for the
@@ -39,6 +42,7 @@ typedef struct {
 	long retry_min_ms;      /* default 1000 */
 	long retry_max_ms;      /* default 60000 */
 	int dead_after;         /* default 5 */
+	long settle_ms;         /* how long GitLab may take to answer (the HTTP timeout); default 60000 */
 } deliver_options;
 
 int deliverer_new(deliverer **out, gitlab *gl, spool *sp, const deliver_options *o);

@@ -93,7 +93,8 @@ static int deliver_options_of(deliver_options *o, job_ctx *ctx, const char *dir)
 		return error;
 	o->retry_min_ms = max < 1000 ? max : 1000;
 	o->retry_max_ms = max;
-	return 0;
+	/* A create that got no answer may run in GitLab for as long as we wait for one. */
+	return get_long(&o->settle_ms, ctx, "http.timeout_ms", 60000, 100, 3600000);
 }
 
 static void record_delivery(job_ctx *ctx, deliverer *d)

@@ -86,14 +86,31 @@ class IntakeDeliveryTest(unittest.TestCase):
         notes = [x for x in issue_notes(self.double, issues[0]["iid"]) if not x.get("system")]
         self.assertEqual(len(notes), 1)
 
+    def test_restart_while_gitlab_still_works_on_the_create(self):
+        # Killed while the create is on its way, restarted before GitLab has
+        # finished it: the restarted server lets it settle, then finds it.
+        self.double.faults([{"path_regex": ISSUES_POST, "method": "POST", "delay_ms": 2500, "times": 1}])
+        srv = self.server()
+        sid = srv.post_json(sub(1)).json()["id"]
+        time.sleep(0.8)
+        srv.kill()
+        srv2 = self.server()
+        self.assertEqual(project_issues(self.double), [])  # still being made
+        h = srv2.wait_delivered(1, timeout=60)
+        issues = project_issues(self.double)
+        self.assertEqual(marker_ids(issues), [sid])
+        self.assertEqual(h["delivery"]["found_after_retry"], 1)
+
     def test_restart_mid_delivery_is_exactly_once(self):
         # GitLab is slow to answer the first create; the server is killed while
         # waiting, GitLab still makes the issue; after the restart the item is
         # found, not made again, and the rest follows in order.
-        self.double.faults([{"path_regex": ISSUES_POST, "method": "POST", "delay_ms": 3000, "times": 1}])
+        # The double answers after 2 s; the server's HTTP timeout (and so the
+        # time it lets an unanswered create settle) is 3 s (lib/intake.py).
+        self.double.faults([{"path_regex": ISSUES_POST, "method": "POST", "delay_ms": 2000, "times": 1}])
         srv = self.server()
         ids = [srv.post_json(sub(i, email="r%d@example.com" % i)).json()["id"] for i in range(3)]
-        time.sleep(1.0)  # the first create is on its way (the double answers after 3 s)
+        time.sleep(1.0)  # the first create is on its way
         self.assertEqual(srv.health()["delivery"]["delivered"], 0)
         srv.kill()
         deadline = time.time() + 20  # the double finishes the create after its delay

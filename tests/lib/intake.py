@@ -54,6 +54,9 @@ class IntakeServer:
             "FACTORY_INTAKE_LISTEN": "127.0.0.1:0",
             "FACTORY_INTAKE_MIN_FILL_MS": "0",
             "FACTORY_INTAKE_RETRY_MAX_MS": "300",
+            # Also how long an unanswered create is left to settle before the
+            # search that keeps delivery exactly once: short, for quick tests.
+            "FACTORY_HTTP_TIMEOUT_MS": "3000",
             "FACTORY_REPORT_DIR": self.report_dir,
         })
         for k, v in (env or {}).items():
