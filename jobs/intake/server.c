@@ -73,7 +73,7 @@ void intake_server_options_init(intake_server_options *o)
 	o->dedup_window_s = 600;
 	o->timeout_s = 10;
 	o->body_deadline_s = 30;
-	o->threads = 4;
+	o->threads = 16;
 	o->max_conns_per_client = 32;
 	o->cache_max_age_s = 300;
 }
