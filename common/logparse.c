@@ -282,7 +282,15 @@ int logparse_time(int64_t *ms, const char *s, size_t len)
 	for (i = 0; i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.'); i++)
 		;
 	if (i == len && s[0] != '.') {
-		double v = strtod(s, NULL);
+		char num[48];
+		double v;
+		if (len >= sizeof(num))
+			return -1;
+		memcpy(num, s, len); /* s need not end at len */
+		num[len] = '\0';
+		v = strtod(num, NULL);
+		if (!(v < 1e20))
+			return -1; /* past any clock (or not a number) */
 		if (v >= 1e17)
 			v /= 1e6; /* ns */
 		else if (v >= 1e14)
@@ -381,8 +389,8 @@ loglevel logparse_level(const char *s, size_t len)
 	if (len > 11)
 		return LOGLEVEL_UNKNOWN; /* longer than any name */
 	for (i = 0; names[i].name; i++)
-		if ((names[i].name[0] | 0x20) == (s[0] | 0x20) && !strncasecmp(names[i].name, s, len) &&
-		    names[i].name[len] == '\0')
+		if ((names[i].name[0] | 0x20) == (s[0] | 0x20) && strlen(names[i].name) == len &&
+		    !strncasecmp(names[i].name, s, len))
 			return names[i].l;
 	return LOGLEVEL_UNKNOWN;
 }
