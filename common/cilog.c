@@ -696,9 +696,6 @@ int cilog_rules_new(cilog_rules **out, const cJSON *extra, int with_defaults, co
 	}
 	if ((error = acm_build(&rs->ac, rs->kw, rs->nkw)) < 0)
 		goto cleanup;
-	if (getenv("CILOG_DEBUG"))
-		fprintf(stderr, "cilog: %zu rules, %zu keywords, %u states, %u classes\n", rs->n, rs->nkw, rs->ac.nstates,
-			rs->ac.ncls);
 	if (rs->nnokw && (error = compile_nokw(rs, items)) < 0)
 		goto cleanup;
 	*out = rs;

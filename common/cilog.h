@@ -43,7 +43,8 @@
  * (their patterns compiled with pcre2 JIT, with match limits). A rule
  * without keywords is matched through one extra combined pcre2 pass (slower:
  * give keywords). Patterns are compiled without PCRE2_UTF: any bytes are
- * accepted, \w and \d are ASCII.
+ * accepted, \w and \d are ASCII, and a character class holds bytes (write
+ * (?:✓|✔), never [✓✔]: that class would hold every byte of both).
  *
  * Regions: a hit opens a region of its `before` lines and itself; the
  * following lines join it while they look like the same report (indented,
