@@ -30,6 +30,9 @@ const board_label board_labels[] = {
 	{"severity::3", "#FBCA04", "Medium: broken with a workaround"},
 	{"severity::4", "#C2E0C6", "Low: minor or cosmetic"},
 	{LABEL_FAST_LANE, "#FF0000", "Must just work (red pipeline, failed deploy, billing down): skips the queue"},
+	/* factory-release's verdict on a closed issue (common/impact.h); a person may set or change it */
+	{"release::customer-facing", "#0E8A16", "Customers notice this change: in the release notes, announced to them"},
+	{"release::internal", "#BFDADC", "Internal change: in the release notes' internal section, not announced"},
 	{NULL, NULL, NULL},
 };
 
