@@ -176,11 +176,30 @@ static void print_outcome(FILE *f, const agent_result *r, const char *model, con
 	fprintf(f, "transcript: %s\n", transcript ? transcript : "(none)");
 }
 
+/* The peak resident set size of this process since exec, in KiB (0 if unknown). */
+static long peak_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmHWM:", 6)) {
+			kb = strtol(line + 6, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kb;
+}
+
 static void report_result(job_ctx *ctx, const agent_result *r, const char *model, const char *transcript,
 			  size_t changed)
 {
 	cJSON *a = cJSON_AddObjectToObject(report_data(ctx->rep), "agent"), *u;
 	struct rusage ru;
+	long peak;
 
 	report_counter_set(ctx->rep, "agent_turns", r->turns);
 	report_counter_set(ctx->rep, "agent_tool_calls", r->tool_calls);
@@ -221,8 +240,10 @@ static void report_result(job_ctx *ctx, const agent_result *r, const char *model
 	cJSON_AddNumberToObject(a, "tool_us", (double)r->tool_us);
 	cJSON_AddNumberToObject(a, "loop_overhead_us", (double)r->overhead_us);
 	cJSON_AddNumberToObject(a, "loop_overhead_max_us", (double)r->overhead_max_us);
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		cJSON_AddNumberToObject(a, "peak_rss_kb", (double)ru.ru_maxrss);
+	/* VmHWM is this program's own peak; ru_maxrss also counts the parent
+	 * that forked us, from before exec. */
+	if ((peak = peak_rss_kb()) > 0 || (getrusage(RUSAGE_SELF, &ru) == 0 && (peak = ru.ru_maxrss) > 0))
+		cJSON_AddNumberToObject(a, "peak_rss_kb", (double)peak);
 	if (transcript)
 		cJSON_AddStringToObject(a, "transcript", transcript);
 	report_markdown(ctx->rep, "## Agent\n\n- outcome: %s (%s)\n- turns: %ld, tool calls: %ld (%ld errors)\n"

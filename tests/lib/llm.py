@@ -113,8 +113,8 @@ class LLMDouble:
     def reset(self):
         return self._call("POST", "/__double/reset", {})
 
-    def requests(self):
-        return self._call("GET", "/__double/requests")
+    def requests(self, last=None):
+        return self._call("GET", "/__double/requests" + ("?last=%d" % last if last else ""))
 
     def failures(self):
         return self._call("GET", "/__double/failures")

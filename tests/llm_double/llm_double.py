@@ -64,7 +64,8 @@ Control API (no auth)
 * ``POST /__double/script``  load a script (body: the JSON above), position 0
 * ``POST /__double/faults``  queue faults for the next requests, whatever the
   script says: a fault object or a list of them (same keys as above)
-* ``GET  /__double/requests`` the request log (method, path, headers, body, status)
+* ``GET  /__double/requests`` the request log (method, path, headers, body, status);
+  ``?last=N`` for the newest N only
 * ``GET  /__double/failures`` validation and expectation failures (strings)
 * ``GET  /__double/state``    ``{"position", "turns", "requests", "failures"}``
 * ``POST /__double/reset``    forget script, log, failures and faults
@@ -588,9 +589,10 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes
     def do_GET(self):
         st = self.server.state
-        if self.path == "/__double/requests":
+        if self.path.split("?")[0] == "/__double/requests":
+            last = re.search(r"[?&]last=(\d+)", self.path)
             with st.lock:
-                return self.send_json(200, st.log)
+                return self.send_json(200, st.log[-int(last.group(1)):] if last else st.log)
         if self.path == "/__double/failures":
             with st.lock:
                 return self.send_json(200, st.failures)
