@@ -198,7 +198,7 @@ static int compile_list(pcre2_code ***out, size_t *nout, rules *rs, const cJSON 
 	}
 	if (!n)
 		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': %s is an empty list", origin, rname, what);
-	codes = calloc(n, sizeof(*codes));
+	codes = calloc(n, sizeof(*codes)); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
 	if (!codes)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	for (i = 0; i < n; i++) {
@@ -269,7 +269,7 @@ static int compile_rule(rule *r, rules *rs, const cJSON *obj, pcre2_compile_cont
 	r->name = name->valuestring;
 	r->data = obj;
 	for (i = 0; i < index; i++)
-		if (!strcmp(rs->v[i].name, r->name))
+		if (rs->v[i].name && !strcmp(rs->v[i].name, r->name))
 			return ferror_set(FACTORY_ECONFIG, "%s: rule '%s' is defined twice", origin, r->name);
 	if (cs && !cJSON_IsBool(cs))
 		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': case_sensitive must be true or false", origin,

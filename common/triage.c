@@ -2,6 +2,7 @@
 #include "triage.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,7 @@ static int apply_override(cJSON *doc, const cJSON *over, const char *origin)
 		int done = 0;
 
 		for (i = 0; scalars[i] && !done; i++) {
-			if (strcmp(k, scalars[i]))
+			if (strcmp(k, scalars[i]) != 0)
 				continue;
 			cJSON *copy = cJSON_Duplicate(item, 1);
 			if (!copy)
@@ -120,7 +121,7 @@ static int apply_override(cJSON *doc, const cJSON *over, const char *origin)
 			done = 1;
 		}
 		for (i = 0; maps[i] && !done; i++) {
-			if (strcmp(k, maps[i]))
+			if (strcmp(k, maps[i]) != 0)
 				continue;
 			cJSON *have = cJSON_GetObjectItemCaseSensitive(doc, k);
 			if (!have) {
@@ -217,8 +218,8 @@ static int read_priorities(triage_policy *p, const cJSON *pr, const char *origin
 	if (!cJSON_IsObject(pr))
 		return ferror_set(FACTORY_ECONFIG, "%s: triage.priorities: expected a mapping", origin);
 	cJSON_ArrayForEach(item, pr) {
-		if (triage_type_parse(item->string) < 0 && strcmp(item->string, "revenue") &&
-		    strcmp(item->string, "fast_lane"))
+		if (triage_type_parse(item->string) < 0 && strcmp(item->string, "revenue") != 0 &&
+		    strcmp(item->string, "fast_lane") != 0)
 			return ferror_set(FACTORY_ECONFIG, "%s: triage.priorities.%s: unknown key", origin, item->string);
 	}
 	for (t = 0; t < TRIAGE_NTYPES; t++) {
@@ -324,7 +325,7 @@ static int read_policy(triage_policy *p, const char *origin)
 {
 	const cJSON *doc = p->doc, *v, *llm;
 	rules_limits lim;
-	double d;
+	double d = 0;
 	size_t i, n;
 	int error;
 
@@ -367,7 +368,7 @@ static int read_policy(triage_policy *p, const char *origin)
 		if (!cJSON_IsObject(llm))
 			return ferror_set(FACTORY_ECONFIG, "%s: triage.llm: expected a mapping", origin);
 		cJSON_ArrayForEach(item, llm) {
-			if (strcmp(item->string, "enabled") && strcmp(item->string, "max_issues"))
+			if (strcmp(item->string, "enabled") != 0 && strcmp(item->string, "max_issues") != 0)
 				return ferror_set(FACTORY_ECONFIG, "%s: triage.llm.%s: unknown setting", origin, item->string);
 		}
 		v = cJSON_GetObjectItemCaseSensitive(llm, "enabled");
@@ -486,7 +487,7 @@ static int scoped_value(const char *name, const char *prefix, int min, int max)
 {
 	size_t n = strlen(prefix);
 
-	if (strncmp(name, prefix, n) || !name[n] || name[n + 1] || name[n] < '0' + min || name[n] > '0' + max)
+	if (strncmp(name, prefix, n) != 0 || !name[n] || name[n + 1] || name[n] < '0' + min || name[n] > '0' + max)
 		return 0;
 	return name[n] - '0';
 }
@@ -610,8 +611,7 @@ static const char *str_field(const cJSON *issue, const char *key, size_t *len)
 	return "";
 }
 
-static int add_reason(triage_decision *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int add_reason(triage_decision *d, const char *fmt, ...)
+static int __attribute__((format(printf, 2, 3))) add_reason(triage_decision *d, const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;
@@ -968,8 +968,8 @@ static int validate_answer(const cJSON *a)
 	if (!cJSON_IsObject(a))
 		return ferror_set(FACTORY_EINVALID, "model answer is not a JSON object");
 	cJSON_ArrayForEach(item, a) {
-		if (strcmp(item->string, "type") && strcmp(item->string, "priority") && strcmp(item->string, "severity") &&
-		    strcmp(item->string, "fast_lane") && strcmp(item->string, "reason"))
+		if (strcmp(item->string, "type") != 0 && strcmp(item->string, "priority") != 0 && strcmp(item->string, "severity") != 0 &&
+		    strcmp(item->string, "fast_lane") != 0 && strcmp(item->string, "reason") != 0)
 			return ferror_set(FACTORY_EINVALID, "model answer has an unknown key");
 	}
 	v = cJSON_GetObjectItemCaseSensitive(a, "type");
@@ -1088,7 +1088,8 @@ uint64_t triage_content_hash(const cJSON *issue)
 		if (name && !triage_is_own_label(name) && n < MAX_LABELS)
 			names[n++] = name;
 	}
-	qsort(names, n, sizeof(names[0]), cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof(names[0]), cmp_str);
 	for (i = 0; i < n; i++)
 		h = fnv(h, names[i], strlen(names[i]) + 1);
 	return h;
@@ -1116,7 +1117,7 @@ int triage_marker_parse(triage_marker *out, const char *body)
 	p += strlen(MARKER_HEAD);
 	if (!(end = strstr(p, "-->")))
 		return FACTORY_ENOTFOUND;
-	if (strncmp(p, "content=", 8))
+	if (strncmp(p, "content=", 8) != 0)
 		return FACTORY_ENOTFOUND;
 	p += 8;
 	for (n = 0; n < 16; n++) {
@@ -1128,7 +1129,7 @@ int triage_marker_parse(triage_marker *out, const char *body)
 	hex[16] = '\0';
 	out->content = strtoull(hex, NULL, 16);
 	p += 16;
-	if (strncmp(p, " labels=", 8))
+	if (strncmp(p, " labels=", 8) != 0)
 		return FACTORY_ENOTFOUND;
 	p += 8;
 	q = strchr(p, ' ');
@@ -1141,7 +1142,7 @@ int triage_marker_parse(triage_marker *out, const char *body)
 	p = q;
 	if (!strncmp(p, " confidential=1 -->", 19))
 		out->confidential = 1;
-	else if (strncmp(p, " confidential=0 -->", 19))
+	else if (strncmp(p, " confidential=0 -->", 19) != 0)
 		return FACTORY_ENOTFOUND;
 	return 0;
 }

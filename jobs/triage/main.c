@@ -204,7 +204,7 @@ int main(int argc, char **argv)
 
 	if (rc != JOB_CONTINUE)
 		return rc;
-	if (ctx.nargs > 1 || (ctx.nargs == 1 && strcmp(ctx.args[0], "classify") && strcmp(ctx.args[0], "policy")))
+	if (ctx.nargs > 1 || (ctx.nargs == 1 && strcmp(ctx.args[0], "classify") != 0 && strcmp(ctx.args[0], "policy") != 0))
 		return job_finish(&ctx, ferror_set(FACTORY_ECONFIG, "unknown command '%s' (see --help)", ctx.args[ctx.nargs - 1]));
 	if (ctx.nargs == 1) {
 		/* offline commands: no GitLab, no report */

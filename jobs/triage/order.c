@@ -55,14 +55,14 @@ static int wanted(tri_item ***out, size_t *n, tri_run *r)
 
 	*out = NULL;
 	*n = 0;
-	if (!(v = calloc(r->n ? r->n : 1, sizeof(*v))))
+	if (!(v = calloc(r->n ? r->n : 1, sizeof(*v)))) /* NOLINT(bugprone-sizeof-expression): pointers */
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	for (i = 0; i < r->n; i++) {
 		tri_item *it = &r->v[i];
 		if (!it->gone && !it->busy && it->priority >= 1 && it->priority <= 5)
 			v[k++] = it;
 	}
-	qsort(v, k, sizeof(*v), rank_cmp);
+	qsort(v, k, sizeof(*v), rank_cmp); /* NOLINT(bugprone-sizeof-expression): pointers */
 	for (i = 0; i < k; i++)
 		if ((long)i < r->wip || v[i]->fast_lane)
 			v[keep++] = v[i];
@@ -144,7 +144,8 @@ int tri_reorder(tri_run *r)
 	if ((error = wanted(&all, &n, r)) < 0)
 		return error;
 	/* only the issues that are really in Up Next now (a failed write left one out) */
-	if (!(v = calloc(n ? n : 1, sizeof(*v))) || !(keep = calloc(n ? n : 1, 1))) {
+	if (!(v = calloc(n ? n : 1, sizeof(*v))) || /* NOLINT(bugprone-sizeof-expression): pointers */
+	    !(keep = calloc(n ? n : 1, 1))) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}

@@ -52,8 +52,7 @@ static const char *target(const tri_item *it)
 }
 
 /* A warning for people: logged, and listed in the report (not a change). */
-static int add_warning(tri_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int add_warning(tri_run *r, const char *fmt, ...)
+static int __attribute__((format(printf, 2, 3))) add_warning(tri_run *r, const char *fmt, ...)
 {
 	char buf[512];
 	cJSON *arr = cJSON_GetObjectItemCaseSensitive(report_data(r->job->rep), "warnings"), *s;
@@ -74,7 +73,7 @@ static int add_warning(tri_run *r, const char *fmt, ...)
 
 static int is_triage_family(const char *name)
 {
-	return triage_is_own_label(name) && strncmp(name, "workflow::", 10);
+	return triage_is_own_label(name) && strncmp(name, "workflow::", 10) != 0;
 }
 
 static const char *label_name(const cJSON *l)
@@ -472,7 +471,7 @@ static int look_one(tri_run *r, tri_item *it)
 	}
 	if ((error = current_labels(&have, it->issue)) < 0 || (error = current_labels(&want, left)) < 0)
 		goto done;
-	if (strcmp(fbuf_cstr(&have), fbuf_cstr(&want)) || (f.m.confidential && !it->confidential)) {
+	if (strcmp(fbuf_cstr(&have), fbuf_cstr(&want)) != 0 || (f.m.confidential && !it->confidential)) {
 		/* a person moved our labels (or made it public again): theirs now */
 		it->plan = PLAN_HANDOVER;
 		it->why = "a person changed the triage";
