@@ -656,11 +656,53 @@ static void print_decision(tri_run *r, const tri_item *it, const char *add, cons
 	fbuf_release(&names);
 }
 
+static int find_label_cb(void *vctx, const cJSON *label)
+{
+	int *found = vctx;
+	const char *name = str_of(label, "name");
+
+	if (name && !strcmp(name, TRIAGE_MARK_LABEL)) {
+		*found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* The mark label, with its colour and description, before the first issue
+ * gets it (add_labels would make it grey and bare). One read, and one write
+ * the first time. */
+static int ensure_mark_label(tri_run *r)
+{
+	cJSON *out = NULL;
+	int found = 0, error;
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		if (!r->v[i].gone && r->v[i].add && csv_has(r->v[i].add, TRIAGE_MARK_LABEL))
+			break;
+	if (i == r->n)
+		return 0;
+	error = gitlab_list_each(r->job->gl, "projects/:id/labels", "search=triage%3A%3Afactory&include_ancestor_groups=true",
+				 NULL, 0, find_label_cb, &found);
+	if (error < 0 || found)
+		return error;
+	error = gitlab_label_create(&out, r->job->gl, TRIAGE_MARK_LABEL, TRIAGE_MARK_COLOR, TRIAGE_MARK_DESCRIPTION);
+	cJSON_Delete(out);
+	if (error == FACTORY_ECONFLICT)
+		return 0; /* made meanwhile */
+	if (error == 0)
+		report_action(r->job->rep, "label.create", TRIAGE_MARK_LABEL, "color %s", TRIAGE_MARK_COLOR);
+	return error;
+}
+
 int tri_write(tri_run *r)
 {
 	fbuf add, rem;
 	size_t i;
 	int error = 0;
+
+	if ((error = ensure_mark_label(r)) < 0)
+		return error;
 
 	fbuf_init(&add, 64 * 1024);
 	fbuf_init(&rem, 64 * 1024);

@@ -80,10 +80,15 @@ class DataSetTest(unittest.TestCase):
         self.assertEqual(r.report["counters"]["api_requests"], len(self.requests1))
         self.assertEqual(r.report["counters"]["issues_seen"], len(self.issues))
         self.assertIn("api_requests", r.report_md or "")
-        # one list pass at 100 a page, no per-issue read
+        # one list pass at 100 a page, no per-issue read; one look for the mark label, made once
         gets = [q for q in self.requests1 if q["method"] == "GET"]
-        self.assertEqual(len(gets), 1, gets)
+        self.assertEqual([q["path"].rsplit("/", 1)[-1] for q in gets], ["issues", "labels"], gets)
         self.assertEqual(gets[0]["query"].get("per_page"), "100")
+        made = [q for q in self.requests1 if q["method"] == "POST" and q["path"].endswith("/labels")]
+        self.assertEqual(len(made), 1)
+        mark = api(self.double, "GET", "/projects/1/labels/triage::factory")
+        self.assertEqual(mark["color"].upper(), "#D4C5F9")
+        self.assertIn("factory-triage", mark["description"])
 
     def test_every_issue_lands_with_its_expected_labels(self):
         wrong = []
