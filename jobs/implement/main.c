@@ -397,10 +397,5 @@ int main(int argc, char **argv)
 							 "later");
 		return job_finish(&ctx, rc);
 	}
-	rc = run_agent(&ctx);
-	/* FACTORY_ERR and JOB_CONTINUE are both -1: job_finish would take a
-	 * generic failure for success, so give it a code that means failed. */
-	if (rc == FACTORY_ERR)
-		rc = FACTORY_EINVALID;
-	return job_finish(&ctx, rc);
+	return job_finish(&ctx, run_agent(&ctx));
 }

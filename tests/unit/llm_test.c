@@ -172,7 +172,11 @@ Test(llm, openai_request_turns_results_into_tool_messages)
 	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 5), "role")->valuestring, "user");
 	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 0), "type")->valuestring,
 			 "function");
-	cr_assert_null(strstr(cJSON_PrintUnformatted(j), "cache_control"));
+	{
+		char *text = cJSON_PrintUnformatted(j);
+		cr_assert_null(strstr(text, "cache_control"));
+		free(text);
+	}
 	cJSON_Delete(j);
 	llm_conv_free(c);
 	llm_free(l);
