@@ -1386,6 +1386,10 @@ static void handle_line(cilog *c, size_t li, const uint32_t *kw, size_t nkw, int
 			sclass_w = r->weight;
 		}
 	}
+	/* the runner's line that a step failed is not the failure itself:
+	 * generic hits on it are dropped (a sure class, e.g. a timeout, stays) */
+	if (failed && best >= 0 && rs->v[best].klass == CILOG_UNKNOWN)
+		best = -1;
 	for (i = 0; best >= 0 && !ignore && i < rs->nignore; i++)
 		ignore = try_rule(c, &rs->v[rs->ignore[i]], t, len, 0);
 	if (end && !c->before_end.first && !c->failed_line && li > 0)
@@ -1830,12 +1834,15 @@ static int tool_of_command(char **out, const char *cmd)
  * bonus for ending shortly before the failure, the penalties. */
 static long score_of(const cilog *c, const region *g, long target_step, long anchor)
 {
-	int pre = !anchor || g->first <= anchor;
+	/* after the first failed line come after_failure steps and clean-up:
+	 * a region there is not the cause (the runner's own lines about the
+	 * job, between the script's end and that line, still count) */
+	int pre = !c->failed_line || g->first <= c->failed_line;
 	long score = g->weight;
 
 	if (pre && g->step == target_step && !g->ok)
 		score += STEP_BONUS;
-	if (anchor && pre && anchor - g->last <= NEAR_LINES && g->weight < NEAR_MAX_WEIGHT)
+	if (anchor && g->first <= anchor && anchor - g->last <= NEAR_LINES && g->weight < NEAR_MAX_WEIGHT)
 		score += NEAR_BONUS;
 	if (!pre)
 		score -= AFTER_PENALTY;
@@ -1843,11 +1850,10 @@ static long score_of(const cilog *c, const region *g, long target_step, long anc
 		score -= OK_PENALTY;
 	/* a network, runner, permission or dependency error ends a job at once
 	 * when it is fatal: one followed by much more work was survived */
-	if (anchor && pre && anchor - g->last > RECOVERED_LINES &&
+	if (anchor && g->first <= anchor && anchor - g->last > RECOVERED_LINES &&
 	    (g->klass == CILOG_NETWORK || g->klass == CILOG_RUNNER || g->klass == CILOG_PERMISSION ||
 	     g->klass == CILOG_DEPENDENCY))
 		score -= RECOVERED_PENALTY;
-	(void)c;
 	return score;
 }
 
@@ -1886,7 +1892,7 @@ int cilog_finish(cilog_result *out, cilog *c)
 	}
 	for (i = 0; i < c->nregions; i++) {
 		const region *g = &c->regions[i];
-		if ((!anchor || g->first <= anchor) && !g->ok && g->step > target_step)
+		if ((!c->failed_line || g->first <= c->failed_line) && !g->ok && g->step > target_step)
 			target_step = g->step;
 	}
 	if (fb && fb->step > target_step)
