@@ -34,7 +34,11 @@
  *    the command runs in new mount, PID, IPC and (unless opts.network)
  *    network namespaces: no network but a loopback of its own, a /proc that
  *    shows only its own processes, and .git/ mounted read-only. Where it
- *    does not, the command runs without them and sandbox_describe() says so.
+ *    does not, the command runs without them and sandbox_describe() says so:
+ *    then, for a job that is not root, commands share its uid and can write
+ *    .git/ and reach the network; its environment and memory stay closed
+ *    (non-dumpable), and the credentials in .git/config are gone before
+ *    the first command (fgit_scrub_credentials).
  *
  * The job itself must call sandbox_protect_self() early: it makes the
  * process non-dumpable, so /proc/<job>/environ and /proc/<job>/mem cannot

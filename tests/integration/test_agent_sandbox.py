@@ -101,7 +101,7 @@ class AgentSandboxTest(unittest.TestCase):
         e.update(extra or {})
         return e
 
-    def run_steps(self, steps, extra_env=None):
+    def run_steps(self, steps, extra_env=None, as_uid=None):
         """Each step: (call, expectation dict or None). Returns the run and the tool results seen by the model."""
         script, prev = [], None
         for c, want in steps:
@@ -109,7 +109,7 @@ class AgentSandboxTest(unittest.TestCase):
             prev = want or {}
         script.append(finish(expect={"tool_results": [prev]} if prev else None))
         with LLMDouble(script) as llm:
-            r = run_agent(llm, self.repo, "Try to get out.", extra_env=self.secret_env(extra_env))
+            r = run_agent(llm, self.repo, "Try to get out.", extra_env=self.secret_env(extra_env), as_uid=as_uid)
             self.assertEqual(llm.failures(), [], r)
             self.llm_key = llm.api_key
             seen = []
@@ -155,9 +155,9 @@ class AgentSandboxTest(unittest.TestCase):
         self.assertFalse(os.path.exists("/etc/pwned"))
         self.assertNotIn("hooksPath", open(os.path.join(self.repo, ".git/config")).read())
 
-    def secret_routes(self, extra_env=None):
+    def secret_routes(self, extra_env=None, as_uid=None, uid_seen="65534"):
         steps = [
-            (call("run_command", command="id -u; env"), {"contains": "65534", "not_contains": "FACTORY_",
+            (call("run_command", command="id -u; env"), {"contains": uid_seen, "not_contains": "FACTORY_",
                                                         "is_error": False}),
             (call("run_command", command="cat /proc/$PPID/environ; echo rc=$?; head -c 64 /proc/$PPID/mem; "
                                          "echo rc=$?; cat /proc/1/environ; echo rc=$?"),
@@ -171,7 +171,7 @@ class AgentSandboxTest(unittest.TestCase):
              {"contains": "Permission denied", "not_contains": "rc=0", "is_error": False}),
             (call("read_file", path=".git/config"), {"not_contains": "extraheader", "is_error": False}),
         ]
-        r, seen = self.run_steps(steps, extra_env)
+        r, seen = self.run_steps(steps, extra_env, as_uid)
         hunts = [s for s in seen if "leaks" in s]
         self.assertTrue(hunts)
         for h in hunts:
@@ -197,6 +197,25 @@ class AgentSandboxTest(unittest.TestCase):
         # Where the kernel refuses namespaces: the unprivileged user and the
         # non-dumpable job must hold on their own, with the host's /proc in view.
         r = self.secret_routes({"FACTORY_AGENT_NAMESPACES": "false"})
+        self.assertIn("no namespaces", r.records("start")[0]["sandbox"])
+
+    def test_secret_routes_as_an_unprivileged_job(self):
+        # Not root: commands keep the job's own uid, in user namespaces. Only
+        # the job being non-dumpable keeps its environment and memory closed
+        # to them; the hunt walks up to it.
+        uid = 64999
+        subprocess.run(["chown", "-R", "%d:%d" % (uid, uid), self.repo], check=True)
+        os.chown(self.secret_dir, uid, uid)
+        os.chmod(self.secret_file, 0o600)
+        os.chown(self.secret_file, 0, 0)
+        r = self.secret_routes({"HOME": "/tmp"}, as_uid=uid, uid_seen=str(uid))
+        self.assertIn("the job's own uid %d" % uid, r.records("start")[0]["sandbox"])
+
+    def test_secret_routes_as_an_unprivileged_job_without_namespaces(self):
+        # The hardest case: same uid, the job's own process in view.
+        uid = 64999
+        subprocess.run(["chown", "-R", "%d:%d" % (uid, uid), self.repo], check=True)
+        r = self.secret_routes({"HOME": "/tmp", "FACTORY_AGENT_NAMESPACES": "false"}, as_uid=uid, uid_seen=str(uid))
         self.assertIn("no namespaces", r.records("start")[0]["sandbox"])
 
     def test_no_network_unless_allowed(self):

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 
-from lib.factory import job_env, run_job
+from lib.factory import JobResult, binary, check_sanitizers, job_env, run_job
 
 
 def make_repo(files, commit=True, symlinks=None):
@@ -69,9 +69,14 @@ class AgentRun:
         return repr(self.job)
 
 
-def run_agent(llm, repo, task, provider="anthropic", extra_env=None, args=(), timeout=300, task_file=None):
-    """Run the agent subcommand against the LLM double `llm` (may be None)."""
+def run_agent(llm, repo, task, provider="anthropic", extra_env=None, args=(), timeout=300, task_file=None,
+              as_uid=None):
+    """Run the agent subcommand against the LLM double `llm` (may be None).
+    `as_uid`: run the job itself as that uid (through setpriv), with the
+    repository and the run's directory handed to it."""
     work = tempfile.mkdtemp(prefix="factory-agent-run-")
+    if as_uid is not None:
+        os.chown(work, as_uid, as_uid)
     report_dir = os.path.join(work, "report")
     if task_file is None:
         task_file = os.path.join(work, "task.md")
@@ -87,8 +92,17 @@ def run_agent(llm, repo, task, provider="anthropic", extra_env=None, args=(), ti
         else:
             env[k] = v
     try:
-        job = run_job("implement", None, "agent", "--repo", repo, "--task", task_file, *args, env=env,
-                      timeout=timeout, report_dir=report_dir, cwd=work)
+        if as_uid is None:
+            job = run_job("implement", None, "agent", "--repo", repo, "--task", task_file, *args, env=env,
+                          timeout=timeout, report_dir=report_dir, cwd=work)
+        else:
+            os.chown(task_file, as_uid, as_uid)
+            cmd = ["setpriv", "--reuid=%d" % as_uid, "--regid=%d" % as_uid, "--clear-groups",
+                   binary("implement"), "agent", "--repo", repo, "--task", task_file] + list(args)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, errors="replace", timeout=timeout,
+                                  cwd=work)
+            job = JobResult(proc, report_dir)
+            check_sanitizers(job.output)
         return AgentRun(job, report_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
