@@ -276,6 +276,27 @@ static int transcript_path(char **out, job_ctx *ctx)
 	return 0;
 }
 
+/* Every secret-looking variable of the job's own environment is masked in
+ * whatever it writes (transcript, report, log), should a file or the model
+ * ever repeat one. */
+static void register_env_secrets(void)
+{
+	extern char **environ;
+	char name[256];
+	char **e;
+
+	for (e = environ; e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		size_t n = eq ? (size_t)(eq - *e) : 0;
+		if (!n || n >= sizeof(name) || strlen(eq + 1) < 8)
+			continue;
+		memcpy(name, *e, n);
+		name[n] = '\0';
+		if (sandbox_env_secretish(name))
+			log_add_secret(eq + 1);
+	}
+}
+
 static int run_agent(job_ctx *ctx)
 {
 	llm_options lo;
@@ -313,6 +334,8 @@ static int run_agent(job_ctx *ctx)
 			goto cleanup;
 		model = lo.model;
 	}
+	/* After the model's key, which must never lose its place to these. */
+	register_env_secrets();
 	if ((error = agent_options_from_config(&ao, ctx->cfg, external ? NULL : model)) < 0)
 		goto cleanup;
 	if ((error = transcript_path(&transcript, ctx)) < 0)
