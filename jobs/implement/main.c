@@ -276,6 +276,21 @@ static int transcript_path(char **out, job_ctx *ctx)
 	return 0;
 }
 
+/* Is `name` suspect only for its prefix (FACTORY_*, GITLAB_*), or a file name? */
+static int prefix_only(const char *name)
+{
+	static const char *const words[] = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY",
+					    "APIKEY", "PRIVATE_KEY", NULL};
+	size_t i, n = strlen(name);
+
+	if (n > 5 && !strcmp(name + n - 5, "_FILE"))
+		return 1;
+	for (i = 0; words[i]; i++)
+		if (strstr(name, words[i]))
+			return 0;
+	return !(n > 4 && !strcmp(name + n - 4, "_KEY"));
+}
+
 /* Every secret-looking variable of the job's own environment is masked in
  * whatever it writes (transcript, report, log), should a file or the model
  * ever repeat one. */
@@ -292,7 +307,9 @@ static void register_env_secrets(void)
 			continue;
 		memcpy(name, *e, n);
 		name[n] = '\0';
-		if (sandbox_env_secretish(name))
+		/* Secret by its name's words, not by prefix alone: FACTORY_LLM_MODEL
+		 * or a *_FILE path is no secret, and masking it would hide it. */
+		if (sandbox_env_secretish(name) && !prefix_only(name))
 			log_add_secret(eq + 1);
 	}
 }
