@@ -29,6 +29,7 @@ const board_label board_labels[] = {
 	{"severity::2", "#D93F0B", "High: a main feature broken, no workaround"},
 	{"severity::3", "#FBCA04", "Medium: broken with a workaround"},
 	{"severity::4", "#C2E0C6", "Low: minor or cosmetic"},
+	{"triage::factory", "#D4C5F9", "Triaged by factory-triage, which re-triages it when it changes; change a triage label to take it over"},
 	{LABEL_FAST_LANE, "#FF0000", "Must just work (red pipeline, failed deploy, billing down): skips the queue"},
 	/* factory-release's verdict on a closed issue (common/impact.h); a person may set or change it */
 	{"release::customer-facing", "#0E8A16", "Customers notice this change: in the release notes, announced to them"},

@@ -116,8 +116,11 @@ int gitlab_issue_update(cJSON **out, gitlab *gl, long iid, const cJSON *fields);
  * added and removed are refused (FACTORY_EINVALID); with nothing to add or
  * remove no request is sent and *out is NULL. */
 int gitlab_issue_move_labels(cJSON **out, gitlab *gl, long iid, const char *add, const char *remove);
-/* Reorder: place issue `iid` after the issue with id `after_id` and/or
- * before `before_id` (ids, not iids; 0 = unset). */
+/* Reorder issue `iid` with GitLab's meaning of the two parameters:
+ * `after_id` is sent as move_after_id, the issue that is to come AFTER
+ * ours (ours moves above it); `before_id` is sent as move_before_id, the
+ * issue that is to come BEFORE ours (ours moves below it). Ids, not iids;
+ * 0 = unset. */
 int gitlab_issue_reorder(gitlab *gl, long iid, long after_id, long before_id);
 int gitlab_note_create(cJSON **out, gitlab *gl, const char *noteable /* "issues"|"merge_requests" */,
 		       long iid, const char *body, int internal);
