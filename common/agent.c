@@ -297,6 +297,8 @@ typedef struct {
 	char *confidence;
 } tool_ctx;
 
+/* A tool returns 0 with its answer in `out`, a negative code with the
+ * reason in ferror_last(), or 1: failed, and `out` says how. */
 typedef int (*tool_fn)(tool_ctx *t, const cJSON *in, fbuf *out);
 
 static const char *tools_json =
@@ -694,7 +696,7 @@ static int tool_run_command(tool_ctx *t, const cJSON *in, fbuf *out)
 	if (!error && r.output.len)
 		error = fbuf_put(out, r.output.ptr, r.output.len);
 	if (!error && r.timed_out)
-		error = ferror_set(FACTORY_ETIMEOUT, "%s", out->ptr);
+		error = 1; /* an error for the model, with the output it had so far */
 cleanup:
 	sandbox_result_release(&r);
 	return error;
@@ -776,6 +778,11 @@ static int run_tool(tool_ctx *t, const llm_tool_call *call, fbuf *result, int *i
 							     "read_file, write_file, edit_file, search, run_command, "
 							     "git_diff and finish",
 					   call->name);
+	}
+	if (error > 0) {
+		/* The tool failed and `raw` says how, output included. */
+		*is_error = 1;
+		error = 0;
 	}
 	if (error == FACTORY_ETOOBIG && !raw.len && ferror_last_code() != FACTORY_ETOOBIG)
 		error = ferror_set(FACTORY_ETOOBIG, "%s: the answer is too large", call->name);

@@ -200,6 +200,8 @@ Test(agent, run_command_results)
 {
 	EXPECT_OK("run_command", "{\"command\":\"echo hi; exit 4\"}", "exit code 4\nhi\n");
 	EXPECT_ERROR("run_command", "{\"command\":\"sleep 20\",\"timeout_s\":1}", "timed out after 1.0 s");
+	/* What it printed before the timeout reaches the model, however long. */
+	EXPECT_ERROR("run_command", "{\"command\":\"seq 1 1500; sleep 20\",\"timeout_s\":1}", "\n1500\n");
 	EXPECT_ERROR("run_command", "{\"command\":\"\"}", "command is empty");
 	EXPECT_ERROR("run_command", "{\"command\":\"true\",\"timeout_s\":0}", "1 or more");
 }
