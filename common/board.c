@@ -22,6 +22,9 @@ const board_label board_labels[] = {
 	{"workflow::up next", "#0052CC", "Ready to be taken by the Factory, in board order"},
 	{"workflow::in progress", "#FBCA04", "Claimed by a Factory job"},
 	{"workflow::validation", "#5319E7", "A merge request is waiting for its pipeline or review"},
+	/* factory-implement's ways of handing an issue to a person (jobs/implement/heal.c, take.c) */
+	{LABEL_NEEDS_INFO, "#D93F0B", "The Factory needs a person: information is missing, the issue is ambiguous, or its attempts ran out"},
+	{LABEL_NO_CHANGE, "#C2E0C6", "The Factory's agent found nothing to change; its note says why"},
 	{"source::customer", "#F9D0C4", "Reported by a customer"},
 	{"source::internal", "#C5DEF5", "Filed by the team"},
 	{"source::factory", "#D4C5F9", "Filed by the Factory itself (watch, pipeline)"},

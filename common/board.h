@@ -20,6 +20,10 @@
 #define LABEL_IN_PROGRESS "workflow::in progress"
 #define LABEL_VALIDATION "workflow::validation"
 #define LABEL_FAST_LANE "fast-lane"
+/* Off the board: factory-implement asks a person (missing information, an
+ * ambiguous issue, attempts used up), or its agent found nothing to change. */
+#define LABEL_NEEDS_INFO "workflow::needs info"
+#define LABEL_NO_CHANGE "factory::no change"
 
 typedef struct {
 	const char *name;

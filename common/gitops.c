@@ -248,6 +248,27 @@ int gitops_clone(fgit_repo **out, const gitops_remote *rem, const char *dir, con
 	return fgit_open(out, dir);
 }
 
+int gitops_set_origin(fgit_repo *r, const char *url)
+{
+	gitops_remote rem = {url, NULL, NULL};
+	git_remote *remote = NULL;
+	int error;
+
+	init();
+	if ((error = check_remote(&rem)) < 0)
+		return error;
+	if (git_remote_lookup(&remote, fgit_raw(r), "origin") == 0) {
+		git_remote_free(remote);
+		if (git_remote_set_url(fgit_raw(r), "origin", url) < 0)
+			return ferror_set(FACTORY_ERR, "cannot set the origin URL: %s", git_msg());
+		return 0;
+	}
+	if (git_remote_create(&remote, fgit_raw(r), "origin", url) < 0)
+		return ferror_set(FACTORY_ERR, "cannot add the origin remote: %s", git_msg());
+	git_remote_free(remote);
+	return 0;
+}
+
 int gitops_is_shallow(fgit_repo *r)
 {
 	init();
@@ -367,6 +388,21 @@ int gitops_resolve(char out[GITOPS_SHA_LEN], fgit_repo *r, const char *rev)
 	git_oid_tostr(out, GITOPS_SHA_LEN, git_commit_id(c));
 	git_commit_free(c);
 	return 0;
+}
+
+int gitops_commit_message(fbuf *out, fgit_repo *r, const char *rev)
+{
+	git_commit *c = NULL;
+	const char *m;
+	int error;
+
+	init();
+	if ((error = lookup_commit(&c, fgit_raw(r), rev)) < 0)
+		return error;
+	m = git_commit_message(c);
+	error = fbuf_puts(out, m ? m : "");
+	git_commit_free(c);
+	return error;
 }
 
 int gitops_ahead_behind(size_t *ahead, size_t *behind, fgit_repo *r, const char *a, const char *b)
@@ -607,7 +643,7 @@ int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const
 	git_strarray specs;
 	git_reference *lref = NULL;
 	op_ctx c;
-	char lfull[REF_MAX], rfull[REF_MAX], spec[2 * REF_MAX + 4], tracking[REF_MAX], what[REF_MAX + 64];
+	char lfull[REF_MAX], rfull[REF_MAX], spec[2 * REF_MAX + 4], tracking[REF_MAX + 32], what[2 * REF_MAX + 32];
 	char *spec_p = spec;
 	int rc, error;
 

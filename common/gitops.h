@@ -64,6 +64,10 @@ typedef struct {
  */
 int gitops_clone(fgit_repo **out, const gitops_remote *rem, const char *dir, const char *branch);
 
+/* Point remote "origin" at `url` (refused when it holds userinfo), making
+ * it (with the usual fetch refspec) when the repository has none. */
+int gitops_set_origin(fgit_repo *r, const char *url);
+
 /* 1 when the repository is shallow (a CI checkout with GIT_DEPTH), else 0. */
 int gitops_is_shallow(fgit_repo *r);
 
@@ -86,6 +90,9 @@ int gitops_branch_checkout(fgit_repo *r, const char *name, const char *start);
 
 /* The commit `rev` names, as hex into `out`. FACTORY_ENOTFOUND if none. */
 int gitops_resolve(char out[GITOPS_SHA_LEN], fgit_repo *r, const char *rev);
+
+/* The message of the commit `rev` names, appended to `out`. */
+int gitops_commit_message(fbuf *out, fgit_repo *r, const char *rev);
 
 /* How many commits `a` has that `b` has not (*ahead) and the reverse (*behind). */
 int gitops_ahead_behind(size_t *ahead, size_t *behind, fgit_repo *r, const char *a, const char *b);

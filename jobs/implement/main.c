@@ -8,8 +8,10 @@
  *       no GitLab at all; prints the diff it left in the work tree, the usage
  *       and where the transcript is. For trying a model or a prompt.
  *
- * The main mode (issues from GitLab to merge requests) is not built yet:
- * it exits 2 and says so.
+ *   factory-implement [--dry-run]
+ *       the main mode (jobs/implement/run.c and its neighbours, see
+ *       implement.h): heal what is In Progress and in Validation, then take
+ *       the first Up Next issue to a merge request.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include "agent.h"
 #include "error.h"
 #include "git.h"
+#include "implement.h"
 #include "job.h"
 #include "llm.h"
 #include "log.h"
@@ -35,8 +38,13 @@
 
 static const job_spec spec = {
 	"implement",
-	"Hand work to the coding agent (only `agent`, on a local checkout, is available yet).",
+	"Heal what is In Progress and in Validation, then take the first Up Next issue to a merge request.",
 	"commands:\n"
+	"  (none)     the scheduled run: phase 1 heals claimed issues (job gone or over its lease: retry\n"
+	"             with the diagnosis, ask for information, or back to Up Next; Validation: merge when\n"
+	"             the pipeline passed, hand back when it failed, close when merged, rebase on\n"
+	"             conflicts); phase 2 claims the first Up Next issue, runs the agent, commits, pushes\n"
+	"             and opens a merge request (settings implement.* and git.*: see jobs/implement/run.c)\n"
 	"  agent --repo DIR --task FILE [--transcript FILE]\n"
 	"             run only the coding agent on the checkout DIR with the task in FILE, no GitLab;\n"
 	"             print the diff it made, the usage and where the transcript is.\n"
@@ -427,14 +435,11 @@ int main(int argc, char **argv)
 	rc = job_start(&ctx, &spec, argc, argv);
 	if (rc != JOB_CONTINUE)
 		return rc;
-	if (ctx.nargs < 1 || strcmp(ctx.args[0], "agent")) {
-		if (ctx.nargs >= 1)
-			rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s': only `agent` is available (see --help)",
-					ctx.args[0]);
-		else
-			rc = ferror_set(FACTORY_ECONFIG, "not yet: only `agent` is available (factory-implement agent "
-							 "--repo DIR --task FILE); implementing issues from GitLab comes "
-							 "later");
+	if (ctx.nargs < 1)
+		return job_finish(&ctx, impl_main(&ctx));
+	if (strcmp(ctx.args[0], "agent")) {
+		rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s': the commands are `agent`, or none (see --help)",
+				ctx.args[0]);
 		return job_finish(&ctx, rc);
 	}
 	return job_finish(&ctx, run_agent(&ctx));

@@ -1,5 +1,6 @@
 """factory-implement's command line: the agent subcommand's usage errors, and
-the main mode, which is not built yet and says so with exit 2."""
+the main mode's own (without GitLab settings it says which is missing, exit 2;
+the main mode itself is tested in test_implement_*.py)."""
 import os
 import tempfile
 import unittest
@@ -16,10 +17,10 @@ class ImplementCliTest(unittest.TestCase):
         self.repo = make_repo({"README.md": "# demo\n"})
         self.addCleanup(remove, self.repo)
 
-    def test_main_mode_is_not_there_yet(self):
+    def test_main_mode_needs_gitlab_and_unknown_commands_are_refused(self):
         r = run_job("implement", None, env=job_env(None))
         self.assertEqual(r.returncode, 2, r)
-        self.assertIn("not yet: only `agent` is available", r.stderr)
+        self.assertIn("missing setting gitlab_url", r.stderr)
         r = run_job("implement", None, "issue", "12", env=job_env(None))
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("unknown command 'issue'", r.stderr)

@@ -7,7 +7,7 @@ import unittest
 from lib.double import Double
 from lib.factory import gl, job_env, run_job
 
-N_LABELS = 24  # common/board.c catalogue
+N_LABELS = 26  # common/board.c catalogue
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
 

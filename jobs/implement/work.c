@@ -1,0 +1,114 @@
+/*
+ * work.c - the project's code on disk: a fresh clone over HTTPS with the
+ * token (through gitops, never in a URL), or the objects of the CI checkout
+ * reused when it is complete (GitLab's checkouts are shallow by default,
+ * and libgit2 cannot deepen them: then it clones), and the Factory's branch
+ * checked out from the default branch.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "implement.h"
+#include "log.h"
+
+gitops_remote impl_remote(const impl_run *r)
+{
+	gitops_remote rem = {r->clone_url, "oauth2", r->token};
+	return rem;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+void impl_checkout_release(impl_checkout *co, impl_run *r)
+{
+	fgit_free(co->repo);
+	co->repo = NULL;
+	if (co->dir[0]) {
+		if (r->keep_workdir)
+			log_info("work tree kept in %s", co->root);
+		else
+			nftw(co->dir, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+	}
+	co->dir[0] = co->root[0] = '\0';
+}
+
+/* A CI checkout whose objects can seed our clone: a repository that is not shallow. */
+static const char *reusable_ci_checkout(impl_run *r)
+{
+	const char *dir = getenv("CI_PROJECT_DIR");
+	fgit_repo *ci = NULL;
+	int shallow;
+
+	if (strcmp(r->checkout, "auto") || !dir || !*dir)
+		return NULL;
+	if (fgit_open(&ci, dir) < 0) {
+		log_info("CI_PROJECT_DIR %s is not a git checkout: cloning", dir);
+		return NULL;
+	}
+	shallow = gitops_is_shallow(ci);
+	fgit_free(ci);
+	if (shallow) {
+		log_info("the CI checkout is shallow (GIT_DEPTH): libgit2 cannot deepen it, cloning instead "
+			 "(set GIT_DEPTH: 0 on the job to reuse it)");
+		return NULL;
+	}
+	return dir;
+}
+
+int impl_checkout_branch(impl_checkout *co, impl_run *r, const char *branch, int from_remote_branch)
+{
+	gitops_remote rem = impl_remote(r);
+	const char *ci = reusable_ci_checkout(r);
+	const char *fetch[3] = {r->default_branch, from_remote_branch ? branch : NULL, NULL};
+	char start[1024];
+	size_t missing = 0;
+	int error;
+
+	memset(co, 0, sizeof(*co));
+	if ((size_t)snprintf(co->dir, sizeof(co->dir), "%s/factory-implement-XXXXXX", r->workdir) >= sizeof(co->dir) ||
+	    !mkdtemp(co->dir)) {
+		error = ferror_set(FACTORY_ERR, "cannot make a work directory in %s: %s", r->workdir, strerror(errno));
+		co->dir[0] = '\0';
+		return error;
+	}
+	/* The agent's commands run as another user when the job is root: they must reach the tree. */
+	chmod(co->dir, 0755);
+	snprintf(co->root, sizeof(co->root), "%s/%s", co->dir, "repo");
+	if (ci) {
+		gitops_remote local = {ci, NULL, NULL};
+		log_info("reusing the objects of the CI checkout %s", ci);
+		if ((error = gitops_clone(&co->repo, &local, co->root, NULL)) < 0 ||
+		    (error = gitops_set_origin(co->repo, r->clone_url)) < 0 ||
+		    (error = gitops_fetch(co->repo, &rem, fetch, &missing)) < 0)
+			goto fail;
+	} else {
+		if ((error = gitops_clone(&co->repo, &rem, co->root, r->default_branch)) < 0)
+			goto fail;
+	}
+	if (from_remote_branch)
+		snprintf(start, sizeof(start), "refs/remotes/origin/%s", branch);
+	else
+		snprintf(start, sizeof(start), "refs/remotes/origin/%s", r->default_branch);
+	if ((error = gitops_branch_checkout(co->repo, branch, start)) < 0)
+		goto fail;
+	return 0;
+fail:
+	impl_checkout_release(co, r);
+	return error;
+}
