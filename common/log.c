@@ -180,12 +180,21 @@ static size_t key_at(const char *p, size_t left)
 	return 0;
 }
 
+/* Set while this thread holds secrets_lock in log_mask: an error raised
+ * inside (a buffer cap) calls ferror_set, which masks its own message; that
+ * message is ours and holds no secret, so it is copied as it is instead of
+ * taking the lock again. */
+static _Thread_local int in_mask;
+
 int log_mask(fbuf *out, const char *in, size_t len)
 {
 	size_t i = 0, k, n, start = 0;
 	int error = 0;
 
+	if (in_mask)
+		return fbuf_put(out, in, len);
 	pthread_mutex_lock(&secrets_lock);
+	in_mask = 1;
 	while (i < len) {
 		size_t hit = 0, keep = 0;
 
@@ -250,6 +259,7 @@ int log_mask(fbuf *out, const char *in, size_t len)
 	}
 	error = fbuf_put(out, in + start, len - start);
 done:
+	in_mask = 0;
 	pthread_mutex_unlock(&secrets_lock);
 	return error;
 }

@@ -43,6 +43,29 @@ def make(*targets, san=False):
     return True
 
 
+class Capped:
+    def __init__(self, returncode, stdout):
+        self.returncode = returncode
+        self.stdout = stdout
+
+
+def run_capped(cmd, env, timeout):
+    """Run `cmd` with stdin closed; a run past `timeout` seconds is killed
+    (its whole process group) and counts as a failure with what it printed."""
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        return Capped(p.returncode, out)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, 9)
+        except OSError:
+            pass
+        out, _ = p.communicate()
+        return Capped(-9, (out or "") + "\n[timed out after %d s: killed]\n" % timeout)
+
+
 SYNTH = re.compile(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) \| Crashing: (\d+)")
 
 
@@ -58,9 +81,7 @@ def run_unit(build_dir, label, only):
             continue
         path = os.path.join(tests_dir, name)
         t0 = time.time()
-        r = subprocess.run([path], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           errors="replace", timeout=600)
+        r = run_capped([path], env, 600)
         out = r.stdout
         m = SYNTH.search(out)
         san_report = "ERROR: AddressSanitizer" in out or "runtime error:" in out or \
@@ -109,9 +130,7 @@ def run_python(label, bin_dir, only, san):
         if san and f.startswith("tests/gitlab_double"):
             continue  # the double is Python: nothing to sanitize there
         t0 = time.time()
-        r = subprocess.run([PY, "-m", "unittest", "-v", f.replace("/", ".")[:-3]], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                           timeout=1800)
+        r = run_capped([PY, "-m", "unittest", "-v", f.replace("/", ".")[:-3]], env, 1800)
         out = r.stdout
         m = UNITTEST_RAN.search(out)
         ran = int(m.group(1)) if m else 0
@@ -148,8 +167,7 @@ def run_extra(only):
         if not name.endswith(".sh") or (only and only not in name):
             continue
         t0 = time.time()
-        r = subprocess.run(["bash", os.path.join(d, name)], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, errors="replace", timeout=1800)
+        r = run_capped(["bash", os.path.join(d, name)], dict(os.environ), 1800)
         ok = r.returncode == 0
         totals["passed" if ok else "failed"] += 1
         say("%-5s extra %s (%.1fs)" % ("ok" if ok else "FAIL", name, time.time() - t0))
