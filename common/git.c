@@ -218,6 +218,8 @@ static int make_diff(git_diff **out, fgit_repo *r)
 	git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
 	opts.flags = GIT_DIFF_INCLUDE_UNTRACKED | GIT_DIFF_RECURSE_UNTRACKED_DIRS | GIT_DIFF_SHOW_UNTRACKED_CONTENT |
 		     GIT_DIFF_IGNORE_SUBMODULES;
+	/* A file a command blew up to gigabytes is shown as binary, not loaded. */
+	opts.max_size = (git_off_t)16 << 20;
 	if (git_diff_tree_to_workdir_with_index(out, r->repo, tree, &opts) < 0)
 		error = git_fail(FACTORY_ERR, "cannot diff the work tree against HEAD");
 	git_tree_free(tree);
