@@ -305,12 +305,9 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 		{
 			char before = i > 0 ? s[i - 1] : 0, after = j < n ? s[j] : 0;
 
-			if (count_digits(s + i, j - i))
-				mask = 1; /* 10. numbers and words with digits */
-			else if ((before == '"' || before == '\'') && after == before)
-				mask = 1; /* 8. quoted value */
-			else if (before == ':' && i >= 2 && IS(s[i - 2], C_ALPHA) && (i < 3 || s[i - 3] != ':'))
-				mask = 1; /* 9. key:value */
+			/* 10. numbers and words with digits, 8. quoted values, 9. key:value */
+			mask = count_digits(s + i, j - i) > 0 || ((before == '"' || before == '\'') && after == before) ||
+			       (before == ':' && i >= 2 && IS(s[i - 2], C_ALPHA) && (i < 3 || s[i - 3] != ':'));
 		}
 		if (mask ? put_wild(out) : fbuf_put(out, s + i, j - i)) {
 			return FACTORY_ENOMEM;
@@ -464,11 +461,12 @@ int logmine_mask(fbuf *out, const char *msg, size_t len)
 
 /* Open addressing, linear probing, backward-shift deletion. Key 0 is empty. */
 typedef struct {
-	uint64_t *keys;
-	uint64_t *vals;
-	size_t cap; /* power of two */
+	uint64_t *keys; /* cap keys, then cap values, in one block */
+	size_t cap;     /* power of two */
 	size_t len;
 } u64map;
+
+#define VAL(m, i) ((m)->keys[(m)->cap + (i)])
 
 static uint64_t nonzero(uint64_t k)
 {
@@ -479,22 +477,16 @@ static int u64map_init(u64map *m, size_t cap)
 {
 	m->cap = cap;
 	m->len = 0;
-	m->keys = calloc(cap, sizeof(*m->keys));
-	m->vals = calloc(cap, sizeof(*m->vals));
-	if (!m->keys || !m->vals) {
-		free(m->keys);
-		free(m->vals);
-		m->keys = m->vals = NULL;
+	/* one block: keys, then values */
+	if (!(m->keys = calloc(cap * 2, sizeof(*m->keys))))
 		return FACTORY_ENOMEM;
-	}
 	return 0;
 }
 
 static void u64map_release(u64map *m)
 {
 	free(m->keys);
-	free(m->vals);
-	m->keys = m->vals = NULL;
+	m->keys = NULL;
 	m->cap = m->len = 0;
 }
 
@@ -504,7 +496,7 @@ static uint64_t *u64map_get(const u64map *m, uint64_t k)
 
 	while (m->keys[i]) {
 		if (m->keys[i] == k)
-			return &m->vals[i];
+			return &VAL(m, i);
 		i = (i + 1) & (m->cap - 1);
 	}
 	return NULL;
@@ -523,7 +515,7 @@ static int u64map_grow(u64map *m)
 			while (n.keys[j])
 				j = (j + 1) & (n.cap - 1);
 			n.keys[j] = m->keys[i];
-			n.vals[j] = m->vals[i];
+			VAL(&n, j) = VAL(m, i);
 			n.len++;
 		}
 	}
@@ -541,13 +533,13 @@ static int u64map_put(u64map *m, uint64_t k, uint64_t v)
 	i = (size_t)(hash_mix(k, 0) & (m->cap - 1));
 	while (m->keys[i]) {
 		if (m->keys[i] == k) {
-			m->vals[i] = v;
+			VAL(m, i) = v;
 			return 0;
 		}
 		i = (i + 1) & (m->cap - 1);
 	}
 	m->keys[i] = k;
-	m->vals[i] = v;
+	VAL(m, i) = v;
 	m->len++;
 	return 0;
 }
@@ -572,7 +564,7 @@ static void u64map_del(u64map *m, uint64_t k)
 		/* move j back to i when its home is not in (i, j] cyclically */
 		if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
 			m->keys[i] = m->keys[j];
-			m->vals[i] = m->vals[j];
+			VAL(m, i) = VAL(m, j);
 			m->keys[j] = 0;
 			i = j;
 		}
@@ -714,7 +706,7 @@ static int word_echoed(const char *s, const uint32_t *off, const uint32_t *len, 
 		if (i == w || tl <= wl || (!memchr(t, '/', tl) && !memmem(t, tl, LOGMINE_WILDCARD, 3)))
 			continue;
 		for (k = 0; k + wl <= tl; k++) {
-			if (memcmp(t + k, word, wl))
+			if (memcmp(t + k, word, wl) != 0)
 				continue;
 			/* whole word: not inside a longer run of letters */
 			if ((k == 0 || !IS(t[k - 1], C_ALPHA)) && (k + wl == tl || !IS(t[k + wl], C_ALPHA)))
@@ -1060,7 +1052,7 @@ static int merge(int *changed, cluster *c, const char *s, uint32_t nt, const log
 	*changed = 0;
 	for (i = 0; i < nt; i++) {
 		if (c->thash[i] && (c->thash[i] != lm->lh[i] || c->tlen[i] != lm->llen[i] ||
-				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]))) {
+				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
 			any = 1;
 			break;
 		}
@@ -1071,7 +1063,7 @@ static int merge(int *changed, cluster *c, const char *s, uint32_t nt, const log
 		return FACTORY_ENOMEM;
 	for (i = 0; i < nt; i++) {
 		if (c->thash[i] && (c->thash[i] != lm->lh[i] || c->tlen[i] != lm->llen[i] ||
-				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]))) {
+				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
 			c->thash[i] = 0;
 			c->tkind[i] = K_NONE;
 			c->tkey[i] = 0;

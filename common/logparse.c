@@ -337,8 +337,8 @@ int logparse_time(int64_t *ms, const char *s, size_t len)
 			i += 3;
 			if (i < len && s[i] == ':')
 				i++;
-			if (i < len && !digits(s, len, i, 2, &om))
-				i += 2;
+			if (i < len)
+				digits(s, len, i, 2, &om); /* minutes of the offset, when there */
 			oh *= sign;
 			om *= sign;
 		}
@@ -802,7 +802,9 @@ static int emit(logparse *p, logparse_record_fn cb, void *ctx)
 				r.route = v;
 				break;
 			case F_STATUS:
-				r.status = atoi(v);
+				r.status = (int)strtol(v, NULL, 10);
+				if (r.status < 0 || r.status > 999)
+					r.status = 0;
 				break;
 			}
 		}

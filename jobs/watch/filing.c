@@ -54,7 +54,7 @@ static char *hex_decode(const char *s, size_t n)
 	if (n % 2 || !(out = malloc(n / 2 + 1)))
 		return NULL;
 	for (i = 0; i < n / 2; i++) {
-		int hi = s[2 * i], lo = s[2 * i + 1];
+		int hi = (unsigned char)s[2 * i], lo = (unsigned char)s[2 * i + 1];
 		hi = hi >= 'a' ? hi - 'a' + 10 : hi - '0';
 		lo = lo >= 'a' ? lo - 'a' + 10 : lo - '0';
 		if (hi < 0 || hi > 15 || lo < 0 || lo > 15) {
@@ -115,7 +115,7 @@ static int add_known(void *vctx, const cJSON *issue)
 	const char *desc = str_of(issue, "description"), *closed_at = str_of(issue, "closed_at");
 	const cJSON *iid = cJSON_GetObjectItemCaseSensitive(issue, "iid");
 	watch_known *k;
-	char fp[17], buf[40], hexbuf[TEMPLATE_MAX * 2 + 1];
+	char fp[17], buf[40], hexbuf[TEMPLATE_MAX * 2 + 1] = "";
 	size_t i;
 
 	if (!desc || !cJSON_IsNumber(iid) || marker_value(fp, sizeof(fp), desc, MARK_FP) < 0 || strlen(fp) != 16)
@@ -252,9 +252,8 @@ int watch_load_release(watch_run *run, job_ctx *ctx)
 	const cJSON *r, *links;
 	const char *at, *desc;
 	fbuf refs;
-	int error;
 
-	if ((error = gitlab_request(&rels, ctx->gl, "GET", NULL, "projects/:id/releases?per_page=1")) < 0) {
+	if (gitlab_request(&rels, ctx->gl, "GET", NULL, "projects/:id/releases?per_page=1") < 0) {
 		log_debug("no release read: %s", ferror_last());
 		ferror_clear();
 		return 0;
@@ -604,9 +603,9 @@ static int new_state_description(fbuf *out, const watch_known *k, const watch_fp
 	watch_format_time(t, sizeof(t), last);
 	if (!st || !(end = strstr(st, "-->")))
 		return fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->\n%s", t,
-				   (unsigned long long)(k->total + fp->count), k->description);
+				   (unsigned long long)k->total + (unsigned long long)fp->count, k->description);
 	if (fbuf_put(out, k->description, (size_t)(st - k->description)) < 0 ||
-	    fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->", t, (unsigned long long)(k->total + fp->count)) < 0 ||
+	    fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->", t, (unsigned long long)k->total + (unsigned long long)fp->count) < 0 ||
 	    fbuf_puts(out, end + 3) < 0)
 		return FACTORY_ENOMEM;
 	return 0;
@@ -686,7 +685,7 @@ static void coalesce(watch_run *run)
 			watch_fp *b = &run->fps[j];
 			if (!b->count && !b->baseline)
 				continue;
-			if (strcmp(a->fingerprint, b->fingerprint))
+			if (strcmp(a->fingerprint, b->fingerprint) != 0)
 				continue;
 			a->count += b->count;
 			a->baseline += b->baseline;

@@ -456,7 +456,7 @@ static int load_settings(watch_run *run, reader *rd, job_ctx *ctx)
 	const char *now = fconfig_get(ctx->cfg, "watch.now", NULL);
 	const char *scope = fconfig_get_str(ctx->cfg, "watch.friction_scope", "user");
 	const char *format = fconfig_get_str(ctx->cfg, "watch.format", "auto");
-	long window_ms, baseline_ms, count, max_clusters;
+	long window_ms = 0, baseline_ms = 0, count = 0, max_clusters = 0;
 	const cJSON *rules;
 	cJSON *file_rules = NULL;
 	const char *rules_file;

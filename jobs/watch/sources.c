@@ -288,7 +288,8 @@ static int loki_page(const watch_source *src, http_client *c, int64_t start_ns, 
 			n++;
 		}
 	}
-	qsort(entries, n, sizeof(*entries), cmp_entries);
+	if (n > 0)
+		qsort(entries, n, sizeof(*entries), cmp_entries);
 	for (i = 0; i < n; i++) {
 		const char *l = entries[i].line;
 		if ((error = chunk(ctx, l, strlen(l), entries[i].ns / 1000000)) != 0 ||
