@@ -52,7 +52,9 @@ class AgentExternalTest(unittest.TestCase):
         out = r.records("tool")[0]["content"]
         self.assertIn("uid 65534", out)
         self.assertIn("all done", out)
-        self.assertIn("passed: agent-own-key-42", out, "a variable the settings name is passed")
+        # A variable the settings name is passed, and, being a key, masked in the record.
+        self.assertIn("passed: [MASKED]", out)
+        self.assertNotIn("agent-own-key-42", out + r.transcript_text)
         self.assertNotIn(GITLAB_TOKEN, out + r.output + r.transcript_text)
         self.assertNotIn("FACTORY_", out)
         self.assertIn("all done", r.agent["summary"])
