@@ -18,7 +18,7 @@ from lib.double import Double                       # noqa: E402
 BIN = os.environ.get("FACTORY_BIN_DIR") or os.path.join(ROOT, "bin")
 SECONDS = int(os.environ.get("INTAKE_BENCH_SECONDS", "10"))
 CONNS = int(os.environ.get("INTAKE_BENCH_CONNECTIONS", "32"))
-THREADS = int(os.environ.get("INTAKE_BENCH_SERVER_THREADS", "16"))
+THREADS = int(os.environ.get("INTAKE_BENCH_SERVER_THREADS", "4"))
 OUT = os.path.join(ROOT, "bench", "results", "intake.json")
 
 

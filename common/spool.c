@@ -25,6 +25,12 @@
 #define PENDING_MAX ((size_t)256 << 20)
 
 typedef struct {
+	spool_done_fn fn;
+	void *ctx;
+	uint64_t seq;
+} done_cb;
+
+typedef struct {
 	uint64_t first_seq;  /* from the file name */
 	off_t size;          /* bytes that are durable and valid */
 	int damaged;         /* a damaged record was found: keep the file, rename it when done */
@@ -39,6 +45,7 @@ struct spool {
 	pthread_mutex_t mu;
 	pthread_cond_t flushed;   /* a flush finished */
 	pthread_cond_t avail;     /* new records are durable, or a wake-up */
+	pthread_cond_t work;      /* the flusher thread has something to write */
 
 	/* writer */
 	int wfd;                  /* the last segment, opened for appending */
@@ -49,6 +56,11 @@ struct spool {
 	unsigned char failed[RESULT_RING]; /* by batch gen: the flush failed */
 	int flushing;
 	uint64_t last_seq;
+	done_cb *cbs;             /* callbacks of the records in `pending` */
+	size_t ncbs, acbs;
+	pthread_t flusher;        /* for spool_append_async(), started on first use */
+	int flusher_running;
+	int stopping;
 
 	/* segments, oldest first; the last one is the writer's */
 	segment *segs;
@@ -485,6 +497,7 @@ int spool_open(spool **out, const char *dir)
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->flushed, NULL);
 	pthread_cond_init(&sp->avail, NULL);
+	pthread_cond_init(&sp->work, NULL);
 	fbuf_init(&sp->pending, PENDING_MAX);
 	sp->batch_gen = 1;
 	if (!(sp->dir = strdup(dir))) {
@@ -528,6 +541,15 @@ void spool_close(spool *sp)
 {
 	if (!sp)
 		return;
+	if (sp->flusher_running) {
+		/* The flusher writes what is queued, then ends. */
+		pthread_mutex_lock(&sp->mu);
+		sp->stopping = 1;
+		pthread_cond_broadcast(&sp->work);
+		pthread_mutex_unlock(&sp->mu);
+		pthread_join(sp->flusher, NULL);
+	}
+	free(sp->cbs);
 	if (sp->wfd >= 0)
 		close(sp->wfd);
 	if (sp->rfd >= 0)
@@ -542,6 +564,7 @@ void spool_close(spool *sp)
 	pthread_mutex_destroy(&sp->mu);
 	pthread_cond_destroy(&sp->flushed);
 	pthread_cond_destroy(&sp->avail);
+	pthread_cond_destroy(&sp->work);
 	free(sp->segs);
 	free(sp->dir);
 	free(sp);
@@ -593,67 +616,156 @@ static int flush_batch(spool *sp, const char *data, size_t len, uint64_t first)
 	return 0;
 }
 
-int spool_append(uint64_t *seq_out, spool *sp, const void *data, size_t len)
+/* Add one record to the pending batch (lock held). 0 with *seq_out, or an
+ * error with nothing added. */
+static int enqueue(uint64_t *seq_out, spool *sp, const void *data, size_t len)
 {
 	char header[HEADER_LEN + 1];
-	uint64_t seq, gen;
-	size_t before;
-	int error = 0;
+	uint64_t seq = sp->last_seq + 1;
+	size_t before = sp->pending.len;
+	int error;
 
-	if (len == 0 || len > SPOOL_RECORD_MAX)
-		return ferror_set(FACTORY_ETOOBIG, "spool: record of %zu bytes (1 to %zu allowed)", len, SPOOL_RECORD_MAX);
-	pthread_mutex_lock(&sp->mu);
-	seq = sp->last_seq + 1;
 	snprintf(header, sizeof(header), "FS1 %016" PRIx64 " %08" PRIx32 " %08" PRIx32 "\n", seq, (uint32_t)len,
 		 crc32_of(data, len));
-	before = sp->pending.len;
 	if ((error = fbuf_put(&sp->pending, header, HEADER_LEN)) < 0 || (error = fbuf_put(&sp->pending, data, len)) < 0 ||
 	    (error = fbuf_putc(&sp->pending, '\n')) < 0) {
 		if (sp->pending.ptr) {
 			sp->pending.len = before;
 			sp->pending.ptr[before] = '\0';
 		}
-		pthread_mutex_unlock(&sp->mu);
 		return error == FACTORY_ETOOBIG ? ferror_set(FACTORY_ERR, "spool: too many records waiting for the disk")
 						: error;
 	}
 	if (before == 0)
 		sp->pending_first = seq;
 	sp->last_seq = seq;
+	*seq_out = seq;
+	return 0;
+}
+
+/* Write and sync the pending batch, then run its callbacks. Called with
+ * the lock held and no flush running; the lock is let go during the I/O and
+ * the callbacks and held again on return. */
+static void flush_once(spool *sp)
+{
+	fbuf batch = sp->pending;
+	done_cb *cbs = sp->cbs;
+	size_t ncbs = sp->ncbs, i;
+	uint64_t first = sp->pending_first, bgen = sp->batch_gen;
+	int error;
+
+	sp->flushing = 1;
+	fbuf_init(&sp->pending, PENDING_MAX);
+	sp->cbs = NULL;
+	sp->ncbs = sp->acbs = 0;
+	sp->batch_gen++;
+	pthread_mutex_unlock(&sp->mu);
+	error = flush_batch(sp, batch.ptr, batch.len, first);
+	fbuf_release(&batch);
+	pthread_mutex_lock(&sp->mu);
+	sp->flushing = 0;
+	sp->flushes++;
+	sp->failed[bgen % RESULT_RING] = error < 0;
+	if (error == 0) {
+		sp->appended += ncbs;
+		sp->pending_count += ncbs;
+	}
+	sp->durable_gen = bgen;
+	pthread_cond_broadcast(&sp->flushed);
+	pthread_cond_broadcast(&sp->avail);
+	if (ncbs) {
+		pthread_mutex_unlock(&sp->mu);
+		for (i = 0; i < ncbs; i++)
+			cbs[i].fn(cbs[i].ctx, cbs[i].seq, error < 0 ? error : 0);
+		pthread_mutex_lock(&sp->mu);
+	}
+	free(cbs);
+}
+
+int spool_append(uint64_t *seq_out, spool *sp, const void *data, size_t len)
+{
+	uint64_t seq, gen;
+	int error;
+
+	if (len == 0 || len > SPOOL_RECORD_MAX)
+		return ferror_set(FACTORY_ETOOBIG, "spool: record of %zu bytes (1 to %zu allowed)", len, SPOOL_RECORD_MAX);
+	pthread_mutex_lock(&sp->mu);
+	if ((error = enqueue(&seq, sp, data, len)) < 0) {
+		pthread_mutex_unlock(&sp->mu);
+		return error;
+	}
 	gen = sp->batch_gen;
 	while (sp->durable_gen < gen) {
-		if (!sp->flushing) {
-			fbuf batch = sp->pending;
-			uint64_t first = sp->pending_first, bgen = sp->batch_gen;
-
-			sp->flushing = 1;
-			fbuf_init(&sp->pending, PENDING_MAX);
-			sp->batch_gen++;
-			pthread_mutex_unlock(&sp->mu);
-			error = flush_batch(sp, batch.ptr, batch.len, first);
-			fbuf_release(&batch);
-			pthread_mutex_lock(&sp->mu);
-			sp->flushing = 0;
-			sp->flushes++;
-			sp->failed[bgen % RESULT_RING] = error < 0;
-			sp->durable_gen = bgen;
-			pthread_cond_broadcast(&sp->flushed);
-			pthread_cond_broadcast(&sp->avail);
-		} else {
+		if (!sp->flushing)
+			flush_once(sp);
+		else
 			pthread_cond_wait(&sp->flushed, &sp->mu);
-		}
 	}
 	if (sp->failed[gen % RESULT_RING]) {
 		pthread_mutex_unlock(&sp->mu);
-		if (!error)
-			error = ferror_set(FACTORY_ERR, "spool: cannot write to %s", sp->dir);
-		return error;
+		return ferror_set(FACTORY_ERR, "spool: cannot write to %s (disk full or failing?)", sp->dir);
 	}
 	sp->appended++;
 	sp->pending_count++;
 	pthread_mutex_unlock(&sp->mu);
 	if (seq_out)
 		*seq_out = seq;
+	return 0;
+}
+
+static void *flusher_main(void *arg)
+{
+	spool *sp = arg;
+
+	pthread_mutex_lock(&sp->mu);
+	while (!sp->stopping || sp->pending.len) {
+		if (!sp->pending.len)
+			pthread_cond_wait(&sp->work, &sp->mu);
+		else if (sp->flushing)
+			pthread_cond_wait(&sp->flushed, &sp->mu);
+		else
+			flush_once(sp);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return NULL;
+}
+
+int spool_append_async(spool *sp, const void *data, size_t len, spool_done_fn fn, void *ctx)
+{
+	uint64_t seq;
+	int error, rc;
+
+	if (len == 0 || len > SPOOL_RECORD_MAX)
+		return ferror_set(FACTORY_ETOOBIG, "spool: record of %zu bytes (1 to %zu allowed)", len, SPOOL_RECORD_MAX);
+	pthread_mutex_lock(&sp->mu);
+	if (sp->stopping) {
+		pthread_mutex_unlock(&sp->mu);
+		return ferror_set(FACTORY_ERR, "spool: closing");
+	}
+	if (!sp->flusher_running) {
+		if ((rc = pthread_create(&sp->flusher, NULL, flusher_main, sp)) != 0) {
+			pthread_mutex_unlock(&sp->mu);
+			return ferror_set(FACTORY_ERR, "spool: cannot start the flusher thread: %s", strerror(rc));
+		}
+		sp->flusher_running = 1;
+	}
+	if (sp->ncbs == sp->acbs) {
+		size_t n = sp->acbs ? sp->acbs * 2 : 64;
+		done_cb *c = realloc(sp->cbs, n * sizeof(*c));
+		if (!c) {
+			pthread_mutex_unlock(&sp->mu);
+			return ferror_set(FACTORY_ENOMEM, "out of memory");
+		}
+		sp->cbs = c;
+		sp->acbs = n;
+	}
+	if ((error = enqueue(&seq, sp, data, len)) < 0) {
+		pthread_mutex_unlock(&sp->mu);
+		return error;
+	}
+	sp->cbs[sp->ncbs++] = (done_cb){fn, ctx, seq};
+	pthread_cond_signal(&sp->work);
+	pthread_mutex_unlock(&sp->mu);
 	return 0;
 }
 

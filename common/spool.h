@@ -59,8 +59,8 @@ typedef struct spool spool;
  */
 int spool_open(spool **out, const char *dir);
 
-/* Close: waits for no one, releases the lock and frees everything. Records
- * and the delivery state are already durable. NULL is fine. */
+/* Close: writes what spool_append_async() queued (running its callbacks),
+ * releases the lock and frees everything. NULL is fine. */
 void spool_close(spool *sp);
 
 /*
@@ -71,6 +71,17 @@ void spool_close(spool *sp);
  * and the caller must not acknowledge it to anyone) or FACTORY_ENOMEM.
  */
 int spool_append(uint64_t *seq_out, spool *sp, const void *data, size_t len);
+
+/*
+ * The same without waiting: the record is queued and `fn(ctx, seq, error)`
+ * is called exactly once, from another thread, when it is durable (error 0)
+ * or could not be written (error < 0: not kept). Servers use it to answer
+ * without holding a thread while the disk syncs. Returns 0 (fn will be
+ * called), or an error as spool_append() (fn will not be called). The
+ * callback runs without the spool's lock held; spool_close() waits for all.
+ */
+typedef void (*spool_done_fn)(void *ctx, uint64_t seq, int error);
+int spool_append_async(spool *sp, const void *data, size_t len, spool_done_fn fn, void *ctx);
 
 /*
  * The oldest record not yet acknowledged: *data_out (malloc'd, NUL-terminated,

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "assets.h"
 #include "buf.h"
@@ -38,9 +39,12 @@ struct intake_server {
 	const intake_asset *widget;
 
 	long accepted, duplicates, rejected, rate_limited, store_failed; /* atomics */
+	long inflight;  /* submissions waiting for the disk (atomic) */
 };
 
 enum route { R_OTHER = 0, R_FEEDBACK, R_WIDGET, R_CSS, R_FORM, R_HEALTH };
+
+enum { READING = 0, STORING, STORED };
 
 typedef struct {
 	enum route route;
@@ -48,6 +52,16 @@ typedef struct {
 	int too_big;
 	size_t dropped;
 	long long start_ms;
+	/* while the spool writes it (the connection is suspended meanwhile) */
+	intake_server *srv;
+	struct MHD_Connection *conn;
+	int state;                      /* READING, STORING, STORED (atomic) */
+	int store_error;
+	uint64_t seq;
+	int html;
+	dedup_key key;
+	long long received_ms;
+	char id[FEEDBACK_ID_LEN + 1];
 } request;
 
 static long long now_ms(void)
@@ -73,7 +87,7 @@ void intake_server_options_init(intake_server_options *o)
 	o->dedup_window_s = 600;
 	o->timeout_s = 10;
 	o->body_deadline_s = 30;
-	o->threads = 16;
+	o->threads = 4;
 	o->max_conns_per_client = 32;
 	o->cache_max_age_s = 300;
 }
@@ -335,6 +349,46 @@ static enum MHD_Result refuse(intake_server *s, struct MHD_Connection *c, unsign
 	return send_error(s, c, status, code, message, extra);
 }
 
+/* From the spool's flusher: the record is on disk (or failed); wake the
+ * connection. `r` may be freed as soon as it is resumed. */
+static void on_stored(void *ctx, uint64_t seq, int error)
+{
+	request *r = ctx;
+	r->seq = seq;
+	r->store_error = error;
+	__atomic_store_n(&r->state, STORED, __ATOMIC_RELEASE);
+	MHD_resume_connection(r->conn);
+}
+
+/* The answer once the spool has spoken. */
+static enum MHD_Result finish_submission(intake_server *s, struct MHD_Connection *c, request *r)
+{
+	char msg[256];
+	fbuf out;
+	enum MHD_Result ret;
+
+	if (r->store_error) {
+		static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
+		dedup_forget(s->dd, &r->key);
+		count(&s->store_failed);
+		log_error("cannot store a submission (error %d): see the spool directory", r->store_error);
+		return send_error(s, c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+				  "the submission could not be stored; please try again in a moment", retry);
+	}
+	dedup_stored(s->dd, &r->key, r->id, r->received_ms);
+	count(&s->accepted);
+	log_debug("accepted %s as spool record %llu", r->id, (unsigned long long)r->seq);
+	if (r->html) {
+		snprintf(msg, sizeof(msg), "Your message was received (reference %s).", r->id);
+		return send_html(s, c, MHD_HTTP_ACCEPTED, "Thank you", msg, NULL);
+	}
+	fbuf_init(&out, 256);
+	fbuf_printf(&out, "{\"id\":\"%s\",\"status\":\"accepted\"}", r->id);
+	ret = send_json(s, c, MHD_HTTP_ACCEPTED, &out, NULL);
+	fbuf_release(&out);
+	return ret;
+}
+
 /* The whole body is in: parse, check, fold, store. */
 static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *c, request *r, const char *client)
 {
@@ -345,7 +399,6 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 	char id[48], msg[256];
 	const char *parts[6];
 	long long now = now_ms();
-	uint64_t seq;
 	int rc, html = wants_html(c);
 	enum MHD_Result ret;
 
@@ -395,26 +448,30 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 		goto cleanup;
 	}
 	f.received_ms = now;
-	if (feedback_new_id(&f) < 0 || feedback_to_json(&out, &f) < 0 || spool_append(&seq, s->sp, out.ptr, out.len) < 0) {
-		static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
-		dedup_forget(s->dd, &key);
-		count(&s->store_failed);
-		log_error("cannot store a submission: %s", ferror_last());
-		ret = send_error(s, c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-				 "the submission could not be stored; please try again in a moment", retry);
+	if (feedback_new_id(&f) < 0 || feedback_to_json(&out, &f) < 0) {
+		r->store_error = ferror_last_code() ? ferror_last_code() : FACTORY_ERR;
+		r->state = STORED;
+		memcpy(&r->key, &key, sizeof(key));
+		ret = finish_submission(s, c, r);
 		goto cleanup;
 	}
-	dedup_stored(s->dd, &key, f.id, now);
-	count(&s->accepted);
-	log_debug("accepted %s as spool record %llu", f.id, (unsigned long long)seq);
-	if (html) {
-		snprintf(msg, sizeof(msg), "Your message was received (reference %s).", f.id);
-		ret = send_html(s, c, MHD_HTTP_ACCEPTED, "Thank you", msg, NULL);
-	} else {
-		fbuf_reset(&out);
-		fbuf_printf(&out, "{\"id\":\"%s\",\"status\":\"accepted\"}", f.id);
-		ret = send_json(s, c, MHD_HTTP_ACCEPTED, &out, NULL);
+	/* Hand the record to the spool and free this thread while the disk
+	 * syncs: the connection sleeps until on_stored() wakes it. */
+	memcpy(r->id, f.id, sizeof(r->id));
+	memcpy(&r->key, &key, sizeof(key));
+	r->html = html;
+	r->received_ms = now;
+	r->srv = s;
+	r->conn = c;
+	__atomic_store_n(&r->state, STORING, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&s->inflight, 1, __ATOMIC_ACQ_REL);
+	MHD_suspend_connection(c);
+	if (spool_append_async(s->sp, out.ptr, out.len, on_stored, r) < 0) {
+		r->store_error = ferror_last_code() ? ferror_last_code() : FACTORY_ERR;
+		__atomic_store_n(&r->state, STORED, __ATOMIC_RELEASE);
+		MHD_resume_connection(c);
 	}
+	ret = MHD_YES;
 cleanup:
 	fbuf_release(&out);
 	feedback_release(&f);
@@ -504,6 +561,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 	if (r->route != R_FEEDBACK)
 		return MHD_NO; /* a body sent to a GET route after we answered */
+	switch (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) {
+	case STORED:
+		return finish_submission(s, c, r);
+	case STORING:
+		return MHD_YES; /* not ours to answer yet */
+	default:
+		break;
+	}
 
 	if (*upload_size) {
 		/* libmicrohttpd takes a response only before or after the body, so
@@ -541,6 +606,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 
 	if (!r)
 		return;
+	if (r->srv) /* it went to the spool: counted until answered */
+		__atomic_fetch_sub(&r->srv->inflight, 1, __ATOMIC_ACQ_REL);
 	fbuf_release(&r->body);
 	free(r);
 	*con_cls = NULL;
@@ -646,7 +713,7 @@ int intake_server_start(intake_server **out, const intake_server_options *o, spo
 	struct sockaddr_storage ss;
 	socklen_t sslen = 0;
 	const union MHD_DaemonInfo *info;
-	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 	char host[INET6_ADDRSTRLEN];
 	int error = -1;
 
@@ -704,10 +771,20 @@ const char *intake_server_address(const intake_server *s)
 
 void intake_server_stop(intake_server *s)
 {
-	if (s && s->daemon) {
-		MHD_stop_daemon(s->daemon);
-		s->daemon = NULL;
-	}
+	MHD_socket lsock;
+	int waited;
+
+	if (!s || !s->daemon)
+		return;
+	/* Take no new connection, let the submissions on their way to the disk
+	 * be stored and answered, then stop. */
+	lsock = MHD_quiesce_daemon(s->daemon);
+	if (lsock != MHD_INVALID_SOCKET)
+		close(lsock);
+	for (waited = 0; __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) > 0 && waited < 30000; waited++)
+		usleep(1000);
+	MHD_stop_daemon(s->daemon);
+	s->daemon = NULL;
 }
 
 void intake_server_free(intake_server *s)

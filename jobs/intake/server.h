@@ -1,6 +1,8 @@
 /*
  * server.h - intake's HTTP server (libmicrohttpd, a pool of threads each
- * with its own epoll loop).
+ * with its own epoll loop). A submission waiting for the disk does not hold
+ * a thread: its connection is suspended and resumed by the spool's flusher
+ * (spool_append_async), so one slow sync never queues other requests.
  *
  *   POST    /v1/feedback   a submission, JSON or form-encoded (feedback.h);
  *                          202 {"id", "status": "accepted"} once it is in the

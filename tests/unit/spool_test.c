@@ -227,3 +227,57 @@ Test(spool, concurrent_appends_are_all_kept_once_in_per_writer_order, .timeout =
 	cr_assert_eq(total, WRITERS * EACH);
 	spool_close(sp);
 }
+
+struct async_result {
+	pthread_mutex_t mu;
+	int calls;
+	int errors;
+	uint64_t seqs[2000];
+};
+
+static void on_done(void *ctx, uint64_t seq, int error)
+{
+	struct async_result *r = ctx;
+
+	pthread_mutex_lock(&r->mu);
+	if (error)
+		r->errors++;
+	else
+		r->seqs[r->calls] = seq;
+	r->calls++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+Test(spool, async_appends_call_back_once_each_and_are_kept, .timeout = 60)
+{
+	static struct async_result r = {PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}};
+	spool *sp = NULL;
+	spool_stats st;
+	uint64_t seq;
+	char rec[32], *data;
+	int i, n = 0;
+
+	cr_assert_eq(spool_open(&sp, dir), 0);
+	for (i = 0; i < 2000; i++) {
+		int len = snprintf(rec, sizeof(rec), "async-%d", i);
+		cr_assert_eq(spool_append_async(sp, rec, (size_t)len, on_done, &r), 0, "%s", ferror_last());
+	}
+	cr_assert_eq(spool_append_async(sp, "", 0, on_done, &r), FACTORY_ETOOBIG);
+	spool_close(sp); /* writes what is queued and runs the callbacks */
+	cr_assert_eq(r.calls, 2000);
+	cr_assert_eq(r.errors, 0);
+	for (i = 1; i < 2000; i++)
+		cr_assert(r.seqs[i] > r.seqs[i - 1], "callbacks in record order");
+
+	cr_assert_eq(spool_open(&sp, dir), 0);
+	spool_get_stats(&st, sp);
+	cr_assert_eq(st.pending, 2000);
+	while (spool_next(&seq, &data, NULL, NULL, sp, 0) == 0) {
+		snprintf(rec, sizeof(rec), "async-%d", n++);
+		cr_assert_str_eq(data, rec);
+		free(data);
+		cr_assert_eq(spool_ack(sp, seq), 0);
+	}
+	cr_assert_eq(n, 2000);
+	spool_close(sp);
+}
