@@ -9,36 +9,36 @@
 #include "rules.h"
 
 const char logclass_default_yaml[] =
-	"- name: crash\n"
-	"  severity: 1\n"
-	"  pattern: '\\b(panic|segmentation fault|segfault|sigsegv|sigabrt|sigbus|core dumped|fatal error"
-	"|uncaught (exception|error)|unhandled (exception|rejection|error)|stack overflow|out of memory"
-	"|oom[- ]?kill(ed)?|crash(ed|es)?|assertion failed)\\b'\n"
-	"- name: payment\n"
-	"  severity: 2\n"
-	"  pattern: '\\b(payments?|billing|invoices?|charges?|checkout|subscriptions?|card|refunds?|purchase)\\b"
-	".{0,80}\\b(fail\\w*|declin\\w*|errors?|denied|reject\\w*|unable|could not|cannot|invalid|insufficient)\\b"
-	"|\\b(fail\\w*|declin\\w*|errors?|unable to|could not|cannot)\\b.{0,40}\\b(pay\\w*|charge|bill\\w*|checkout"
-	"|subscri\\w*|refund)\\b'\n"
-	"- name: authentication\n"
-	"  severity: 2\n"
-	"  pattern: '\\b(auth\\w*|log ?in|sign[- ]?in|passwords?|credentials?|tokens?|sessions?|sso|oauth|jwt)\\b"
-	".{0,60}\\b(fail\\w*|invalid|denied|expired|unauthori[sz]ed|forbidden|reject\\w*|mismatch|locked)\\b"
-	"|\\bunauthori[sz]ed\\b|\\bforbidden\\b|\\baccess denied\\b'\n"
-	"- name: database\n"
-	"  severity: 2\n"
-	"  pattern: '\\b(sql\\w*|database|db|postgres\\w*|psql|mysql|mariadb|sqlite|mongo\\w*|redis|deadlock"
-	"|duplicate key|foreign key|constraint violation|connection pool|too many connections|relation \\S+ does not"
-	" exist|query failed|transaction (rolled back|aborted))\\b'\n"
-	"- name: timeout\n"
-	"  severity: 3\n"
-	"  pattern: '\\b(time[ds]? ?out|timeouts|deadline exceeded|etimedout|gateway timeout)\\b'\n"
-	"- name: server-error\n"
-	"  severity: 2\n"
-	"  status_min: 500\n"
-	"  status_max: 599\n"
-	"  pattern: '\\b(internal server error|bad gateway|service unavailable|http[/ ][0-9.]* 5[0-9][0-9]"
-	"|status[=: ]+5[0-9][0-9])\\b'\n";
+        "- name: crash\n"
+        "  severity: 1\n"
+        "  pattern: '\\b(panic|segmentation fault|segfault|sigsegv|sigabrt|sigbus|core dumped|fatal error"
+        "|uncaught (exception|error)|unhandled (exception|rejection|error)|stack overflow|out of memory"
+        "|oom[- ]?kill(ed)?|crash(ed|es)?|assertion failed)\\b'\n"
+        "- name: payment\n"
+        "  severity: 2\n"
+        "  pattern: '\\b(payments?|billing|invoices?|charges?|checkout|subscriptions?|card|refunds?|purchase)\\b"
+        ".{0,80}\\b(fail\\w*|declin\\w*|errors?|denied|reject\\w*|unable|could not|cannot|invalid|insufficient)\\b"
+        "|\\b(fail\\w*|declin\\w*|errors?|unable to|could not|cannot)\\b.{0,40}\\b(pay\\w*|charge|bill\\w*|checkout"
+        "|subscri\\w*|refund)\\b'\n"
+        "- name: authentication\n"
+        "  severity: 2\n"
+        "  pattern: '\\b(auth\\w*|log ?in|sign[- ]?in|passwords?|credentials?|tokens?|sessions?|sso|oauth|jwt)\\b"
+        ".{0,60}\\b(fail\\w*|invalid|denied|expired|unauthori[sz]ed|forbidden|reject\\w*|mismatch|locked)\\b"
+        "|\\bunauthori[sz]ed\\b|\\bforbidden\\b|\\baccess denied\\b'\n"
+        "- name: database\n"
+        "  severity: 2\n"
+        "  pattern: '\\b(sql\\w*|database|db|postgres\\w*|psql|mysql|mariadb|sqlite|mongo\\w*|redis|deadlock"
+        "|duplicate key|foreign key|constraint violation|connection pool|too many connections|relation \\S+ does not"
+        " exist|query failed|transaction (rolled back|aborted))\\b'\n"
+        "- name: timeout\n"
+        "  severity: 3\n"
+        "  pattern: '\\b(time[ds]? ?out|timeouts|deadline exceeded|etimedout|gateway timeout)\\b'\n"
+        "- name: server-error\n"
+        "  severity: 2\n"
+        "  status_min: 500\n"
+        "  status_max: 599\n"
+        "  pattern: '\\b(internal server error|bad gateway|service unavailable|http[/ ][0-9.]* 5[0-9][0-9]"
+        "|status[=: ]+5[0-9][0-9])\\b'\n";
 
 typedef struct {
 	logclass_rule r;
@@ -64,11 +64,11 @@ static int read_info(class_info *ci, const cJSON *item, const char *name, const 
 	if (!cJSON_IsNumber(sev) || sev->valuedouble < 1 || sev->valuedouble > 4 ||
 	    sev->valuedouble != (int)sev->valuedouble)
 		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': severity must be a whole number from 1 to 4", origin,
-				  name);
+		                  name);
 	if ((smin && (!cJSON_IsNumber(smin) || smin->valuedouble < 100 || smin->valuedouble > 599)) ||
 	    (smax && (!cJSON_IsNumber(smax) || smax->valuedouble < 100 || smax->valuedouble > 599)))
 		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': status_min and status_max must be HTTP statuses",
-				  origin, name);
+		                  origin, name);
 	if (err && !cJSON_IsBool(err))
 		return ferror_set(FACTORY_ECONFIG, "%s: rule '%s': error must be true or false", origin, name);
 	ci->r.name = name;
@@ -95,15 +95,17 @@ int logclass_new(logclass **out, const cJSON *project_rules, int with_defaults)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	if (with_defaults) {
 		if ((error = fconfig_yaml_to_json(&defaults, logclass_default_yaml, strlen(logclass_default_yaml),
-						  "built-in watch rules")) < 0)
+		                                  "built-in watch rules")) < 0)
 			goto fail;
 		while (cJSON_GetArraySize(defaults) > 0) {
 			cJSON *d = cJSON_DetachItemFromArray(defaults, 0);
 			const cJSON *dn = cJSON_GetObjectItemCaseSensitive(d, "name"), *p;
 			int overridden = 0;
-			cJSON_ArrayForEach(p, all) {
+			cJSON_ArrayForEach(p, all)
+			{
 				const cJSON *pn = cJSON_GetObjectItemCaseSensitive(p, "name");
-				if (cJSON_IsString(pn) && cJSON_IsString(dn) && !strcmp(pn->valuestring, dn->valuestring))
+				if (cJSON_IsString(pn) && cJSON_IsString(dn) &&
+				    !strcmp(pn->valuestring, dn->valuestring))
 					overridden = 1;
 			}
 			if (overridden)
@@ -151,7 +153,7 @@ void logclass_free(logclass *lc)
 }
 
 const logclass_rule *logclass_match(const logclass *lc, const char *message, size_t len, const char *detail,
-				    size_t detail_len, int status)
+                                    size_t detail_len, int status)
 {
 	rules_result res;
 	rules_field f[2];

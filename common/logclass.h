@@ -50,7 +50,7 @@ void logclass_free(logclass *lc);
  * record's continuation lines; may be NULL) or whose status range holds
  * `status`; NULL if none. Borrowed from the set. */
 const logclass_rule *logclass_match(const logclass *lc, const char *message, size_t len, const char *detail,
-				    size_t detail_len, int status);
+                                    size_t detail_len, int status);
 
 size_t logclass_count(const logclass *lc);
 

@@ -283,7 +283,8 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 			if (j > i + 1) {
 				int quoted = s[i + 1] == '"' || s[i + 1] == '\'';
 				if (quoted && j - i - 1 >= 2 && s[j - 1] == s[i + 1]) {
-					if (fbuf_putc(out, s[i + 1]) < 0 || put_wild(out) < 0 || fbuf_putc(out, s[i + 1]) < 0)
+					if (fbuf_putc(out, s[i + 1]) < 0 || put_wild(out) < 0 ||
+					    fbuf_putc(out, s[i + 1]) < 0)
 						return FACTORY_ENOMEM;
 				} else if (put_wild(out) < 0) {
 					return FACTORY_ENOMEM;
@@ -306,7 +307,8 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 			char before = i > 0 ? s[i - 1] : 0, after = j < n ? s[j] : 0;
 
 			/* 10. numbers and words with digits, 8. quoted values, 9. key:value */
-			mask = count_digits(s + i, j - i) > 0 || ((before == '"' || before == '\'') && after == before) ||
+			mask = count_digits(s + i, j - i) > 0 ||
+			       ((before == '"' || before == '\'') && after == before) ||
 			       (before == ':' && i >= 2 && IS(s[i - 2], C_ALPHA) && (i < 3 || s[i - 3] != ':'));
 		}
 		if (mask ? put_wild(out) : fbuf_put(out, s + i, j - i)) {
@@ -339,8 +341,7 @@ static int mask_url(fbuf *out, const char *s, size_t n)
 		path_end++;
 	if (fbuf_put(out, s, host_start) < 0)
 		return FACTORY_ENOMEM;
-	if (memchr(s + host_start, '@', host_end - host_start) ||
-	    count_digits(s + host_start, host_end - host_start)) {
+	if (memchr(s + host_start, '@', host_end - host_start) || count_digits(s + host_start, host_end - host_start)) {
 		if (put_wild(out) < 0)
 			return FACTORY_ENOMEM;
 	} else if (fbuf_put(out, s + host_start, host_end - host_start) < 0) {
@@ -402,7 +403,8 @@ static size_t quoted_value_end(const char *msg, size_t i, size_t j, size_t len)
 				continue; /* closed within the token */
 			lim = len - j < 1024 ? len - j : 1024;
 			end = memchr(msg + j, msg[k + 1], lim);
-			if (!end || memchr(msg + j, '\n', (size_t)(end - msg) - j) || memchr(msg + j, '\0', (size_t)(end - msg) - j))
+			if (!end || memchr(msg + j, '\n', (size_t)(end - msg) - j) ||
+			    memchr(msg + j, '\0', (size_t)(end - msg) - j))
 				return j;
 			k = (size_t)(end - msg) + 1;
 			while (k < len && !IS(msg[k], C_SPACE) && msg[k])
@@ -578,14 +580,14 @@ static void u64map_del(u64map *m, uint64_t k)
 #define MAX_TREE_NODES (1u << 20)
 
 typedef struct {
-	uint64_t id;          /* 0: free slot */
-	uint64_t leaf;        /* leaf key */
+	uint64_t id;   /* 0: free slot */
+	uint64_t leaf; /* leaf key */
 	uint64_t count;
-	uint64_t last_used;   /* miner clock */
-	uint32_t next;        /* next cluster in the same leaf */
+	uint64_t last_used; /* miner clock */
+	uint32_t next;      /* next cluster in the same leaf */
 	uint32_t ntok;
-	uint32_t *thash;      /* per token: hash, 0 for a wildcard */
-	uint32_t *toff;       /* per token: offset in text */
+	uint32_t *thash; /* per token: hash, 0 for a wildcard */
+	uint32_t *toff;  /* per token: offset in text */
 	uint32_t *tlen;
 	unsigned char *tkind; /* per token: K_* */
 	uint32_t *tkey;       /* per token: key of key=value, or 0 */
@@ -639,8 +641,8 @@ enum { K_NONE = 0, K_WORD = 1, K_CAPS = 2, K_LITERAL = 3 };
  * enum-like value), or a literal value (true, false, null, ...). */
 static unsigned char tok_kind(const char *s, size_t n)
 {
-	static const char *const literals[] = {"true", "false", "null", "nil", "none", "yes", "no",
-					       "on", "off", "undefined", "nan", NULL};
+	static const char *const literals[] = {"true", "false", "null", "nil",       "none", "yes",
+	                                       "no",   "on",    "off",  "undefined", "nan",  NULL};
 	size_t i, upper = 0;
 	int k;
 
@@ -758,8 +760,7 @@ int logmine_new(logmine **out, const logmine_options *opts)
 	    !(lm->cache = calloc(CACHE_SIZE, sizeof(*lm->cache))) ||
 	    !(lm->lh = malloc(LOGMINE_MAX_TOKENS * sizeof(*lm->lh))) ||
 	    !(lm->loff = malloc(LOGMINE_MAX_TOKENS * sizeof(*lm->loff))) ||
-	    !(lm->llen = malloc(LOGMINE_MAX_TOKENS * sizeof(*lm->llen))) ||
-	    !(lm->lkind = malloc(LOGMINE_MAX_TOKENS)) ||
+	    !(lm->llen = malloc(LOGMINE_MAX_TOKENS * sizeof(*lm->llen))) || !(lm->lkind = malloc(LOGMINE_MAX_TOKENS)) ||
 	    !(lm->lkey = malloc(LOGMINE_MAX_TOKENS * sizeof(*lm->lkey)))) {
 		logmine_free(lm);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -847,7 +848,8 @@ static int route(uint64_t *leaf_out, logmine *lm, const char *s, uint32_t nt)
 			child = nonzero(hash_mix(key, logmine_hash(t, tl)));
 			if (!u64map_get(&lm->children, child)) {
 				uint64_t *cnt = u64map_get(&lm->nchildren, nonzero(key));
-				if ((cnt && *cnt >= (uint64_t)lm->o.max_children) || lm->children.len >= MAX_TREE_NODES) {
+				if ((cnt && *cnt >= (uint64_t)lm->o.max_children) ||
+				    lm->children.len >= MAX_TREE_NODES) {
 					wild = 1;
 				} else {
 					if (u64map_put(&lm->children, child, 1) < 0 ||
@@ -882,7 +884,7 @@ static double similarity(const logmine *lm, const cluster *c, const char *s, uin
 		    !memcmp(t + c->toff[i], s + lm->loff[i], lm->llen[i])) {
 			same++;
 		} else if (tokens_distinct(c->tkind[i], lm->lkind[i], c->tkey[i], lm->lkey[i]) &&
-			   !(c->tkey[i] == 0 && word_echoed(s, lm->loff, lm->llen, nt, i))) {
+		           !(c->tkey[i] == 0 && word_echoed(s, lm->loff, lm->llen, nt, i))) {
 			return -1; /* two different words: two different events */
 		}
 	}
@@ -891,7 +893,7 @@ static double similarity(const logmine *lm, const cluster *c, const char *s, uin
 
 /* Rebuild a cluster's text from per-token pieces of `src`. */
 static int cluster_set_text(cluster *c, const char *src, const uint32_t *off, const uint32_t *len,
-			    const uint32_t *hashes)
+                            const uint32_t *hashes)
 {
 	size_t total = 0, pos = 0;
 	uint32_t i;
@@ -1052,7 +1054,7 @@ static int merge(int *changed, cluster *c, const char *s, uint32_t nt, const log
 	*changed = 0;
 	for (i = 0; i < nt; i++) {
 		if (c->thash[i] && (c->thash[i] != lm->lh[i] || c->tlen[i] != lm->llen[i] ||
-				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
+		                    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
 			any = 1;
 			break;
 		}
@@ -1063,7 +1065,7 @@ static int merge(int *changed, cluster *c, const char *s, uint32_t nt, const log
 		return FACTORY_ENOMEM;
 	for (i = 0; i < nt; i++) {
 		if (c->thash[i] && (c->thash[i] != lm->lh[i] || c->tlen[i] != lm->llen[i] ||
-				    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
+		                    memcmp(c->text + c->toff[i], s + lm->loff[i], lm->llen[i]) != 0)) {
 			c->thash[i] = 0;
 			c->tkind[i] = K_NONE;
 			c->tkey[i] = 0;
@@ -1209,15 +1211,15 @@ struct logmine_windows {
 	int count;
 	long window_ms;
 	size_t max_keys;
-	u64map index;      /* key hash -> slot */
-	int64_t *times;    /* slot * count ring of event times */
-	int64_t *last;     /* per slot: last event time */
-	uint64_t *keyh;    /* per slot: key hash, 0 when free */
-	uint32_t *nev;     /* per slot: events in the ring */
-	uint32_t *head;    /* per slot: next write position */
+	u64map index;   /* key hash -> slot */
+	int64_t *times; /* slot * count ring of event times */
+	int64_t *last;  /* per slot: last event time */
+	uint64_t *keyh; /* per slot: key hash, 0 when free */
+	uint32_t *nev;  /* per slot: events in the ring */
+	uint32_t *head; /* per slot: next write position */
 	uint32_t *free_slots;
 	size_t nfree, used, hand;
-	uint64_t evicted;   /* keys dropped while they could still fire */
+	uint64_t evicted; /* keys dropped while they could still fire */
 };
 
 int logmine_windows_new(logmine_windows **out, int count, long window_ms, size_t max_keys)
@@ -1228,7 +1230,7 @@ int logmine_windows_new(logmine_windows **out, int count, long window_ms, size_t
 	*out = NULL;
 	if (count < 1 || count > 10000 || window_ms < 1 || max_keys < 8 || max_keys > (1u << 26))
 		return ferror_set(FACTORY_ECONFIG, "bad window rule: count %d, window %ld ms, keys %zu", count,
-				  window_ms, max_keys);
+		                  window_ms, max_keys);
 	if (!(w = calloc(1, sizeof(*w))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	w->count = count;

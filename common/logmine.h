@@ -49,14 +49,14 @@
 #include "buf.h"
 
 #define LOGMINE_WILDCARD "<*>"
-#define LOGMINE_MAX_TOKENS 512     /* tokens past this are folded into the last */
+#define LOGMINE_MAX_TOKENS 512      /* tokens past this are folded into the last */
 #define LOGMINE_MAX_LINE (64 << 10) /* bytes of a message that are looked at */
 
 typedef struct {
-	double sim_threshold;  /* default 0.5 */
-	int depth;             /* prefix tokens used for routing, default 2 */
-	int max_children;      /* per tree node, default 100 */
-	size_t max_clusters;   /* default 50000 */
+	double sim_threshold; /* default 0.5 */
+	int depth;            /* prefix tokens used for routing, default 2 */
+	int max_children;     /* per tree node, default 100 */
+	size_t max_clusters;  /* default 50000 */
 } logmine_options;
 
 void logmine_options_init(logmine_options *o);
@@ -80,14 +80,14 @@ int logmine_new(logmine **out, const logmine_options *opts);
 void logmine_free(logmine *lm);
 
 typedef struct {
-	uint64_t cluster_id;    /* 1, 2, ... in order of creation; never reused */
-	const char *tmpl;       /* the cluster's template now (owned by the miner,
-				   valid until the next logmine_add) */
+	uint64_t cluster_id; /* 1, 2, ... in order of creation; never reused */
+	const char *tmpl;    /* the cluster's template now (owned by the miner,
+	                        valid until the next logmine_add) */
 	size_t tmpl_len;
-	char fingerprint[17];   /* of tmpl */
-	uint64_t count;         /* messages in the cluster so far */
-	int created;            /* 1 when this message started the cluster */
-	int changed;            /* 1 when this message made the template more general */
+	char fingerprint[17]; /* of tmpl */
+	uint64_t count;       /* messages in the cluster so far */
+	int created;          /* 1 when this message started the cluster */
+	int changed;          /* 1 when this message made the template more general */
 } logmine_match;
 
 /*
@@ -108,11 +108,11 @@ int logmine_add_masked(logmine_match *out, logmine *lm, const char *masked, size
 const char *logmine_template(const logmine *lm, uint64_t cluster_id);
 
 typedef struct {
-	size_t clusters;       /* live clusters */
-	uint64_t created;      /* clusters ever made */
+	size_t clusters;  /* live clusters */
+	uint64_t created; /* clusters ever made */
 	uint64_t evicted;
 	uint64_t messages;
-	uint64_t cache_hits;   /* messages answered by the exact-match cache */
+	uint64_t cache_hits; /* messages answered by the exact-match cache */
 } logmine_stats;
 void logmine_get_stats(logmine_stats *out, const logmine *lm);
 

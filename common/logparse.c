@@ -18,7 +18,7 @@ enum { F_TIME, F_LEVEL, F_MESSAGE, F_USER, F_REQUEST, F_ROUTE, F_STATUS, F_COUNT
 #define KEY_SLOTS 256 /* > F_COUNT * MAX_CANDIDATES, a power of two */
 
 typedef struct {
-	char *buf;                     /* the list, split in place */
+	char *buf; /* the list, split in place */
 	const char *names[MAX_CANDIDATES];
 	size_t lens[MAX_CANDIDATES];
 	int n;
@@ -29,37 +29,37 @@ struct logparse {
 	candidates fields[F_COUNT];
 	pcre2_code *re;
 	pcre2_match_data *md;
-	int group[F_COUNT];            /* capture group numbers, 0 when absent */
+	int group[F_COUNT]; /* capture group numbers, 0 when absent */
 	struct {
-		uint32_t hash;         /* 0: empty */
+		uint32_t hash; /* 0: empty */
 		int field;
 		const char *name;
 		size_t len;
-	} keys[KEY_SLOTS];             /* logfmt key -> field, first field listing it wins */
-	fbuf partial;                  /* a line split across feeds */
-	int partial_cut;               /* the partial line passed max_line */
-	fbuf first;                    /* the pending record's first line */
-	fbuf detail;                   /* its continuation lines */
+	} keys[KEY_SLOTS]; /* logfmt key -> field, first field listing it wins */
+	fbuf partial;      /* a line split across feeds */
+	int partial_cut;   /* the partial line passed max_line */
+	fbuf first;        /* the pending record's first line */
+	fbuf detail;       /* its continuation lines */
 	int pending;
 	uint64_t pending_line;
 	uint64_t line_no;
-	fbuf store;                    /* field values of the record being handed over */
+	fbuf store; /* field values of the record being handed over */
 	logparse_stats st;
 };
 
 static const char *const default_fields[F_COUNT] = {
-	"time,timestamp,ts,@timestamp,t",
-	"level,severity,lvl,log.level,loglevel",
-	"message,msg,error,err,event",
-	"user,user_id,userId,uid,session,session_id,sessionId,user.id",
-	"request_id,requestId,req_id,trace_id,traceId",
-	"route,path,url,endpoint,http.route",
-	"status,status_code,statusCode,http.status_code",
+        "time,timestamp,ts,@timestamp,t",
+        "level,severity,lvl,log.level,loglevel",
+        "message,msg,error,err,event",
+        "user,user_id,userId,uid,session,session_id,sessionId,user.id",
+        "request_id,requestId,req_id,trace_id,traceId",
+        "route,path,url,endpoint,http.route",
+        "status,status_code,statusCode,http.status_code",
 };
 
 static const char *const group_names[F_COUNT][2] = {
-	{"time", NULL}, {"level", NULL}, {"message", "msg"}, {"user", NULL},
-	{"request", NULL}, {"route", NULL}, {"status", NULL},
+        {"time", NULL},    {"level", NULL}, {"message", "msg"}, {"user", NULL},
+        {"request", NULL}, {"route", NULL}, {"status", NULL},
 };
 
 void logparse_options_init(logparse_options *o)
@@ -92,7 +92,8 @@ static void keys_init(logparse *p)
 			uint32_t h = key_hash(name, len), i = h & (KEY_SLOTS - 1);
 			int dup = 0;
 			while (p->keys[i].hash) {
-				if (p->keys[i].hash == h && p->keys[i].len == len && !memcmp(p->keys[i].name, name, len))
+				if (p->keys[i].hash == h && p->keys[i].len == len &&
+				    !memcmp(p->keys[i].name, name, len))
 					dup = 1; /* an earlier field has it */
 				i = (i + 1) & (KEY_SLOTS - 1);
 			}
@@ -176,13 +177,13 @@ int logparse_new(logparse **out, const logparse_options *opts)
 	if (p->o.pattern && *p->o.pattern) {
 		int errcode, j;
 		PCRE2_SIZE erroff;
-		p->re = pcre2_compile((PCRE2_SPTR)p->o.pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
-				      &errcode, &erroff, NULL);
+		p->re = pcre2_compile((PCRE2_SPTR)p->o.pattern, PCRE2_ZERO_TERMINATED,
+		                      PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &errcode, &erroff, NULL);
 		if (!p->re) {
 			PCRE2_UCHAR msg[256];
 			pcre2_get_error_message(errcode, msg, sizeof(msg));
 			error = ferror_set(FACTORY_ECONFIG, "bad line pattern at offset %zu: %s", (size_t)erroff,
-					   (const char *)msg);
+			                   (const char *)msg);
 			goto fail_set;
 		}
 		pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* best effort: interpreted if it fails */
@@ -356,13 +357,13 @@ loglevel logparse_level(const char *s, size_t len)
 		const char *name;
 		loglevel l;
 	} names[] = {
-		{"trace", LOGLEVEL_DEBUG}, {"debug", LOGLEVEL_DEBUG}, {"dbg", LOGLEVEL_DEBUG},
-		{"info", LOGLEVEL_INFO}, {"information", LOGLEVEL_INFO}, {"notice", LOGLEVEL_INFO},
-		{"inf", LOGLEVEL_INFO}, {"warn", LOGLEVEL_WARN}, {"warning", LOGLEVEL_WARN},
-		{"wrn", LOGLEVEL_WARN}, {"error", LOGLEVEL_ERROR}, {"err", LOGLEVEL_ERROR},
-		{"severe", LOGLEVEL_ERROR}, {"fatal", LOGLEVEL_FATAL}, {"crit", LOGLEVEL_FATAL},
-		{"critical", LOGLEVEL_FATAL}, {"panic", LOGLEVEL_FATAL}, {"alert", LOGLEVEL_FATAL},
-		{"emerg", LOGLEVEL_FATAL}, {"emergency", LOGLEVEL_FATAL}, {NULL, LOGLEVEL_UNKNOWN},
+	        {"trace", LOGLEVEL_DEBUG},    {"debug", LOGLEVEL_DEBUG},      {"dbg", LOGLEVEL_DEBUG},
+	        {"info", LOGLEVEL_INFO},      {"information", LOGLEVEL_INFO}, {"notice", LOGLEVEL_INFO},
+	        {"inf", LOGLEVEL_INFO},       {"warn", LOGLEVEL_WARN},        {"warning", LOGLEVEL_WARN},
+	        {"wrn", LOGLEVEL_WARN},       {"error", LOGLEVEL_ERROR},      {"err", LOGLEVEL_ERROR},
+	        {"severe", LOGLEVEL_ERROR},   {"fatal", LOGLEVEL_FATAL},      {"crit", LOGLEVEL_FATAL},
+	        {"critical", LOGLEVEL_FATAL}, {"panic", LOGLEVEL_FATAL},      {"alert", LOGLEVEL_FATAL},
+	        {"emerg", LOGLEVEL_FATAL},    {"emergency", LOGLEVEL_FATAL},  {NULL, LOGLEVEL_UNKNOWN},
 	};
 	int i;
 
@@ -380,11 +381,17 @@ loglevel logparse_level(const char *s, size_t len)
 		if (k != len)
 			return LOGLEVEL_UNKNOWN;
 		if (len == 1) /* syslog severity */
-			return v <= 2 ? LOGLEVEL_FATAL : v == 3 ? LOGLEVEL_ERROR : v == 4 ? LOGLEVEL_WARN
-			       : v <= 6 ? LOGLEVEL_INFO : LOGLEVEL_DEBUG;
+			return v <= 2   ? LOGLEVEL_FATAL
+			       : v == 3 ? LOGLEVEL_ERROR
+			       : v == 4 ? LOGLEVEL_WARN
+			       : v <= 6 ? LOGLEVEL_INFO
+			                : LOGLEVEL_DEBUG;
 		/* pino / bunyan */
-		return v >= 60 ? LOGLEVEL_FATAL : v >= 50 ? LOGLEVEL_ERROR : v >= 40 ? LOGLEVEL_WARN
-		       : v >= 30 ? LOGLEVEL_INFO : LOGLEVEL_DEBUG;
+		return v >= 60   ? LOGLEVEL_FATAL
+		       : v >= 50 ? LOGLEVEL_ERROR
+		       : v >= 40 ? LOGLEVEL_WARN
+		       : v >= 30 ? LOGLEVEL_INFO
+		                 : LOGLEVEL_DEBUG;
 	}
 	if (len > 11)
 		return LOGLEVEL_UNKNOWN; /* longer than any name */
@@ -471,7 +478,8 @@ static int json_put(logparse *p, fields_found *f, int field, const cJSON *v)
 	if (cJSON_IsString(v) && v->valuestring)
 		return store_put(p, f, field, v->valuestring, strlen(v->valuestring));
 	if (cJSON_IsNumber(v)) {
-		if (v->valuedouble > -9e18 && v->valuedouble < 9e18 && v->valuedouble == (double)(long long)v->valuedouble)
+		if (v->valuedouble > -9e18 && v->valuedouble < 9e18 &&
+		    v->valuedouble == (double)(long long)v->valuedouble)
 			snprintf(num, sizeof(num), "%lld", (long long)v->valuedouble);
 		else
 			snprintf(num, sizeof(num), "%.17g", v->valuedouble);
@@ -558,7 +566,9 @@ static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
 					for (j = start; j < i; j++) {
 						if (s[j] == '\\' && j + 1 < i) {
 							j++;
-							if (fbuf_putc(&p->store, s[j] == 'n' ? '\n' : s[j] == 't' ? '\t' : s[j]) < 0)
+							if (fbuf_putc(&p->store, s[j] == 'n'   ? '\n'
+							                         : s[j] == 't' ? '\t'
+							                                       : s[j]) < 0)
 								return -1;
 						} else if (fbuf_putc(&p->store, s[j]) < 0) {
 							return -1;
@@ -594,7 +604,8 @@ static int parse_pattern(logparse *p, fields_found *f, const char *s, size_t n)
 	ov = pcre2_get_ovector_pointer(p->md);
 	for (i = 0; i < F_COUNT; i++) {
 		int g = p->group[i];
-		if (g > 0 && g < rc && ov[2 * g] != PCRE2_UNSET && store_put(p, f, i, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]) < 0)
+		if (g > 0 && g < rc && ov[2 * g] != PCRE2_UNSET &&
+		    store_put(p, f, i, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]) < 0)
 			return -1;
 	}
 	return 0;
@@ -695,8 +706,9 @@ static int parse_plain(logparse *p, fields_found *f, const char *s, size_t n)
 
 static int is_continuation_plain(const char *s, size_t n)
 {
-	static const char *const starts[] = {"Caused by", "Traceback", "During handling", "The above exception",
-					     "goroutine ", "panic: ", "...", NULL};
+	static const char *const starts[] = {
+	        "Caused by", "Traceback", "During handling", "The above exception", "goroutine ", "panic: ",
+	        "...",       NULL};
 	int i;
 
 	if (n == 0)

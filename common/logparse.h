@@ -25,41 +25,48 @@
 
 typedef enum { LOGPARSE_AUTO = 0, LOGPARSE_JSON, LOGPARSE_LOGFMT, LOGPARSE_PATTERN, LOGPARSE_PLAIN } logparse_format;
 
-typedef enum { LOGLEVEL_UNKNOWN = 0, LOGLEVEL_DEBUG, LOGLEVEL_INFO, LOGLEVEL_WARN, LOGLEVEL_ERROR, LOGLEVEL_FATAL } loglevel;
+typedef enum {
+	LOGLEVEL_UNKNOWN = 0,
+	LOGLEVEL_DEBUG,
+	LOGLEVEL_INFO,
+	LOGLEVEL_WARN,
+	LOGLEVEL_ERROR,
+	LOGLEVEL_FATAL
+} loglevel;
 
 typedef struct {
-	logparse_format format;  /* AUTO: decided per line (JSON if it starts with '{', else logfmt if it
-				    starts with key=, else the pattern if one is set, else plain) */
-	const char *time_fields;     /* default "time,timestamp,ts,@timestamp,t" */
-	const char *level_fields;    /* default "level,severity,lvl,log.level,loglevel" */
-	const char *message_fields;  /* default "message,msg,error,err,event" */
-	const char *user_fields;     /* default "user,user_id,userId,uid,session,session_id,sessionId,user.id" */
-	const char *request_fields;  /* default "request_id,requestId,req_id,trace_id,traceId" */
-	const char *route_fields;    /* default "route,path,url,endpoint,http.route" */
-	const char *status_fields;   /* default "status,status_code,statusCode,http.status_code" */
-	const char *pattern;     /* pcre2 with named groups time, level, message (or msg), user,
-				    request, route, status; for PATTERN (and AUTO fallback) */
-	size_t max_line;         /* default 64 KiB */
-	size_t max_detail;       /* default 16 KiB */
+	logparse_format format;     /* AUTO: decided per line (JSON if it starts with '{', else logfmt if it
+	                               starts with key=, else the pattern if one is set, else plain) */
+	const char *time_fields;    /* default "time,timestamp,ts,@timestamp,t" */
+	const char *level_fields;   /* default "level,severity,lvl,log.level,loglevel" */
+	const char *message_fields; /* default "message,msg,error,err,event" */
+	const char *user_fields;    /* default "user,user_id,userId,uid,session,session_id,sessionId,user.id" */
+	const char *request_fields; /* default "request_id,requestId,req_id,trace_id,traceId" */
+	const char *route_fields;   /* default "route,path,url,endpoint,http.route" */
+	const char *status_fields;  /* default "status,status_code,statusCode,http.status_code" */
+	const char *pattern;        /* pcre2 with named groups time, level, message (or msg), user,
+	                               request, route, status; for PATTERN (and AUTO fallback) */
+	size_t max_line;            /* default 64 KiB */
+	size_t max_detail;          /* default 16 KiB */
 } logparse_options;
 
 void logparse_options_init(logparse_options *o);
 
 typedef struct {
-	int64_t time_ms;         /* ms since the epoch, -1 when the record has no time */
+	int64_t time_ms; /* ms since the epoch, -1 when the record has no time */
 	loglevel level;
-	const char *level_text;  /* as written ("" when none) */
-	const char *message;     /* the message (for plain text without pattern: the line) */
+	const char *level_text; /* as written ("" when none) */
+	const char *message;    /* the message (for plain text without pattern: the line) */
 	size_t message_len;
-	const char *user;        /* "" when none */
+	const char *user; /* "" when none */
 	const char *request;
 	const char *route;
-	int status;              /* 0 when none */
-	const char *detail;      /* continuation lines joined with '\n' ("" when none) */
+	int status;         /* 0 when none */
+	const char *detail; /* continuation lines joined with '\n' ("" when none) */
 	size_t detail_len;
-	const char *raw;         /* the first line as read */
+	const char *raw; /* the first line as read */
 	size_t raw_len;
-	uint64_t line_no;        /* 1-based number of the first line in the stream */
+	uint64_t line_no; /* 1-based number of the first line in the stream */
 } log_record;
 
 /* Called with each record; the strings are valid during the call only.
@@ -82,9 +89,9 @@ int logparse_finish(logparse *p, logparse_record_fn cb, void *ctx);
 typedef struct {
 	uint64_t lines;
 	uint64_t records;
-	uint64_t truncated_lines;  /* lines cut at max_line */
-	uint64_t joined_lines;     /* continuation lines joined to a record */
-	uint64_t bad_json;         /* lines starting with '{' that are not JSON (read as plain text) */
+	uint64_t truncated_lines; /* lines cut at max_line */
+	uint64_t joined_lines;    /* continuation lines joined to a record */
+	uint64_t bad_json;        /* lines starting with '{' that are not JSON (read as plain text) */
 } logparse_stats;
 void logparse_get_stats(logparse_stats *out, const logparse *p);
 

@@ -41,7 +41,8 @@ static int hex_encode(fbuf *out, const char *s, size_t n)
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (fbuf_putc(out, hex[(unsigned char)s[i] >> 4]) < 0 || fbuf_putc(out, hex[(unsigned char)s[i] & 15]) < 0)
+		if (fbuf_putc(out, hex[(unsigned char)s[i] >> 4]) < 0 ||
+		    fbuf_putc(out, hex[(unsigned char)s[i] & 15]) < 0)
 			return FACTORY_ENOMEM;
 	return 0;
 }
@@ -171,7 +172,7 @@ int watch_load_known(watch_run *run, job_ctx *ctx)
 
 	log_section_start("factory_watch_known", "issues that carry fingerprints", 1);
 	if ((error = gitlab_list_each(ctx->gl, "projects/:id/issues", "state=opened&" LABEL_QUERY, NULL, MAX_KNOWN,
-				      add_known, &lc)) < 0)
+	                              add_known, &lc)) < 0)
 		goto done;
 	lc.closed = 1;
 	watch_format_time(since, sizeof(since), run->now_ms - run->reopen_days * 86400000LL);
@@ -305,13 +306,13 @@ void watch_assess(watch_assessment *a, const watch_run *run, const watch_fp *fp)
 	a->friction = fp->friction_fires > 0;
 	a->is_new = run->baseline_available && run->new_fingerprints && fp->baseline == 0 && fp->count > 0;
 	a->rate_jump = run->baseline_available && fp->baseline > 0 && (long)fp->count >= run->rate_jump_min &&
-		       (double)fp->count >= run->rate_jump_factor * (expected > 1 ? expected : 1);
+	               (double)fp->count >= run->rate_jump_factor * (expected > 1 ? expected : 1);
 	a->file = a->friction || a->is_new || a->rate_jump;
 
-#define REASON(...) \
-	do { \
-		if (len < sizeof(a->reasons)) \
-			len += (size_t)snprintf(a->reasons + len, sizeof(a->reasons) - len, __VA_ARGS__); \
+#define REASON(...)                                                                                                    \
+	do {                                                                                                           \
+		if (len < sizeof(a->reasons))                                                                          \
+			len += (size_t)snprintf(a->reasons + len, sizeof(a->reasons) - len, __VA_ARGS__);              \
 	} while (0)
 	if (fp->rule)
 		REASON("- class **%s**: severity %d by default\n", fp->rule->name, fp->rule->severity);
@@ -420,7 +421,8 @@ static int put_state_markers(fbuf *b, const watch_fp *fp, const char *fingerprin
 	if (!error)
 		error = hex_encode(b, red, strlen(red));
 	if (!error)
-		error = fbuf_printf(b, " -->\n" MARK_STATE "last_seen=%s total=%llu -->\n", t, (unsigned long long)total);
+		error = fbuf_printf(b, " -->\n" MARK_STATE "last_seen=%s total=%llu -->\n", t,
+		                    (unsigned long long)total);
 	free(red);
 	return error;
 }
@@ -469,8 +471,8 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 		const char *sep = ": ";
 		if (a->friction) {
 			fbuf_printf(b, "%s%zu customer%s hit it %d times within %ld seconds", sep, fp->friction_users,
-				    fp->friction_users == 1 ? "" : "s", run->friction_count,
-				    run->friction_window_ms / 1000);
+			            fp->friction_users == 1 ? "" : "s", run->friction_count,
+			            run->friction_window_ms / 1000);
 			sep = "; ";
 		}
 		if (a->is_new) {
@@ -527,7 +529,7 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 		http_escape(&esc, filter);
 		if (at)
 			fbuf_printf(b, "- The lines: %.*s%s%s\n", (int)(at - run->query_link), run->query_link,
-				    fbuf_cstr(&esc), at + 8);
+			            fbuf_cstr(&esc), at + 8);
 		else
 			fbuf_printf(b, "- The lines: %s\n", run->query_link);
 		fbuf_release(&esc);
@@ -549,9 +551,9 @@ static int build_description(fbuf *b, const watch_run *run, const watch_fp *fp, 
 	fbuf_printf(b, "- Search the logs for: ");
 	put_inline(b, filter, 100, 0);
 	error = fbuf_printf(b, "\n\n"
-			       "_Filed by factory-watch: one issue per error fingerprint; later occurrences are "
-			       "added here as notes. Emails, tokens and card numbers are redacted; users are counted, "
-			       "not named._\n");
+	                       "_Filed by factory-watch: one issue per error fingerprint; later occurrences are "
+	                       "added here as notes. Emails, tokens and card numbers are redacted; users are counted, "
+	                       "not named._\n");
 	return error < 0 ? error : 0;
 }
 
@@ -571,7 +573,7 @@ static int create_issue(job_ctx *ctx, watch_run *run, watch_fp *fp, const watch_
 		goto cleanup;
 	if (old)
 		fbuf_printf(&desc, "\nThe same error was reported in #%ld, closed more than %ld days ago.\n", old->iid,
-			    run->reopen_days);
+		            run->reopen_days);
 	snprintf(labels, sizeof(labels), "source::factory,type::bug,severity::%d", a->severity);
 	if (!(fields = cJSON_CreateObject()) || !cJSON_AddStringToObject(fields, "title", fbuf_cstr(&title)) ||
 	    !cJSON_AddStringToObject(fields, "description", fbuf_cstr(&desc)) ||
@@ -582,7 +584,7 @@ static int create_issue(job_ctx *ctx, watch_run *run, watch_fp *fp, const watch_
 	if ((error = gitlab_issue_create(&made, ctx->gl, fields)) < 0)
 		goto cleanup;
 	report_action(ctx->rep, "issue.create", fp->fingerprint, "%s (severity %d, %llu events)", fbuf_cstr(&title),
-		      a->severity, (unsigned long long)fp->count);
+	              a->severity, (unsigned long long)fp->count);
 	log_info("%sissue filed for %s: %s", ctx->dry_run ? "dry-run: " : "", fp->fingerprint, fbuf_cstr(&title));
 cleanup:
 	cJSON_Delete(fields);
@@ -603,9 +605,10 @@ static int new_state_description(fbuf *out, const watch_known *k, const watch_fp
 	watch_format_time(t, sizeof(t), last);
 	if (!st || !(end = strstr(st, "-->")))
 		return fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->\n%s", t,
-				   (unsigned long long)k->total + (unsigned long long)fp->count, k->description);
+		                   (unsigned long long)k->total + (unsigned long long)fp->count, k->description);
 	if (fbuf_put(out, k->description, (size_t)(st - k->description)) < 0 ||
-	    fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->", t, (unsigned long long)k->total + (unsigned long long)fp->count) < 0 ||
+	    fbuf_printf(out, MARK_STATE "last_seen=%s total=%llu -->", t,
+	                (unsigned long long)k->total + (unsigned long long)fp->count) < 0 ||
 	    fbuf_puts(out, end + 3) < 0)
 		return FACTORY_ENOMEM;
 	return 0;
@@ -624,15 +627,15 @@ static int note_issue(job_ctx *ctx, watch_run *run, watch_fp *fp, const watch_as
 	watch_format_time(last, sizeof(last), fp->last_ms);
 	fbuf_printf(&note, "<!-- factory:watch-note fingerprint=%s -->\n", k->fingerprint);
 	fbuf_printf(&note, "%s: **%llu** new event%s between %s and %s, %zu%s affected user%s.\n",
-		    reopen ? "It came back after the issue was closed" : "Seen again", (unsigned long long)fp->count,
-		    fp->count == 1 ? "" : "s", first, last, fp->nusers, fp->users_overflow ? "+" : "",
-		    fp->nusers == 1 ? "" : "s");
+	            reopen ? "It came back after the issue was closed" : "Seen again", (unsigned long long)fp->count,
+	            fp->count == 1 ? "" : "s", first, last, fp->nusers, fp->users_overflow ? "+" : "",
+	            fp->nusers == 1 ? "" : "s");
 	if (a->friction)
 		fbuf_printf(&note, "\n%zu customer%s hit it %d times within %ld seconds.\n", fp->friction_users,
-			    fp->friction_users == 1 ? "" : "s", run->friction_count, run->friction_window_ms / 1000);
+		            fp->friction_users == 1 ? "" : "s", run->friction_count, run->friction_window_ms / 1000);
 	if (a->rate_jump)
 		fbuf_printf(&note, "\nIts rate is well above its baseline (%llu events before the window).\n",
-			    (unsigned long long)fp->baseline);
+		            (unsigned long long)fp->baseline);
 	fbuf_printf(&note, "\nSeverity now: %d.\n\n%s\nLatest sample:\n\n", a->severity, a->reasons);
 	if ((error = put_samples(&note, fp, 1)) < 0)
 		goto cleanup;
@@ -648,16 +651,17 @@ static int note_issue(job_ctx *ctx, watch_run *run, watch_fp *fp, const watch_as
 		cJSON_Delete(fields);
 		fields = NULL;
 		report_action(ctx->rep, "issue.reopen", fp->fingerprint, "#%ld came back", k->iid);
-		log_info("%sissue #%ld reopened: %s came back", ctx->dry_run ? "dry-run: " : "", k->iid, fp->fingerprint);
+		log_info("%sissue #%ld reopened: %s came back", ctx->dry_run ? "dry-run: " : "", k->iid,
+		         fp->fingerprint);
 	}
 	if ((error = gitlab_note_create(&out, ctx->gl, "issues", k->iid, fbuf_cstr(&note), 0)) < 0)
 		goto cleanup;
 	cJSON_Delete(out);
 	out = NULL;
 	report_action(ctx->rep, "issue.note", fp->fingerprint, "#%ld: %llu new events", k->iid,
-		      (unsigned long long)fp->count);
+	              (unsigned long long)fp->count);
 	log_info("%snote on #%ld: %llu new events of %s", ctx->dry_run ? "dry-run: " : "", k->iid,
-		 (unsigned long long)fp->count, fp->fingerprint);
+	         (unsigned long long)fp->count, fp->fingerprint);
 	/* the state marker moves on, so the next run skips these events */
 	if ((error = new_state_description(&desc, k, fp)) < 0)
 		goto cleanup;
@@ -727,7 +731,8 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 			continue;
 		watch_assess(&a, run, fp);
 		if (k && k->closed) {
-			int recent = k->closed_at_ms >= 0 && run->now_ms - k->closed_at_ms <= run->reopen_days * 86400000LL;
+			int recent =
+			        k->closed_at_ms >= 0 && run->now_ms - k->closed_at_ms <= run->reopen_days * 86400000LL;
 			if (recent) {
 				if (noted >= run->max_notes)
 					continue;
@@ -754,7 +759,8 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 		if (!a.file)
 			continue;
 		if (filed >= run->max_issues) {
-			log_warn("watch.max_issues (%ld) reached: %s not filed this run", run->max_issues, fp->fingerprint);
+			log_warn("watch.max_issues (%ld) reached: %s not filed this run", run->max_issues,
+			         fp->fingerprint);
 			continue;
 		}
 		if ((error = create_issue(ctx, run, fp, &a, NULL)) < 0)
@@ -764,9 +770,9 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 	report_counter_set(ctx->rep, "issues_filed", filed);
 	report_counter_set(ctx->rep, "issues_noted", noted);
 	report_summary(ctx->rep, "%s%ld issue%s filed, %ld noted, from %zu error fingerprints",
-		       ctx->dry_run ? "dry run: " : "", filed, filed == 1 ? "" : "s", noted, run->nfps);
+	               ctx->dry_run ? "dry run: " : "", filed, filed == 1 ? "" : "s", noted, run->nfps);
 	log_info("%s%ld issue%s filed, %ld noted or reopened", ctx->dry_run ? "dry-run: " : "", filed,
-		 filed == 1 ? "" : "s", noted);
+	         filed == 1 ? "" : "s", noted);
 done:
 	log_section_end("factory_watch_file");
 	return error;

@@ -29,30 +29,32 @@
 #define MAX_SOURCES 32
 
 static const job_option options[] = {
-	{"source", "watch.source", 1, "SPECS    where logs come from: paths or globs (.gz too), '-', http(s) URLs; comma-separated"},
-	{"loki-url", "watch.loki_url", 1, "URL      Grafana Loki base URL (query_range)"},
-	{"loki-query", "watch.loki_query", 1, "LOGQL    the LogQL query for Loki"},
-	{"format", "watch.format", 1, "FORMAT   auto, json, logfmt, pattern or plain (default auto)"},
-	{"pattern", "watch.pattern", 1, "REGEX    pcre2 line pattern with named groups (time, level, message, user, ...)"},
-	{"window", "watch.window", 1, "DURATION the run's window, e.g. 15m (default 15m)"},
-	{"baseline", "watch.baseline", 1, "DURATION history before the window used as baseline (default 24h)"},
-	{"now", "watch.now", 1, "TIME     the end of the window (default: now), RFC 3339"},
-	{"friction-count", "watch.friction_count", 1, "N        events that make friction (default 4)"},
-	{"friction-window", "watch.friction_window", 1, "DURATION within this time (default 2m)"},
-	{"friction-scope", "watch.friction_scope", 1, "SCOPE    user, route or everyone (default user)"},
-	{"max-issues", "watch.max_issues", 1, "N        new issues per run at most (default 20)"},
-	{"raw", "watch.raw", 0, "templates: parse each line as a record and template its message"},
-	{NULL, NULL, 0, NULL},
+        {"source", "watch.source", 1,
+         "SPECS    where logs come from: paths or globs (.gz too), '-', http(s) URLs; comma-separated"},
+        {"loki-url", "watch.loki_url", 1, "URL      Grafana Loki base URL (query_range)"},
+        {"loki-query", "watch.loki_query", 1, "LOGQL    the LogQL query for Loki"},
+        {"format", "watch.format", 1, "FORMAT   auto, json, logfmt, pattern or plain (default auto)"},
+        {"pattern", "watch.pattern", 1,
+         "REGEX    pcre2 line pattern with named groups (time, level, message, user, ...)"},
+        {"window", "watch.window", 1, "DURATION the run's window, e.g. 15m (default 15m)"},
+        {"baseline", "watch.baseline", 1, "DURATION history before the window used as baseline (default 24h)"},
+        {"now", "watch.now", 1, "TIME     the end of the window (default: now), RFC 3339"},
+        {"friction-count", "watch.friction_count", 1, "N        events that make friction (default 4)"},
+        {"friction-window", "watch.friction_window", 1, "DURATION within this time (default 2m)"},
+        {"friction-scope", "watch.friction_scope", 1, "SCOPE    user, route or everyone (default user)"},
+        {"max-issues", "watch.max_issues", 1, "N        new issues per run at most (default 20)"},
+        {"raw", "watch.raw", 0, "templates: parse each line as a record and template its message"},
+        {NULL, NULL, 0, NULL},
 };
 
 static const job_spec spec = {
-	"watch",
-	"Read production logs, find the errors customers run into, and file one deduplicated issue per error.",
-	"commands (options come before the command):\n"
-	"  run        (default) read the sources, detect, file issues in GitLab\n"
-	"  scan       the same detection without GitLab: findings as JSON lines\n"
-	"  templates  read standard input, write \"template_id<TAB>template\" per line",
-	options,
+        "watch",
+        "Read production logs, find the errors customers run into, and file one deduplicated issue per error.",
+        "commands (options come before the command):\n"
+        "  run        (default) read the sources, detect, file issues in GitLab\n"
+        "  scan       the same detection without GitLab: findings as JSON lines\n"
+        "  templates  read standard input, write \"template_id<TAB>template\" per line",
+        options,
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -68,7 +70,7 @@ void watch_format_time(char *out, size_t len, int64_t ms)
 	}
 	gmtime_r(&t, &tm);
 	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-		 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	         tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 int watch_parse_duration(long *ms, const char *s)
@@ -107,8 +109,9 @@ static int get_duration(long *out, job_ctx *ctx, const char *key, const char *de
 	if (!v)
 		v = def;
 	if (watch_parse_duration(out, v) < 0 || *out <= 0)
-		return ferror_set(FACTORY_ECONFIG, "bad setting %s=%s (from %s): expected a duration such as 90s, 2m, 24h",
-				  key, v, fconfig_source_name(src));
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting %s=%s (from %s): expected a duration such as 90s, 2m, 24h", key, v,
+		                  fconfig_source_name(src));
 	return 0;
 }
 
@@ -193,11 +196,11 @@ typedef struct {
 	logmine *lm;
 	logclass *lc;
 	logmine_windows *win;
-	uint64_t *map_keys;      /* cluster id -> fps index + 1 */
+	uint64_t *map_keys; /* cluster id -> fps index + 1 */
 	uint32_t *map_vals;
 	size_t map_cap;
-	int64_t default_time;    /* for the lines of the current chunk (Loki), -1 */
-	int scope;               /* 0 user, 1 route, 2 everyone */
+	int64_t default_time; /* for the lines of the current chunk (Loki), -1 */
+	int scope;            /* 0 user, 1 route, 2 everyone */
 	fbuf scratch;
 	/* counters */
 	uint64_t records, errors, too_old, too_new, untracked, no_scope;
@@ -362,7 +365,9 @@ static int on_record(void *vctx, const log_record *r)
 		return 0;
 	}
 	if (!fp->rule) {
-		fp->rule = rule ? rule : logclass_match(rd->lc, r->message, r->message_len, r->detail, r->detail_len, r->status);
+		fp->rule =
+		        rule ? rule
+		             : logclass_match(rd->lc, r->message, r->message_len, r->detail, r->detail_len, r->status);
 	}
 	fp->count++;
 	if (fp->first_ms < 0 || t < fp->first_ms)
@@ -378,7 +383,7 @@ static int on_record(void *vctx, const log_record *r)
 	keep_sample(fp, r);
 	if (r->user[0])
 		set_add(&fp->users, &fp->nusers, &fp->users_cap, &fp->users_overflow,
-			logmine_hash(r->user, strlen(r->user)));
+		        logmine_hash(r->user, strlen(r->user)));
 	/* friction: the same scope value hits the same error count times within the window */
 	scope_value = rd->scope == 0 ? r->user : rd->scope == 1 ? r->route : "*";
 	if (!scope_value[0]) {
@@ -504,8 +509,8 @@ static int load_settings(watch_run *run, reader *rd, job_ctx *ctx)
 	else if (!strcmp(scope, "everyone"))
 		rd->scope = 2;
 	else
-		return ferror_set(FACTORY_ECONFIG, "bad setting watch.friction_scope=%s: expected user, route or everyone",
-				  scope);
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting watch.friction_scope=%s: expected user, route or everyone", scope);
 	run->friction_scope = scope;
 	run->query_link = fconfig_get(ctx->cfg, "watch.query_link", NULL);
 
@@ -521,8 +526,8 @@ static int load_settings(watch_run *run, reader *rd, job_ctx *ctx)
 	else if (!strcmp(format, "plain"))
 		po.format = LOGPARSE_PLAIN;
 	else
-		return ferror_set(FACTORY_ECONFIG, "bad setting watch.format=%s: expected auto, json, logfmt, pattern or plain",
-				  format);
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting watch.format=%s: expected auto, json, logfmt, pattern or plain", format);
 	po.pattern = fconfig_get(ctx->cfg, "watch.pattern", NULL);
 	po.time_fields = fconfig_get(ctx->cfg, "watch.fields.time", NULL);
 	po.level_fields = fconfig_get(ctx->cfg, "watch.fields.level", NULL);
@@ -601,8 +606,9 @@ static int read_sources(watch_run *run, reader *rd, job_ctx *ctx)
 	    (error = fconfig_get_long(&limit, ctx->cfg, "watch.loki_limit", 5000, 1, 100000)) < 0)
 		goto cleanup;
 	if (!specs && !loki) {
-		error = ferror_set(FACTORY_ECONFIG, "missing setting watch.source (set FACTORY_WATCH_SOURCE or --source), "
-					    "or watch.loki_url");
+		error = ferror_set(FACTORY_ECONFIG,
+		                   "missing setting watch.source (set FACTORY_WATCH_SOURCE or --source), "
+		                   "or watch.loki_url");
 		goto cleanup;
 	}
 	memset(&src, 0, sizeof(src));
@@ -663,13 +669,13 @@ static void log_counts(job_ctx *ctx, const reader *rd)
 	logparse_get_stats(&ps, rd->lp);
 	logmine_get_stats(&ms, rd->lm);
 	log_info("%llu lines, %llu records, %llu errors in %zu fingerprints (%llu before the baseline, %llu after now)",
-		 (unsigned long long)ps.lines, (unsigned long long)rd->records, (unsigned long long)rd->errors,
-		 rd->run->nfps, (unsigned long long)rd->too_old, (unsigned long long)rd->too_new);
+	         (unsigned long long)ps.lines, (unsigned long long)rd->records, (unsigned long long)rd->errors,
+	         rd->run->nfps, (unsigned long long)rd->too_old, (unsigned long long)rd->too_new);
 	if (ps.truncated_lines)
 		log_warn("%llu lines longer than the line cap were cut", (unsigned long long)ps.truncated_lines);
 	if (rd->untracked)
 		log_warn("%llu errors of templates past the %d tracked were not counted",
-			 (unsigned long long)rd->untracked, MAX_FINGERPRINTS);
+		         (unsigned long long)rd->untracked, MAX_FINGERPRINTS);
 	report_counter_set(ctx->rep, "lines", (long)ps.lines);
 	report_counter_set(ctx->rep, "records", (long)rd->records);
 	report_counter_set(ctx->rep, "errors", (long)rd->errors);
@@ -767,7 +773,8 @@ int main(int argc, char **argv)
 		return rc;
 	cmd = ctx.nargs > 0 ? ctx.args[0] : "run";
 	if (ctx.nargs > 1)
-		return job_finish(&ctx, ferror_set(FACTORY_ECONFIG, "unexpected argument '%s' (see --help)", ctx.args[1]));
+		return job_finish(&ctx,
+		                  ferror_set(FACTORY_ECONFIG, "unexpected argument '%s' (see --help)", ctx.args[1]));
 	if (!strcmp(cmd, "templates"))
 		rc = cmd_templates(&ctx);
 	else if (!strcmp(cmd, "scan"))

@@ -101,7 +101,7 @@ static int read_file(const char *path, const watch_source *src, watch_chunk_fn c
 		int errnum;
 		const char *msg = gzerror(gz, &errnum);
 		rc = ferror_set(FACTORY_EINVALID, "cannot read %s: %s", path,
-				errnum == Z_ERRNO ? strerror(errno) : msg);
+		                errnum == Z_ERRNO ? strerror(errno) : msg);
 	}
 	free(buf);
 	gzclose(gz);
@@ -196,7 +196,7 @@ static int read_url(const watch_source *src, const http_options *http, watch_chu
 	}
 	if (resp.status < 200 || resp.status > 299) {
 		error = ferror_set(resp.status >= 500 || resp.status == 429 ? FACTORY_EUPSTREAM : FACTORY_EINVALID,
-				   "cannot read the log URL: status %ld", resp.status);
+		                   "cannot read the log URL: status %ld", resp.status);
 		goto cleanup;
 	}
 	if (s.capped)
@@ -222,7 +222,7 @@ static int cmp_entries(const void *a, const void *b)
 }
 
 static int loki_page(const watch_source *src, http_client *c, int64_t start_ns, int64_t end_ns, int64_t *last_ns,
-		     size_t *count, watch_chunk_fn chunk, watch_end_fn end, void *ctx)
+                     size_t *count, watch_chunk_fn chunk, watch_end_fn end, void *ctx)
 {
 	fbuf url, q;
 	http_request req;
@@ -241,10 +241,10 @@ static int loki_page(const watch_source *src, http_client *c, int64_t start_ns, 
 	*count = 0;
 	while (blen && base[blen - 1] == '/')
 		blen--;
-	if ((error = http_escape(&q, src->loki_query)) < 0 ||
-	    (error = fbuf_put(&url, base, blen)) < 0 ||
-	    (error = fbuf_printf(&url, "/loki/api/v1/query_range?query=%s&start=%lld&end=%lld&limit=%ld&direction=forward",
-				 fbuf_cstr(&q), (long long)start_ns, (long long)end_ns, src->loki_limit)) < 0)
+	if ((error = http_escape(&q, src->loki_query)) < 0 || (error = fbuf_put(&url, base, blen)) < 0 ||
+	    (error = fbuf_printf(&url,
+	                         "/loki/api/v1/query_range?query=%s&start=%lld&end=%lld&limit=%ld&direction=forward",
+	                         fbuf_cstr(&q), (long long)start_ns, (long long)end_ns, src->loki_limit)) < 0)
 		goto cleanup;
 	memset(&req, 0, sizeof(req));
 	req.method = "GET";
@@ -252,12 +252,12 @@ static int loki_page(const watch_source *src, http_client *c, int64_t start_ns, 
 	error = http_do(&resp, c, &req);
 	if (error < 0) {
 		error = ferror_set(error == FACTORY_ETOOBIG ? FACTORY_ETOOBIG : FACTORY_EUPSTREAM,
-				   "Loki query_range: %s", ferror_last());
+		                   "Loki query_range: %s", ferror_last());
 		goto cleanup;
 	}
 	if (resp.status != 200) {
 		error = ferror_set(resp.status >= 500 || resp.status == 429 ? FACTORY_EUPSTREAM : FACTORY_EINVALID,
-				   "Loki query_range: status %ld: %.200s", resp.status, fbuf_cstr(&resp.body));
+		                   "Loki query_range: status %ld: %.200s", resp.status, fbuf_cstr(&resp.body));
 		goto cleanup;
 	}
 	root = cJSON_ParseWithLength(fbuf_cstr(&resp.body), resp.body.len);
@@ -267,9 +267,11 @@ static int loki_page(const watch_source *src, http_client *c, int64_t start_ns, 
 		error = ferror_set(FACTORY_EINVALID, "Loki query_range: the answer has no data.result list");
 		goto cleanup;
 	}
-	cJSON_ArrayForEach(stream, result) {
+	cJSON_ArrayForEach(stream, result)
+	{
 		values = cJSON_GetObjectItemCaseSensitive(stream, "values");
-		cJSON_ArrayForEach(v, values) {
+		cJSON_ArrayForEach(v, values)
+		{
 			const cJSON *ts = cJSON_GetArrayItem(v, 0), *line = cJSON_GetArrayItem(v, 1);
 			if (!cJSON_IsString(ts) || !cJSON_IsString(line))
 				continue;
@@ -309,7 +311,7 @@ cleanup:
 }
 
 static int read_loki(const watch_source *src, const http_options *http, watch_chunk_fn chunk, watch_end_fn end,
-		     void *ctx)
+                     void *ctx)
 {
 	http_client *c = NULL;
 	http_options o = *http;
@@ -337,7 +339,7 @@ static int read_loki(const watch_source *src, const http_options *http, watch_ch
 }
 
 int watch_read_source(const watch_source *src, const http_options *http, watch_chunk_fn chunk, watch_end_fn end,
-		      void *ctx)
+                      void *ctx)
 {
 	int rc;
 

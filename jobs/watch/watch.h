@@ -42,7 +42,7 @@ typedef struct {
  * (an answer that is not what was expected) or the callback's value.
  */
 int watch_read_source(const watch_source *src, const http_options *http, watch_chunk_fn chunk, watch_end_fn end,
-		      void *ctx);
+                      void *ctx);
 
 /* ---- the tally (main.c) ---- */
 
@@ -51,13 +51,13 @@ int watch_read_source(const watch_source *src, const http_options *http, watch_c
 
 typedef struct {
 	long iid;
-	int closed;               /* state closed */
-	int64_t closed_at_ms;     /* -1 if unknown */
-	int64_t last_seen_ms;     /* from the state marker, -1 if none */
-	uint64_t total;           /* events reported so far (state marker) */
+	int closed;           /* state closed */
+	int64_t closed_at_ms; /* -1 if unknown */
+	int64_t last_seen_ms; /* from the state marker, -1 if none */
+	uint64_t total;       /* events reported so far (state marker) */
 	char fingerprint[17];
-	char *template_text;      /* the template recorded in the issue (redacted), may be NULL */
-	char *description;        /* the issue's description as read */
+	char *template_text; /* the template recorded in the issue (redacted), may be NULL */
+	char *description;   /* the issue's description as read */
 	char *web_url;
 } watch_known;
 
@@ -68,21 +68,21 @@ typedef struct {
 	const logclass_rule *rule;
 	loglevel max_level;
 	int max_status;
-	uint64_t count;           /* new events in the window */
-	uint64_t baseline;        /* events before the window */
-	uint64_t skipped;         /* events already reported in an earlier run */
+	uint64_t count;    /* new events in the window */
+	uint64_t baseline; /* events before the window */
+	uint64_t skipped;  /* events already reported in an earlier run */
 	int64_t first_ms, last_ms;
-	uint64_t *users;          /* hashes of distinct scope values (users), capped */
+	uint64_t *users; /* hashes of distinct scope values (users), capped */
 	size_t nusers, users_cap;
 	int users_overflow;
-	uint64_t friction_fires;  /* bursts that met the friction rule */
-	size_t friction_users;    /* distinct users with a burst */
+	uint64_t friction_fires; /* bursts that met the friction rule */
+	size_t friction_users;   /* distinct users with a burst */
 	uint64_t *fired_users;
 	size_t nfired, fired_cap;
 	char *samples[WATCH_MAX_SAMPLES];
 	size_t nsamples;
-	char *route;              /* first route seen, may be NULL */
-	watch_known *known;       /* the issue that carries this fingerprint, or NULL */
+	char *route;        /* first route seen, may be NULL */
+	watch_known *known; /* the issue that carries this fingerprint, or NULL */
 } watch_fp;
 
 typedef struct {
@@ -97,14 +97,14 @@ typedef struct {
 	long reopen_days;
 	long max_issues;
 	long max_notes;
-	const char *source_label;   /* where the lines came from, for the issue */
-	const char *query_link;     /* link back to the query that shows the lines, may be NULL;
-				       "{filter}" in it is replaced by the template's constant words */
-	const char *loki_query;     /* the LogQL read, may be NULL */
+	const char *source_label; /* where the lines came from, for the issue */
+	const char *query_link;   /* link back to the query that shows the lines, may be NULL;
+	                             "{filter}" in it is replaced by the template's constant words */
+	const char *loki_query;   /* the LogQL read, may be NULL */
 	/* state */
 	watch_fp *fps;
 	size_t nfps;
-	int baseline_available;     /* a record older than the window was read */
+	int baseline_available; /* a record older than the window was read */
 	watch_known *known;
 	size_t nknown;
 	char *release_tag, *release_url, *release_issues;
@@ -114,12 +114,12 @@ typedef struct {
 /* ---- filing.c ---- */
 
 typedef struct {
-	int file;            /* a new issue is called for (when none exists yet) */
-	int friction;        /* a user (scope) hit it friction_count times within the window */
-	int is_new;          /* not seen in the baseline (and a baseline was read) */
-	int rate_jump;       /* well above its baseline rate */
-	int severity;        /* 1 (worst) .. 4 */
-	char reasons[768];   /* why this severity, markdown list items */
+	int file;          /* a new issue is called for (when none exists yet) */
+	int friction;      /* a user (scope) hit it friction_count times within the window */
+	int is_new;        /* not seen in the baseline (and a baseline was read) */
+	int rate_jump;     /* well above its baseline rate */
+	int severity;      /* 1 (worst) .. 4 */
+	char reasons[768]; /* why this severity, markdown list items */
 } watch_assessment;
 
 /* Judge one fingerprint of the run. */

@@ -29,7 +29,7 @@ static int on_record(void *ctx, const log_record *r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const logparse_format formats[] = {LOGPARSE_AUTO, LOGPARSE_JSON, LOGPARSE_LOGFMT, LOGPARSE_PATTERN,
-						  LOGPARSE_PLAIN};
+	                                          LOGPARSE_PLAIN};
 	logparse_options o;
 	logparse *p;
 	size_t split, f;

@@ -35,7 +35,7 @@ Test(logclass, project_rules_come_first_and_replace_by_name)
 	logclass *lc;
 	cJSON *rules = NULL;
 	const char *yaml = "- name: inventory\n  pattern: 'inventory'\n  severity: 1\n"
-			   "- name: timeout\n  pattern: 'slow'\n  severity: 4\n  error: false\n";
+	                   "- name: timeout\n  pattern: 'slow'\n  severity: 4\n  error: false\n";
 	const logclass_rule *r;
 
 	cr_assert_eq(fconfig_yaml_to_json(&rules, yaml, strlen(yaml), "test"), 0, "%s", ferror_last());

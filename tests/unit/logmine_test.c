@@ -21,7 +21,7 @@ static char *masked(const char *in)
 Test(logmine, masks_numbers_and_words_with_digits)
 {
 	cr_assert_str_eq(masked("PacketResponder 1 for block blk_-123 terminating"),
-			 "PacketResponder <*> for block <*> terminating");
+	                 "PacketResponder <*> for block <*> terminating");
 	cr_assert_str_eq(masked("took 12.5 ms"), "took <*> ms");
 	cr_assert_str_eq(masked("  leading and   inner blanks  "), "leading and inner blanks");
 }
@@ -35,7 +35,7 @@ Test(logmine, masks_in_fixed_order)
 	cr_assert_str_eq(masked("addr fe80::1ff:fe23:4567:890a up"), "addr <*> up");
 	cr_assert_str_eq(masked("flags 0x1f and deadbeef42"), "flags <*> and <*>");
 	cr_assert_str_eq(masked("GET https://shop.example.com/api/v1/orders/123?token=abc"),
-			 "GET https://shop.example.com/api/<*>/orders/<*>?<*>");
+	                 "GET https://shop.example.com/api/<*>/orders/<*>?<*>");
 	cr_assert_str_eq(masked("open /var/lib/app/cache/42/data failed"), "open /var/lib/app/cache/<*>/data failed");
 	cr_assert_str_eq(masked("user 'alice' not found"), "user '<*>' not found");
 	cr_assert_str_eq(masked("retry count=3, mode=fast"), "retry count=<*>, mode=<*>");
@@ -158,7 +158,7 @@ Test(logmine, state_is_bounded_by_eviction)
 	for (i = 0; i < 1000; i++) {
 		/* distinct words, different lengths: one template each */
 		int n = snprintf(line, sizeof(line), "event %c%c%c happened", 'a' + i % 26, 'a' + (i / 26) % 26,
-				 'a' + (i / 676) % 26);
+		                 'a' + (i / 676) % 26);
 		cr_assert_eq(logmine_add(&m, lm, line, (size_t)n), 0);
 	}
 	logmine_get_stats(&st, lm);

@@ -57,9 +57,9 @@ Test(logparse, json_lines_with_default_fields)
 	got g;
 
 	parse_all(&g, NULL,
-		  "{\"time\":\"2026-11-27T10:00:01.250Z\",\"level\":\"error\",\"msg\":\"payment failed\","
-		  "\"user_id\":\"u42\",\"route\":\"/checkout\",\"status\":502,\"request_id\":\"r-1\"}\n"
-		  "{\"ts\":1795780800,\"level\":50,\"message\":\"x\",\"user\":{\"id\":7}}\n");
+	          "{\"time\":\"2026-11-27T10:00:01.250Z\",\"level\":\"error\",\"msg\":\"payment failed\","
+	          "\"user_id\":\"u42\",\"route\":\"/checkout\",\"status\":502,\"request_id\":\"r-1\"}\n"
+	          "{\"ts\":1795780800,\"level\":50,\"message\":\"x\",\"user\":{\"id\":7}}\n");
 	cr_assert_eq(g.n, 2);
 	cr_assert_eq(g.time[0], 1795773601250LL);
 	cr_assert_eq(g.level[0], LOGLEVEL_ERROR);
@@ -94,8 +94,8 @@ Test(logparse, logfmt_with_quotes_and_escapes)
 	got g;
 
 	parse_all(&g, NULL,
-		  "ts=2026-11-27T10:00:00Z level=warn msg=\"card \\\"declined\\\" twice\" user=bob status=402\n"
-		  "time=2026-11-27T10:00:01+01:00 lvl=ERROR msg=plain bare\n");
+	          "ts=2026-11-27T10:00:00Z level=warn msg=\"card \\\"declined\\\" twice\" user=bob status=402\n"
+	          "time=2026-11-27T10:00:01+01:00 lvl=ERROR msg=plain bare\n");
 	cr_assert_eq(g.n, 2);
 	cr_assert_str_eq(g.msg[0], "card \"declined\" twice");
 	cr_assert_str_eq(g.user[0], "bob");
@@ -139,14 +139,14 @@ Test(logparse, stack_traces_join_their_record)
 	got g;
 
 	parse_all(&g, NULL,
-		  "2026-11-27 10:00:00 ERROR checkout crashed\n"
-		  "java.lang.NullPointerException: x\n"
-		  "\tat shop.Cart.total(Cart.java:42)\n"
-		  "Caused by: java.io.IOException\n"
-		  "\t... 3 more\n"
-		  "2026-11-27 10:00:01 INFO fine\n"
-		  "Traceback (most recent call last):\n"
-		  "  File \"app.py\", line 3, in <module>\n");
+	          "2026-11-27 10:00:00 ERROR checkout crashed\n"
+	          "java.lang.NullPointerException: x\n"
+	          "\tat shop.Cart.total(Cart.java:42)\n"
+	          "Caused by: java.io.IOException\n"
+	          "\t... 3 more\n"
+	          "2026-11-27 10:00:01 INFO fine\n"
+	          "Traceback (most recent call last):\n"
+	          "  File \"app.py\", line 3, in <module>\n");
 	cr_assert_eq(g.n, 3);
 	cr_assert_str_eq(g.msg[0], "checkout crashed");
 	cr_assert_eq(g.level[0], LOGLEVEL_ERROR);
@@ -251,12 +251,13 @@ Test(logparse, plain_headers_are_skipped)
 {
 	got g;
 
-	parse_all(&g, NULL,
-		  "2015-10-18 18:05:27,570 WARN [LeaseRenewer:x@h:9000] org.apache.hadoop.ipc.Client: Address changed\n"
-		  "2017-05-16 00:00:00.008 25746 INFO nova.osapi.server [req-1 2 - - -] 10.1.1.1 \"GET /x\" status: 200\n"
-		  "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:2181:Election@774] - Notification: 3\n"
-		  "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n"
-		  "90019 gige6 gige temperature 1109484216 1 warning\n");
+	parse_all(
+	        &g, NULL,
+	        "2015-10-18 18:05:27,570 WARN [LeaseRenewer:x@h:9000] org.apache.hadoop.ipc.Client: Address changed\n"
+	        "2017-05-16 00:00:00.008 25746 INFO nova.osapi.server [req-1 2 - - -] 10.1.1.1 \"GET /x\" status: 200\n"
+	        "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:2181:Election@774] - Notification: 3\n"
+	        "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n"
+	        "90019 gige6 gige temperature 1109484216 1 warning\n");
 	cr_assert_eq(g.n, 5);
 	cr_assert_str_eq(g.msg[0], "Address changed");
 	cr_assert_eq(g.level[0], LOGLEVEL_WARN);
