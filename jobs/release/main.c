@@ -1,0 +1,284 @@
+/*
+ * factory-release - release what changed since the last release, and tell
+ * the customers it concerns.
+ *
+ * It collects the issues closed since the last release, the merged merge
+ * requests that closed them and the commits with a Changelog trailer no
+ * issue covers; judges each customer-facing or internal (labels, types,
+ * paths, and a model's second opinion when one is configured) and records
+ * the verdict as a release:: label; writes release notes grouped by type;
+ * publishes a GitLab release on a tag (the version given, or the next
+ * semantic version), commits CHANGELOG.md and keeps the notes as an
+ * artifact; then notes each customer-facing issue, emails each reporter who
+ * left an address once, and posts one announcement to a chat webhook.
+ * Nothing changed: no release. A run that stops half-way is finished by the
+ * next one, which tells nobody twice (state in GitLab, never on disk).
+ *
+ *   factory-release [--dry-run] [--release-version X.Y.Z] [--ref REF]
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "log.h"
+#include "release_job.h"
+
+static const job_option options[] = {
+	{"release-version", "release.version", 1, "X.Y.Z  the version to release (default: the next one, from the changes)"},
+	{"tag-prefix", "release.tag_prefix", 1, "TEXT     put before the version in the tag name (default \"v\")"},
+	{"ref", "release.ref", 1, "REF      what to tag: branch, tag or commit (default: the default branch)"},
+	{"branch", "release.branch", 1, "NAME     where CHANGELOG.md is committed (default: the default branch)"},
+	{"since", "release.since", 1, "TIME     for a first release: only issues closed after TIME (ISO 8601)"},
+	{"no-llm", "release.no_llm", 0, "judge with the rules alone even when a model is configured"},
+	{NULL, NULL, 0, NULL},
+};
+
+static const job_spec spec = {
+	"release",
+	"Release what changed since the last release: notes grouped by type, a GitLab release and tag, "
+	"CHANGELOG.md, and the customers told once (issue notes, email, chat webhook).",
+	NULL,
+	options,
+};
+
+void rel_item_free_all(rel_run *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->nitems; i++) {
+		notes_item_release(&r->items[i].item);
+		cJSON_Delete(r->items[i].issue);
+		free(r->items[i].reporters);
+	}
+	free(r->items);
+	r->items = NULL;
+	r->nitems = 0;
+}
+
+int rel_add_item(rel_item **out, rel_run *r)
+{
+	rel_item *p;
+
+	if ((long)r->nitems >= r->max_items)
+		return ferror_set(FACTORY_ETOOBIG,
+				  "more than %ld changes for one release (raise release.max_items, or set release.since "
+				  "for a first release)",
+				  r->max_items);
+	if (!(p = realloc(r->items, (r->nitems + 1) * sizeof(*p))))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	r->items = p;
+	p = &r->items[r->nitems++];
+	memset(p, 0, sizeof(*p));
+	notes_item_init(&p->item);
+	*out = p;
+	return 0;
+}
+
+int rel_step_failed(rel_run *r, int error, const char *what)
+{
+	if (error >= 0)
+		return error;
+	if (error == FACTORY_EUPSTREAM || error == FACTORY_ENOMEM)
+		return error;
+	log_error("%s: %s (the next run tries again)", what, ferror_last());
+	report_action(r->job->rep, "failed", what, "%s", ferror_last());
+	r->failures++;
+	return 0;
+}
+
+/* Settings, the rules, and the ways to tell people. */
+static int open_run(rel_run *r, job_ctx *ctx)
+{
+	smtp_options so;
+	http_options ho;
+	int no_llm = 0, error;
+
+	memset(r, 0, sizeof(*r));
+	r->job = ctx;
+	r->gl = ctx->gl;
+	notes_state_init(&r->state);
+	fbuf_init(&r->notes, (size_t)8 << 20);
+	r->tag_prefix = fconfig_get_str(ctx->cfg, "release.tag_prefix", "v");
+	r->ref = fconfig_get_str(ctx->cfg, "release.ref", NULL);
+	r->branch = fconfig_get_str(ctx->cfg, "release.branch", NULL);
+	r->version_given = fconfig_get_str(ctx->cfg, "release.version", NULL);
+	r->initial_version = fconfig_get_str(ctx->cfg, "release.initial_version", "0.1.0");
+	r->changelog_file = fconfig_get_str(ctx->cfg, "release.changelog_file", "CHANGELOG.md");
+	r->since = fconfig_get_str(ctx->cfg, "release.since", NULL);
+	r->sign = fconfig_get_str(ctx->cfg, "release.email_signature", NULL);
+	r->webhook_url = fconfig_get_str(ctx->cfg, "release.webhook_url", NULL);
+	if (r->webhook_url && !*r->webhook_url)
+		r->webhook_url = NULL;
+	if (r->webhook_url) {
+		log_add_secret(r->webhook_url); /* chat webhook URLs are credentials */
+		if (strncmp(r->webhook_url, "https://", 8) && strncmp(r->webhook_url, "http://", 7))
+			return ferror_set(FACTORY_ECONFIG, "bad setting release.webhook_url: expected an http(s) URL");
+	}
+	if (strlen(r->tag_prefix) > 16 || strpbrk(r->tag_prefix, " ~^:?*[\\"))
+		return ferror_set(FACTORY_ECONFIG, "bad setting release.tag_prefix=%s: at most 16 characters a tag name "
+						   "may hold",
+				  r->tag_prefix);
+	if ((error = fconfig_get_bool(&r->changelog, ctx->cfg, "release.changelog", 1)) < 0 ||
+	    (error = fconfig_get_bool(&r->changelog_skip_ci, ctx->cfg, "release.changelog_skip_ci", 1)) < 0 ||
+	    (error = fconfig_get_long(&r->lookback_days, ctx->cfg, "release.lookback_days", 90, 0, 3650)) < 0 ||
+	    (error = fconfig_get_long(&r->max_items, ctx->cfg, "release.max_items", 1000, 1, 100000)) < 0 ||
+	    (error = fconfig_get_bool(&no_llm, ctx->cfg, "release.no_llm", 0)) < 0)
+		return error;
+	if (strpbrk(r->changelog_file, "\n\r") || strstr(r->changelog_file, "..") || *r->changelog_file == '/' ||
+	    !*r->changelog_file)
+		return ferror_set(FACTORY_ECONFIG, "bad setting release.changelog_file=%s: a path in the repository",
+				  r->changelog_file);
+	if ((error = impact_policy_new(&r->policy, ctx->cfg)) < 0)
+		return error;
+	if (!no_llm && (error = rel_model_open(&r->model, ctx)) < 0)
+		return error;
+	if ((error = smtp_options_from_config(&so, &r->smtp_password, ctx->cfg)) < 0)
+		return error;
+	if (so.url && (error = smtp_new(&r->mail, &so)) < 0)
+		return error;
+	http_options_init(&ho);
+	if ((error = fconfig_get_long(&ho.timeout_ms, ctx->cfg, "http.timeout_ms", 30000, 100, 600000)) < 0)
+		return error;
+	{
+		long retries;
+		if ((error = fconfig_get_long(&retries, ctx->cfg, "http.max_retries", 3, 0, 20)) < 0 ||
+		    (error = fconfig_get_long(&ho.backoff_base_ms, ctx->cfg, "http.backoff_ms", 500, 1, 600000)) < 0 ||
+		    (error = fconfig_get_long(&ho.retry_budget_ms, ctx->cfg, "http.retry_budget_ms", 60000, 0,
+					      3600000)) < 0)
+			return error;
+		ho.max_retries = (int)retries;
+	}
+	ho.max_response = 1 << 20;
+	ho.follow_redirects = 0;
+	if (r->webhook_url && (error = http_client_new(&r->http, &ho)) < 0)
+		return error;
+	log_info("release: tags %s<version>, email %s, chat webhook %s, model %s", r->tag_prefix,
+		 r->mail ? "on" : "off (smtp.url not set)", r->webhook_url ? "on" : "off (release.webhook_url not set)",
+		 r->model ? "asked for a second opinion" : "not asked");
+	return 0;
+}
+
+static void close_run(rel_run *r)
+{
+	rel_item_free_all(r);
+	impact_policy_free(r->policy);
+	rel_model_free(r->model);
+	smtp_free(r->mail);
+	if (r->smtp_password) {
+		memset(r->smtp_password, 0, strlen(r->smtp_password));
+		free(r->smtp_password);
+	}
+	http_client_free(r->http);
+	free(r->project_path);
+	free(r->project_name);
+	free(r->web_url);
+	free(r->default_branch);
+	free(r->prev_tag);
+	free(r->release_url);
+	free(r->description);
+	notes_state_release(&r->state);
+	fbuf_release(&r->notes);
+	cJSON_Delete(r->mrs);
+	cJSON_Delete(r->commits);
+	free(r->by_sha);
+}
+
+static void summarise(rel_run *r, int error)
+{
+	report *rep = r->job->rep;
+	long asked = 0, changed = 0, ignored = 0;
+	long customer = 0;
+	size_t i;
+
+	for (i = 0; i < r->nitems; i++)
+		customer += r->items[i].item.customer != 0;
+	report_counter_set(rep, "items", (long)r->nitems);
+	report_counter_set(rep, "customer_facing", customer);
+	report_counter_set(rep, "internal", (long)r->nitems - customer);
+	report_counter_set(rep, "skipped", r->skipped);
+	report_counter_set(rep, "failures", r->failures);
+	if (r->model) {
+		rel_model_counters(r->model, &asked, &changed, &ignored);
+		report_counter_set(rep, "model_asked", asked);
+		report_counter_set(rep, "model_changed", changed);
+		report_counter_set(rep, "model_ignored", ignored);
+	}
+	if (r->mail) {
+		smtp_stats st;
+		smtp_get_stats(&st, r->mail);
+		report_counter_set(rep, "emails_sent", st.sent);
+		report_counter_set(rep, "emails_refused", st.refused);
+		report_counter_set(rep, "emails_failed", st.failed);
+	}
+	if (r->nothing) {
+		report_summary(rep, "no release: nothing changed since %s", r->have_prev ? r->prev_tag : "the start");
+	} else if (r->version[0]) {
+		report_summary(rep, "%s%s %s: %zu change%s (%ld customer-facing), %d action%s%s%s",
+			       r->job->dry_run ? "dry run: " : "", r->resume ? "finished release" : "release", r->tag,
+			       r->nitems, r->nitems == 1 ? "" : "s", customer, report_action_count(rep),
+			       report_action_count(rep) == 1 ? "" : "s", r->failures ? ", some failed" : "",
+			       error < 0 ? " (stopped early)" : "");
+	}
+}
+
+static int run(job_ctx *ctx)
+{
+	rel_run r;
+	int error;
+
+	if ((error = open_run(&r, ctx)) < 0)
+		goto cleanup;
+	if ((error = rel_project(&r)) < 0 || (error = rel_find_last(&r)) < 0)
+		goto cleanup;
+	if (!r.resume) {
+		if ((error = rel_collect(&r)) < 0 || (error = rel_assess(&r)) < 0)
+			goto cleanup;
+		if (!r.nitems) {
+			r.nothing = 1;
+			log_info("no release: nothing changed since %s", r.have_prev ? r.prev_tag : "the start");
+			error = 0;
+			goto cleanup;
+		}
+		if ((error = rel_choose_version(&r)) < 0 || (error = rel_render(&r)) < 0 || (error = rel_create(&r)) < 0)
+			goto cleanup;
+	}
+	if (r.resume && (error = rel_load_resume(&r)) < 0)
+		goto cleanup;
+	if ((error = rel_artifact(&r)) < 0)
+		goto cleanup;
+	if ((error = rel_changelog(&r)) < 0 || (error = rel_labels(&r)) < 0)
+		goto cleanup;
+	if ((error = rel_read_issue_notes(&r)) < 0 || (error = rel_announce(&r)) < 0 || (error = rel_email(&r)) < 0 ||
+	    (error = rel_webhook(&r)) < 0)
+		goto cleanup;
+	r.state.done = !r.failures;
+	if ((error = rel_update_state(&r)) < 0)
+		goto cleanup;
+	if (r.failures) {
+		error = ferror_set(FACTORY_ERR, "%ld step%s failed; the next run finishes release %s without telling "
+						"anyone twice",
+				   r.failures, r.failures == 1 ? "" : "s", r.tag);
+		goto cleanup;
+	}
+	log_info("%srelease %s %s", ctx->dry_run ? "dry run: " : "", r.tag, r.resume ? "finished" : "done");
+	error = 0;
+cleanup:
+	if (ctx->rep)
+		summarise(&r, error);
+	close_run(&r);
+	return error;
+}
+
+int main(int argc, char **argv)
+{
+	job_ctx ctx;
+	int rc = job_start(&ctx, &spec, argc, argv);
+
+	if (rc != JOB_CONTINUE)
+		return rc;
+	if (ctx.nargs > 0)
+		return job_finish(&ctx, ferror_set(FACTORY_ECONFIG, "unexpected argument '%s' (see --help)", ctx.args[0]));
+	if ((rc = job_connect(&ctx)) == 0)
+		rc = run(&ctx);
+	return job_finish(&ctx, rc);
+}
