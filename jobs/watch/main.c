@@ -449,6 +449,7 @@ static void run_release(watch_run *run)
 	}
 	free(run->fps);
 	watch_known_free(run);
+	free(run->source_label);
 	free(run->release_tag);
 	free(run->release_url);
 	free(run->release_issues);
@@ -647,12 +648,8 @@ static int read_sources(watch_run *run, reader *rd, job_ctx *ctx)
 			goto cleanup;
 		fbuf_printf(&label, "%sLoki %s", label.len ? ", " : "", src.loki_query ? src.loki_query : "");
 	}
-	run->source_label = NULL;
-	if (label.len) {
-		static char keep[1024];
-		snprintf(keep, sizeof(keep), "%s", fbuf_cstr(&label));
-		run->source_label = keep;
-	}
+	if (label.len)
+		run->source_label = fbuf_detach(&label); /* NULL on ENOMEM: the issue just lacks the line */
 cleanup:
 	free(list);
 	fbuf_release(&label);

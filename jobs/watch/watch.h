@@ -97,10 +97,10 @@ typedef struct {
 	long reopen_days;
 	long max_issues;
 	long max_notes;
-	const char *source_label; /* where the lines came from, for the issue */
-	const char *query_link;   /* link back to the query that shows the lines, may be NULL;
-	                             "{filter}" in it is replaced by the template's constant words */
-	const char *loki_query;   /* the LogQL read, may be NULL */
+	char *source_label;     /* where the lines came from, for the issue (owned) */
+	const char *query_link; /* link back to the query that shows the lines, may be NULL;
+	                           "{filter}" in it is replaced by the template's constant words */
+	const char *loki_query; /* the LogQL read, may be NULL */
 	/* state */
 	watch_fp *fps;
 	size_t nfps;
