@@ -66,6 +66,7 @@ typedef struct {
 	int bad_type;        /* the server wants a kind of credential we do not have */
 	char refused_ref[256];
 	char refused_why[256];
+	char remote_says[512]; /* the server's own words (sideband), last lines */
 	const char *expect;  /* push lease: the server's branch must be here */
 	int lease_broken;
 	char lease_actual[GITOPS_SHA_LEN];
@@ -101,6 +102,30 @@ static int cred_cb(git_credential **out, const char *url, const char *user_from_
 	}
 	return git_credential_userpass_plaintext_new(out, c->rem->username ? c->rem->username : "oauth2",
 						     c->rem->token);
+}
+
+/* Messages from the server ("remote: ..."): keep the last ones for errors. */
+static int sideband_cb(const char *str, int len, void *payload)
+{
+	op_ctx *c = payload;
+	size_t have = strlen(c->remote_says), n, i;
+
+	if (len <= 0)
+		return 0;
+	n = (size_t)len;
+	if (n >= sizeof(c->remote_says))
+		n = sizeof(c->remote_says) - 1;
+	if (have + n >= sizeof(c->remote_says)) {
+		size_t drop = have + n - (sizeof(c->remote_says) - 1);
+		memmove(c->remote_says, c->remote_says + drop, have - drop + 1);
+		have -= drop;
+	}
+	for (i = 0; i < n; i++) {
+		char ch = str[len - (int)n + (int)i];
+		c->remote_says[have + i] = (ch == '\r' || ch == '\n' || (unsigned char)ch < 0x20) ? ' ' : ch;
+	}
+	c->remote_says[have + n] = '\0';
+	return 0;
 }
 
 static int push_ref_cb(const char *refname, const char *status, void *payload)
@@ -139,6 +164,7 @@ static int negotiation_cb(const git_push_update **updates, size_t len, void *pay
 static void callbacks_init(git_remote_callbacks *cb, op_ctx *c)
 {
 	cb->credentials = cred_cb;
+	cb->sideband_progress = sideband_cb;
 	cb->push_update_reference = push_ref_cb;
 	cb->push_negotiation = negotiation_cb;
 	cb->payload = c;
@@ -676,13 +702,21 @@ int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const
 		goto cleanup;
 	}
 	if (c.refused_ref[0]) {
-		const char *why = c.refused_why;
-		if (strstr(why, "non-fast-forward") || strstr(why, "fetch first") || strstr(why, "stale info"))
-			error = ferror_set(FACTORY_ECONFLICT, "%s: the server refused %s: %s", what, c.refused_ref, why);
-		else if (strstr(why, "protected") || strstr(why, "not allowed") || strstr(why, "denied"))
-			error = ferror_set(FACTORY_EAUTH, "%s: the server refused %s: %s", what, c.refused_ref, why);
-		else
-			error = ferror_set(FACTORY_ERR, "%s: the server refused %s: %s", what, c.refused_ref, why);
+		const char *why = c.refused_why, *says = c.remote_says;
+		int code = FACTORY_ERR;
+		/* A ref that moved meanwhile: fetch, rebase and try again. */
+		if (strstr(why, "non-fast-forward") || strstr(why, "fetch first") || strstr(why, "stale info") ||
+		    strstr(why, "failed to lock") || strstr(why, "cannot lock") || strstr(why, "failed to update"))
+			code = FACTORY_ECONFLICT;
+		else if (strstr(why, "protected") || strstr(why, "not allowed") || strstr(why, "denied") ||
+			 strstr(says, "protected") || strstr(says, "not allowed"))
+			code = FACTORY_EAUTH;
+		while (*says == ' ')
+			says++;
+		for (size_t k = strlen(c.remote_says); k && c.remote_says[k - 1] == ' '; k--)
+			c.remote_says[k - 1] = '\0';
+		error = ferror_set(code, "%s: the server refused %s: %s%s%s%s", what, c.refused_ref, why, *says ? " (" : "",
+				   says, *says ? ")" : "");
 		goto cleanup;
 	}
 	/* An anonymous remote updates no tracking ref: keep origin/<branch> true. */

@@ -364,8 +364,17 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 		goto cleanup;
 	if (st->changed && r->check_command) {
 		long t = impl_ms();
-		log_info("checks: %s", r->check_command);
-		if ((error = sandbox_run(&sr, sb, r->check_command, r->check_timeout_s * 1000, NULL)) < 0)
+		/* A copy: the command's child wipes the job's environment before it
+		 * runs, and the setting may live there (FACTORY_IMPLEMENT_CHECK_COMMAND). */
+		char *cmd = strdup(r->check_command);
+		if (!cmd) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		log_info("checks: %s", cmd);
+		error = sandbox_run(&sr, sb, cmd, r->check_timeout_s * 1000, NULL);
+		free(cmd);
+		if (error < 0)
 			goto cleanup;
 		st->checks_run = 1;
 		st->checks_exit = sr.exit_code;
