@@ -154,6 +154,12 @@ static int serve(job_ctx *ctx)
 
 	if ((error = open_spool(&sp, ctx, &dir)) < 0)
 		goto cleanup;
+	{
+		spool_stats st;
+		spool_get_stats(&st, sp);
+		log_info("spool %s: %llu submission%s waiting", dir, (unsigned long long)st.pending,
+			 st.pending == 1 ? "" : "s");
+	}
 	if (!no_deliver) {
 		if ((error = job_connect(ctx)) < 0 || (error = deliver_options_of(&dopts, ctx, dir)) < 0 ||
 		    (error = deliverer_new(&dl, ctx->gl, sp, &dopts)) < 0 || (error = deliverer_start(dl)) < 0)
