@@ -135,7 +135,7 @@ static int add_known(void *vctx, const cJSON *issue)
 	k = &run->known[run->nknown];
 	memset(k, 0, sizeof(*k));
 	k->iid = (long)iid->valuedouble;
-	k->closed = lc->closed;
+	k->closed = lc->closed || (str_of(issue, "state") && !strcmp(str_of(issue, "state"), "closed"));
 	k->closed_at_ms = -1;
 	k->last_seen_ms = -1;
 	memcpy(k->fingerprint, fp, sizeof(fp));
@@ -714,6 +714,57 @@ static void coalesce(watch_run *run)
 	}
 }
 
+/* Act on a fingerprint whose issue is known: note it, reopen and note it
+ * when closed recently, or file anew when closed long ago. */
+static int act_on_known(job_ctx *ctx, watch_run *run, watch_fp *fp, const watch_assessment *a, watch_known *k,
+                        long *filed, long *noted)
+{
+	int error;
+
+	if (k->closed && !(k->closed_at_ms >= 0 && run->now_ms - k->closed_at_ms <= run->reopen_days * 86400000LL)) {
+		if (!a->file || *filed >= run->max_issues)
+			return 0;
+		if ((error = create_issue(ctx, run, fp, a, k)) < 0)
+			return error;
+		(*filed)++;
+		return 0;
+	}
+	if (*noted >= run->max_notes)
+		return 0;
+	if ((error = note_issue(ctx, run, fp, a, k, k->closed)) < 0)
+		return error;
+	(*noted)++;
+	return 0;
+}
+
+/*
+ * The label may have been taken off an issue the Factory filed: before
+ * filing anew, search the descriptions for the fingerprint (any state).
+ * Fills `found` (a run of its own, freed by the caller) and returns the
+ * issue or NULL.
+ */
+static watch_known *search_fingerprint(watch_run *found, job_ctx *ctx, const watch_run *run, const char *fp)
+{
+	load_ctx lc;
+	char query[96];
+	size_t i;
+
+	memset(found, 0, sizeof(*found));
+	found->now_ms = run->now_ms;
+	lc.run = found;
+	lc.closed = 0;
+	snprintf(query, sizeof(query), "search=%s&in=description&state=all", fp);
+	if (gitlab_list_each(ctx->gl, "projects/:id/issues", query, NULL, 20, add_known, &lc) < 0) {
+		log_warn("searching issues for %s: %s", fp, ferror_last());
+		ferror_clear();
+		return NULL;
+	}
+	for (i = 0; i < found->nknown; i++)
+		if (!strcmp(found->known[i].fingerprint, fp))
+			return &found->known[i];
+	return NULL;
+}
+
 int watch_file_all(watch_run *run, job_ctx *ctx)
 {
 	long filed = 0, noted = 0;
@@ -724,36 +775,16 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 	log_section_start("factory_watch_file", "filing", 0);
 	for (i = 0; i < run->nfps; i++) {
 		watch_fp *fp = &run->fps[i];
-		watch_known *k = fp->known;
 		watch_assessment a;
+		watch_run found;
+		watch_known *k;
 
 		if (!fp->count)
 			continue;
 		watch_assess(&a, run, fp);
-		if (k && k->closed) {
-			int recent =
-			        k->closed_at_ms >= 0 && run->now_ms - k->closed_at_ms <= run->reopen_days * 86400000LL;
-			if (recent) {
-				if (noted >= run->max_notes)
-					continue;
-				if ((error = note_issue(ctx, run, fp, &a, k, 1)) < 0)
-					goto done;
-				noted++;
-				continue;
-			}
-			if (!a.file || filed >= run->max_issues)
-				continue;
-			if ((error = create_issue(ctx, run, fp, &a, k)) < 0)
+		if (fp->known) {
+			if ((error = act_on_known(ctx, run, fp, &a, fp->known, &filed, &noted)) < 0)
 				goto done;
-			filed++;
-			continue;
-		}
-		if (k) {
-			if (noted >= run->max_notes)
-				continue;
-			if ((error = note_issue(ctx, run, fp, &a, k, 0)) < 0)
-				goto done;
-			noted++;
 			continue;
 		}
 		if (!a.file)
@@ -763,9 +794,17 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 			         fp->fingerprint);
 			continue;
 		}
-		if ((error = create_issue(ctx, run, fp, &a, NULL)) < 0)
+		if ((k = search_fingerprint(&found, ctx, run, fp->fingerprint))) {
+			log_info("#%ld carries %s without the source::factory label", k->iid, fp->fingerprint);
+			error = act_on_known(ctx, run, fp, &a, k, &filed, &noted);
+		} else {
+			error = create_issue(ctx, run, fp, &a, NULL);
+			if (error == 0)
+				filed++;
+		}
+		watch_known_free(&found);
+		if (error < 0)
 			goto done;
-		filed++;
 	}
 	report_counter_set(ctx->rep, "issues_filed", filed);
 	report_counter_set(ctx->rep, "issues_noted", noted);

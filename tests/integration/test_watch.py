@@ -202,6 +202,19 @@ class WatchTest(unittest.TestCase):
         self.assertIn("came back", notes[0]["body"])
         self.assertIn("last_seen=", issue["description"])
 
+    def test_issue_without_the_label_is_still_found(self):
+        fp = self.scan_fingerprint("payment failed")["fingerprint"]
+        self.double.seed({"issues": [{
+            "project_id": 1, "title": "checkout broken (relabelled by a person)", "labels": ["type::bug"],
+            "description": "<!-- factory:fingerprint=%s -->\nmoved off the factory label\n" % fp}]})
+        r = self.watch()
+        self.assertEqual(r.returncode, 0, r)
+        issues = self.double.state()["issues"]
+        carrying = [i for i in issues if fp in (i.get("description") or "")]
+        self.assertEqual(len(carrying), 1, [i["title"] for i in issues])
+        self.assertEqual(len(self.user_notes(carrying[0]["iid"])), 1)
+        self.assertEqual(r.report["counters"]["issues_filed"], 0)
+
     def test_secrets_in_lines_never_reach_gitlab(self):
         self.assertEqual(self.watch().returncode, 0)
         self.append_log([line(T_NOW + 60, "error", PAY.format(order=1) + " for " + SECRETS[0], "erin",
