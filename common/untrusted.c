@@ -204,7 +204,8 @@ static int sanitise(fbuf *out, const char *text, size_t len)
 /* End of an http(s)/ftp URL whose ':' is at t[i] (0 if none starts there).
  * Only URLs GitLab surely renders as one link count: a host with a dot and
  * a path of plain URL characters (no '_', '*', '~', '`' or '&', which could
- * end the link early through emphasis or entities). */
+ * end the link early through emphasis or entities, and no brackets or
+ * parentheses, which end a markdown link: "[x](https://a.b/)@all"). */
 static size_t url_end_at(const char *t, size_t n, size_t i)
 {
 	static const char *const schemes[] = {"https", "http", "ftp", NULL};
@@ -230,32 +231,36 @@ static size_t url_end_at(const char *t, size_t n, size_t i)
 		for (j++; j < n && is_digit((unsigned char)t[j]); j++)
 			;
 	if (j < n && (t[j] == '/' || t[j] == '?' || t[j] == '#'))
-		while (j < n && (is_alnum((unsigned char)t[j]) || strchr("-./:%+=,;!$'()@?#", t[j])) && t[j])
+		while (j < n && (is_alnum((unsigned char)t[j]) || strchr("-./:%+=,;!$'@?#", t[j])) && t[j])
 			j++;
 	return j;
 }
 
-/* Bytes of an entity that decodes to '@' at t[i] ("&#64;", "&#x40;", "&commat;"), else 0. */
+/* Bytes of an entity that decodes to '@' at t[i] ("&#64;", "&#x40;",
+ * "&commat;"), else 0. Numeric ones count without the ';' too: an HTML
+ * parser decodes "&#64all" inside inline HTML. */
 static size_t at_entity(const char *t, size_t n, size_t i)
 {
-	size_t j = i + 1;
+	size_t j = i + 1, digits;
 	unsigned long v = 0;
+	int hex;
 
 	if (has_word(t, n, i, "&commat;"))
 		return 8;
 	if (j >= n || t[j] != '#')
 		return 0;
 	j++;
-	if (j < n && (t[j] == 'x' || t[j] == 'X')) {
-		for (j++; j < n && is_xdigit((unsigned char)t[j]) && j - i < 16; j++)
-			v = v * 16 + (unsigned long)(is_digit((unsigned char)t[j]) ? t[j] - '0' : (t[j] | 0x20) - 'a' + 10);
-	} else {
-		for (; j < n && is_digit((unsigned char)t[j]) && j - i < 16; j++)
-			v = v * 10 + (unsigned long)(t[j] - '0');
+	hex = j < n && (t[j] == 'x' || t[j] == 'X');
+	j += hex;
+	/* Any number of leading zeros; the value saturates instead of wrapping. */
+	for (digits = j; j < n && (hex ? is_xdigit((unsigned char)t[j]) : is_digit((unsigned char)t[j])); j++) {
+		unsigned d = is_digit((unsigned char)t[j]) ? (unsigned)(t[j] - '0') : (unsigned)((t[j] | 0x20) - 'a' + 10);
+		if (v < 0x110000)
+			v = v * (hex ? 16 : 10) + d;
 	}
-	if (j < n && t[j] == ';' && v == '@' && is_xdigit((unsigned char)t[j - 1]))
-		return j + 1 - i;
-	return 0;
+	if (j == digits || v != '@')
+		return 0;
+	return (j < n && t[j] == ';') ? j + 1 - i : j - i;
 }
 
 /* Whether the '@' at t[i] starts a mention. GitLab's pattern is
@@ -747,6 +752,22 @@ static int word_start(const char *t, size_t i)
 	return i == 0 || !is_keychar((unsigned char)t[i - 1]);
 }
 
+/* Whether the digit at t[i] starts a number that may be a card: not inside
+ * a word or a longer number, not the fraction of a decimal ("0.4111..."). */
+static int number_start(const char *t, size_t i)
+{
+	unsigned char p;
+
+	if (i == 0)
+		return 1;
+	p = (unsigned char)t[i - 1];
+	if (is_alnum(p))
+		return 0;
+	if ((p == '.' || p == ',') && i > 1 && is_digit((unsigned char)t[i - 2]))
+		return 0;
+	return 1;
+}
+
 static int redact_raw(fbuf *out, const char *t, size_t n)
 {
 	size_t i = 0, copied = 0, skip, len;
@@ -774,19 +795,16 @@ static int redact_raw(fbuf *out, const char *t, size_t n)
 				m.end = i + len;
 				m.with = "[secret]";
 				found = 1;
-			} else if (word_start(t, i)) {
-				if (is_digit(c)) {
-					if (!(i > 0 && (t[i - 1] == '.' || t[i - 1] == ',') && i > 1 &&
-					      is_digit((unsigned char)t[i - 2]))) {
-						found = card_at(&m, t, n, i, &skip);
-						if (!found) {
-							i = skip;
-							continue;
-						}
+			} else if (is_digit(c)) {
+				if (number_start(t, i)) {
+					found = card_at(&m, t, n, i, &skip);
+					if (!found) {
+						i = skip;
+						continue;
 					}
-				} else if (is_alpha(c) || c == '_' || c == '"' || c == '\'') {
-					found = key_value_at(&m, t, n, i) || ((c | 0x20) == 'b' && bearer_at(&m, t, n, i));
 				}
+			} else if (word_start(t, i) && (is_alpha(c) || c == '_' || c == '"' || c == '\'')) {
+				found = key_value_at(&m, t, n, i) || ((c | 0x20) == 'b' && bearer_at(&m, t, n, i));
 			}
 		}
 		if (!found) {

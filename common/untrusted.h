@@ -38,9 +38,13 @@
  *    '/', '_' and non-ASCII), followed by [A-Za-z0-9_.-]. Emails (a@b.com)
  *    are left alone. An '@' inside an http(s)/ftp URL with a dotted host
  *    and a plain path (https://mastodon.social/@user) is left alone too:
- *    GitLab renders it as a link, where mentions do not apply.
- *  - Entities that render as '@' ("&#64;", "&#x40;", "&commat;") get their
- *    '&' written as "&amp;", so they show as typed and mention nobody.
+ *    GitLab renders it as a link, where mentions do not apply. (A path
+ *    with '_', '*', '~', '`', '&', brackets or parentheses does not count:
+ *    those can end the link before the '@'.)
+ *  - Entities that render as '@' ("&#64;", "&#x40;", "&commat;"; numeric
+ *    ones with any leading zeros and also without the ';', as an HTML
+ *    parser reads them) get their '&' written as "&amp;", so they show as
+ *    typed and mention nobody.
  *  - Applying it twice gives the same text as applying it once.
  */
 int untrusted_neutralise(fbuf *out, const char *text, size_t len);
@@ -75,8 +79,8 @@ int untrusted_neutralise(fbuf *out, const char *text, size_t len);
  *  - Cards: whole groups of digits separated by single spaces or dashes,
  *    13-19 digits in all, Luhn-valid, first digit 2-6 (Amex, Diners, JCB,
  *    Visa, Mastercard, Discover, UnionPay, Maestro), not inside a word or
- *    a decimal number. The first digit rule keeps millisecond timestamps
- *    (1...) out.
+ *    a decimal number (after '-', '_' or '(' is fine). The first digit
+ *    rule keeps millisecond timestamps (1...) out.
  *  - The text is handled as bytes: invalid UTF-8 and NULs pass through
  *    unchanged (untrusted_clean sanitises first).
  */

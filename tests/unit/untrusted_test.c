@@ -286,6 +286,12 @@ Test(mentions, urls_with_at_paths_stay_links)
 	NEUT("javascript://a.b/@all", "javascript://a.b/@" ZW "all");
 	NEUT("https://a.b/ @all", "https://a.b/ @" ZW "all");
 	NEUT("xhttps://a.b/@all", "xhttps://a.b/@" ZW "all");
+	/* The link ends at the bracket; what follows is text. */
+	NEUT("[x](https://a.b/)@all", "[x](https://a.b/)@" ZW "all");
+	NEUT("(https://a.b/x)@all", "(https://a.b/x)@" ZW "all");
+	NEUT("<https://a.b/x>@all", "<https://a.b/x>@" ZW "all");
+	NEUT("https://a.b/*x*@all", "https://a.b/*x*@" ZW "all");
+	NEUT("https://a.b/&#64;all", "https://a.b/&amp;#64;all");
 }
 
 Test(mentions, entities_that_render_as_at)
@@ -298,7 +304,15 @@ Test(mentions, entities_that_render_as_at)
 	NEUT("&COMMAT;all", "&amp;COMMAT;all");
 	NEUT("&#65;b", "&#65;b");
 	NEUT("&amp; &lt;", "&amp; &lt;");
-	NEUT("&#64", "&#64");
+	NEUT("&#64all", "&amp;#64all");
+	NEUT("<span>&#x40 all</span>", "<span>&amp;#x40 all</span>");
+	NEUT("&#x40all", "&#x40all"); /* hex 40a: not '@' */
+	NEUT("&#000000000000000000000064;all", "&amp;#000000000000000000000064;all");
+	NEUT("&#99999999999999999999999999;", "&#99999999999999999999999999;");
+	NEUT("&#64", "&amp;#64");
+	NEUT("&#640;", "&#640;");
+	NEUT("&#x400;", "&#x400;");
+	NEUT("&commatall", "&commatall");
 }
 
 Test(mentions, many_positions_in_one_text)
@@ -617,6 +631,8 @@ Test(redact, card_numbers)
 	RED("visa13 4222222222222", "visa13 [card]");
 	RED("order 12 4111111111111111", "order 12 [card]");
 	RED("4111 1111 1111 1111 99", "[card] 99");
+	RED("card-4111111111111111 and id_4111111111111111", "card-[card] and id_[card]");
+	RED("(4111111111111111)", "([card])");
 }
 
 Test(redact, numbers_that_are_not_cards_stay)
@@ -629,6 +645,7 @@ Test(redact, numbers_that_are_not_cards_stay)
 	RED("0.4111111111111111", "0.4111111111111111");
 	RED("1,4111111111111111", "1,4111111111111111");
 	RED("4111111111111111abc", "4111111111111111abc");
+	RED("x4111111111111111", "x4111111111111111");
 	RED("phone +1 555-123-4567", "phone +1 555-123-4567");
 	RED("2024-01-15 12:00:00", "2024-01-15 12:00:00");
 }
