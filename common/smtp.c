@@ -549,15 +549,20 @@ static int attempt(smtp *s, const char *to, upload *u, int *transient)
 	s->stats.attempts++;
 	if (rc == CURLE_OK)
 		return 0;
-	if (code >= 500 && code < 600) {
+	if (rc == CURLE_LOGIN_DENIED || code == 530 || code == 534 || code == 535 || code == 538) {
+		error = ferror_set(FACTORY_EAUTH, "the mail server refused the credentials: %ld (%s)", code,
+				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	} else if (code >= 500 && code < 600 && (strstr(errbuf, "RCPT") || u->started)) {
+		/* this recipient, or this message: final */
 		error = ferror_set(FACTORY_EINVALID, "the mail server refused the message: %ld (%s)", code,
+				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	} else if (code >= 500 && code < 600) {
+		/* the greeting or the sender: every message would fail the same way */
+		error = ferror_set(FACTORY_ECONFIG, "the mail server refused the sender or the session: %ld (%s)", code,
 				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (code >= 400 && code < 500) {
 		*transient = 1; /* the server said "not now": it did not take the message */
 		error = ferror_set(FACTORY_EUPSTREAM, "the mail server answered %ld (%s)", code,
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
-	} else if (rc == CURLE_LOGIN_DENIED) {
-		error = ferror_set(FACTORY_EAUTH, "the mail server refused the credentials (%s)",
 				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (rc == CURLE_USE_SSL_FAILED) {
 		error = ferror_set(FACTORY_ECONFIG, "the mail server does not offer STARTTLS (set smtp.tls=none only for "
@@ -579,8 +584,10 @@ int smtp_send(smtp *s, const char *to, const char *subject, const char *text)
 	long wait = s->backoff_ms;
 	int error, transient, tries;
 
-	if (!smtp_address_valid(to))
-		return ferror_set(FACTORY_ECONFIG, "not an email address (recipient)");
+	if (!smtp_address_valid(to)) {
+		s->stats.refused++;
+		return ferror_set(FACTORY_EINVALID, "not an email address this sender accepts");
+	}
 	fbuf_init(&msg, MESSAGE_MAX);
 	if ((error = message_id(mid, sizeof(mid), s->domain)) < 0 ||
 	    (error = smtp_format(&msg, s->from, to, subject, text, time(NULL), mid)) < 0)

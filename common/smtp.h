@@ -29,9 +29,12 @@
  *
  * Retries: a connection that cannot be made, and a 4xx answer (the server's
  * "try later"), are tried again up to smtp.max_retries times with a doubling
- * backoff. A 5xx answer is final (FACTORY_EINVALID: the server refused the
- * message or the address). A message is never sent again once the server
- * may have taken it (a failure after the DATA phase began is not retried).
+ * backoff. A 5xx answer to the recipient or the message is final for that
+ * message (FACTORY_EINVALID); a 5xx to the sender or the session, or a
+ * refused login (530, 534, 535, 538), would fail every message the same
+ * way (FACTORY_ECONFIG, FACTORY_EAUTH). A message is never sent again once
+ * the server may have taken it (a failure after the DATA phase began
+ * without an answer is not retried).
  */
 #ifndef FACTORY_SMTP_H
 #define FACTORY_SMTP_H
@@ -90,8 +93,10 @@ int smtp_format(fbuf *out, const char *from, const char *to, const char *subject
 /*
  * Send one message to `to`. Returns 0 when the server accepted it,
  * FACTORY_EINVALID when it refused it for good (5xx; the message names the
- * server's answer), FACTORY_EUPSTREAM when it could not be delivered after
- * the retries, FACTORY_ECONFIG for a bad address.
+ * server's answer) or `to` is not an address smtp_address_valid() accepts,
+ * FACTORY_EUPSTREAM when it could not be delivered after the retries,
+ * FACTORY_EAUTH when the server refused the credentials, FACTORY_ECONFIG
+ * when it offers no STARTTLS and smtp.tls wants it, or refused the sender.
  */
 int smtp_send(smtp *s, const char *to, const char *subject, const char *text);
 

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import ssl
 import threading
 
 MAX_DATA = 10 << 20
@@ -171,7 +172,6 @@ class SmtpSink:
                         writer.write((c + "\r\n").encode())
                     await writer.drain()
                 elif verb == "STARTTLS" and self.tls_cert and not st["tls"]:
-                    import ssl
                     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                     ctx.load_cert_chain(self.tls_cert, self.tls_key)
                     await reply("220 ready to start TLS")
@@ -248,8 +248,8 @@ class SmtpSink:
                     break
                 else:
                     await reply("502 5.5.2 Command not implemented")
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+            pass  # a client that went away or refused our certificate: its problem, recorded by the test
         finally:
             try:
                 writer.close()
