@@ -765,6 +765,45 @@ static watch_known *search_fingerprint(watch_run *found, job_ctx *ctx, const wat
 	return NULL;
 }
 
+/* One fingerprint in report.json's data.fingerprints (no log text but the
+ * redacted template). */
+static void record_finding(job_ctx *ctx, const watch_fp *fp, const watch_assessment *a)
+{
+	cJSON *data = report_data(ctx->rep), *list, *o;
+	char *red;
+
+	if (!data)
+		return;
+	if (!(list = cJSON_GetObjectItemCaseSensitive(data, "fingerprints")) &&
+	    !(list = cJSON_AddArrayToObject(data, "fingerprints")))
+		return;
+	if (!(o = cJSON_CreateObject()))
+		return;
+	{
+		/* redacted, and valid UTF-8 as JSON must be */
+		fbuf b;
+		fbuf_init(&b, TEMPLATE_MAX * 4);
+		untrusted_clean(&b, fp->template_text, strlen(fp->template_text));
+		red = fbuf_detach(&b);
+		fbuf_release(&b);
+	}
+	cJSON_AddStringToObject(o, "fingerprint", fp->fingerprint);
+	cJSON_AddStringToObject(o, "template", red ? red : "");
+	cJSON_AddStringToObject(o, "class", fp->rule ? fp->rule->name : "error");
+	cJSON_AddNumberToObject(o, "severity", a->severity);
+	cJSON_AddNumberToObject(o, "events", (double)fp->count);
+	cJSON_AddNumberToObject(o, "baseline", (double)fp->baseline);
+	cJSON_AddNumberToObject(o, "already_reported", (double)fp->skipped);
+	cJSON_AddNumberToObject(o, "users", (double)fp->nusers);
+	cJSON_AddBoolToObject(o, "friction", a->friction);
+	cJSON_AddBoolToObject(o, "new", a->is_new);
+	cJSON_AddBoolToObject(o, "rate_jump", a->rate_jump);
+	if (fp->known)
+		cJSON_AddNumberToObject(o, "issue", (double)fp->known->iid);
+	cJSON_AddItemToArray(list, o);
+	free(red);
+}
+
 int watch_file_all(watch_run *run, job_ctx *ctx)
 {
 	long filed = 0, noted = 0;
@@ -782,6 +821,7 @@ int watch_file_all(watch_run *run, job_ctx *ctx)
 		if (!fp->count)
 			continue;
 		watch_assess(&a, run, fp);
+		record_finding(ctx, fp, &a);
 		if (fp->known) {
 			if ((error = act_on_known(ctx, run, fp, &a, fp->known, &filed, &noted)) < 0)
 				goto done;

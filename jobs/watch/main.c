@@ -681,6 +681,33 @@ static void log_counts(job_ctx *ctx, const reader *rd)
 	report_counter_set(ctx->rep, "joined_lines", (long)ps.joined_lines);
 }
 
+/* `s` with invalid UTF-8 sequences replaced by U+FFFD (JSON output must
+ * be valid UTF-8, and a template is made of log bytes). */
+static int utf8_valid_copy(fbuf *out, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		size_t n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+		size_t k;
+		int ok = n > 0;
+		for (k = 1; ok && k < n; k++)
+			ok = (p[k] & 0xc0) == 0x80;
+		if (ok && n == 2 && *p < 0xc2)
+			ok = 0; /* overlong */
+		if (!ok) {
+			if (fbuf_puts(out, "\xef\xbf\xbd") < 0)
+				return FACTORY_ENOMEM;
+			p++;
+			continue;
+		}
+		if (fbuf_put(out, p, n) < 0)
+			return FACTORY_ENOMEM;
+		p += n;
+	}
+	return 0;
+}
+
 /* scan: one JSON object per fingerprint with events in the window. */
 static int print_findings(const watch_run *run)
 {
@@ -700,7 +727,13 @@ static int print_findings(const watch_run *run)
 		if (!(o = cJSON_CreateObject()))
 			return ferror_set(FACTORY_ENOMEM, "out of memory");
 		cJSON_AddStringToObject(o, "fingerprint", fp->fingerprint);
-		cJSON_AddStringToObject(o, "template", fp->template_text);
+		{
+			fbuf t;
+			fbuf_init(&t, LOGMINE_MAX_LINE * 4);
+			utf8_valid_copy(&t, fp->template_text);
+			cJSON_AddStringToObject(o, "template", fbuf_cstr(&t));
+			fbuf_release(&t);
+		}
 		cJSON_AddStringToObject(o, "class", fp->rule ? fp->rule->name : "error");
 		cJSON_AddNumberToObject(o, "severity", a.severity);
 		cJSON_AddNumberToObject(o, "count", (double)fp->count);

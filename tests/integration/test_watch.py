@@ -136,6 +136,9 @@ class WatchTest(unittest.TestCase):
         # the same fingerprint as the analysis without GitLab reports
         self.assertEqual(fp.group(1), self.scan_fingerprint("payment failed")["fingerprint"])
         self.assertEqual(r.report["counters"]["issues_filed"], 1)
+        found = {f["fingerprint"]: f for f in r.report["data"]["fingerprints"]}
+        self.assertTrue(found[fp.group(1)]["friction"])
+        self.assertEqual(found[fp.group(1)]["events"], 4)
 
     def test_three_in_two_minutes_is_not_filed(self):
         r = self.watch()
