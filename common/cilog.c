@@ -1,4 +1,5 @@
 /* cilog.c - streaming CI log classifier: clean, scan once, match, pick a region. */
+#define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "cilog.h"
 
@@ -754,6 +755,7 @@ void cilog_result_release(cilog_result *r)
 	free(r->test);
 	free(r->excerpt);
 	free(r->step);
+	free(r->headline);
 	cilog_result_init(r);
 }
 
@@ -770,6 +772,7 @@ typedef struct {
 	int step_class;        /* the class a step_class rule gave that step, or -1 */
 	char *stepcmd;
 	char *file, *test, *tool;
+	char *headline;        /* the primary hit's line */
 	long line;
 	fbuf text;             /* the cleaned lines, first..last */
 	long last_text;        /* the last line that was not blank */
@@ -836,6 +839,7 @@ static void region_release(region *g)
 	free(g->test);
 	free(g->tool);
 	free(g->stepcmd);
+	free(g->headline);
 	fbuf_release(&g->text);
 	memset(g, 0, sizeof(*g));
 }
@@ -1236,6 +1240,9 @@ static void region_hit(cilog *c, size_t li, int ri)
 			g->weight = r->weight;
 			g->klass = r->klass;
 			g->rule = ri;
+			free(g->headline);
+			if (!(g->headline = dup_capped(t, len)))
+				c->oom = 1;
 			take_groups(c, g, r, t, 1);
 		} else {
 			take_groups(c, g, r, t, 0);
@@ -1269,6 +1276,8 @@ static void region_hit(cilog *c, size_t li, int ri)
 	g->last_text = g->first - 1;
 	for (i = from; i <= li; i++)
 		region_add_line(c, g, i);
+	if (!(g->headline = dup_capped(t, len)))
+		c->oom = 1;
 	take_groups(c, g, r, t, 1);
 }
 
@@ -1953,6 +1962,19 @@ int cilog_finish(cilog_result *out, cilog *c)
 			goto cleanup;
 		if (!(out->excerpt = utf8_clean(best->text.ptr ? best->text.ptr : "", best->text.len)))
 			goto nomem;
+		if (best->headline) {
+			if ((error = set_str(&out->headline, best->headline)) < 0)
+				goto cleanup;
+		} else {
+			/* no rule: the last line of the region that is not blank */
+			const char *e = out->excerpt + strlen(out->excerpt), *b;
+			while (e > out->excerpt && (e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			for (b = e; b > out->excerpt && b[-1] != '\n'; b--)
+				;
+			if (!(out->headline = strndup(b, (size_t)(e - b))))
+				goto nomem;
+		}
 	} else if (!(out->excerpt = strdup(""))) {
 		goto nomem;
 	}

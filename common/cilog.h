@@ -140,6 +140,8 @@ typedef struct {
 	long first_line;          /* the region, 1-based raw line numbers; 0 for an empty log */
 	long last_line;
 	char *excerpt;            /* the region's cleaned lines, valid UTF-8, capped */
+	char *headline;           /* the line of the region's surest hit (or its last line that is not
+				     blank): what a fingerprint is made of; NULL for an empty log */
 	char *step;               /* the failing step's command ("make test"), NULL when unknown */
 	long lines;               /* raw lines read */
 	unsigned long long bytes; /* raw bytes read */

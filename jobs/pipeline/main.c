@@ -20,6 +20,11 @@
 
 static const job_option options[] = {
 	{"rules-file", "pipeline.rules_file", 1, "FILE     more CI log rules (YAML), before the built-in ones"},
+	{"mode", "pipeline.mode", 1, "MODE     auto (default), repair or optimise"},
+	{"max-retries", "pipeline.max_retries", 1, "N        job retries per run (default 3)"},
+	{"max-mrs", "pipeline.max_mrs", 1, "N        fix merge requests per run (default 2)"},
+	{"max-issues", "pipeline.max_issues", 1, "N        issues per run (default 5)"},
+	{"no-fix", "pipeline.no_fix", 0, "        never run the coding agent: file issues instead"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -43,7 +48,9 @@ int main(int argc, char **argv)
 	if (rc != JOB_CONTINUE)
 		return rc;
 	cmd = ctx.nargs > 0 ? ctx.args[0] : "run";
-	if (!strcmp(cmd, "classify"))
+	if (!strcmp(cmd, "run"))
+		rc = pipeline_cmd_run(&ctx);
+	else if (!strcmp(cmd, "classify"))
 		rc = pipeline_cmd_classify(&ctx);
 	else if (!strcmp(cmd, "rules"))
 		rc = ctx.nargs > 1 ? ferror_set(FACTORY_ECONFIG, "rules takes no argument") : pipeline_cmd_rules(&ctx);
