@@ -832,6 +832,8 @@ int fconfig_load_yaml(fconfig *c, const char *path, int required)
 	ssize_t n;
 	int fd = -1, error = -1;
 
+	if (!path || !*path)
+		return ferror_set(FACTORY_ECONFIG, "cannot read settings file: no name given");
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
 		if (errno == ENOENT && !required)
 			return 0;

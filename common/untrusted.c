@@ -827,8 +827,7 @@ static int redact(fbuf *out, const char *text, size_t len)
 	int error;
 
 	/* log_mask at most about triples its input ("Bearer x" -> "Bearer
-	 * [MASKED]"); a cap it cannot reach keeps it clear of its error path,
-	 * which re-enters log_mask through ferror_set. */
+	 * [MASKED]"): a cap it cannot reach, but one that follows the input. */
 	fbuf_init(&masked, len < SIZE_MAX / 8 ? len * 4 + 64 : SIZE_MAX / 2);
 	if ((error = log_mask(&masked, text, len)) >= 0)
 		error = redact_raw(out, fbuf_cstr(&masked), masked.len);
