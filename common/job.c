@@ -115,9 +115,11 @@ int job_start(job_ctx *ctx, const job_spec *spec, int argc, char **argv)
 	ctx->args = argv + optind;
 	ctx->nargs = argc - optind;
 
-	/* The settings file: a named one must exist, the default may not. */
+	/* The settings file: a file someone named must exist; the default name
+	 * (.factory.yml, also what the CI component passes) may be absent. */
 	cfgfile = fconfig_get(ctx->cfg, "config", &src);
-	if (fconfig_load_yaml(ctx->cfg, cfgfile ? cfgfile : ".factory.yml", cfgfile != NULL) < 0) {
+	if (fconfig_load_yaml(ctx->cfg, cfgfile ? cfgfile : ".factory.yml",
+			      cfgfile != NULL && strcmp(cfgfile, ".factory.yml") != 0) < 0) {
 		fprintf(stderr, "%s: %s\n", ctx->program, ferror_last());
 		return EXIT_USAGE;
 	}
