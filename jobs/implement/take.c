@@ -147,6 +147,7 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	if (!impl_str(fresh, "state") || strcmp(impl_str(fresh, "state"), "opened") ||
 	    !impl_has_label(fresh, LABEL_UP_NEXT) || impl_has_label(fresh, LABEL_IN_PROGRESS)) {
 		log_info("#%ld: no longer open in Up Next; next", t->iid);
+		report_counter_add(r->rep, "claims_skipped", 1);
 		goto cleanup;
 	}
 	cJSON_Delete(t->issue);
@@ -160,6 +161,7 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	if (owner && owner->created > 0 && owner->created > now - r->grace_s) {
 		log_info("#%ld: claimed a moment ago by another job (%s); next", t->iid,
 			 owner->job_url[0] ? owner->job_url : owner->run);
+		report_counter_add(r->rep, "claims_skipped", 1);
 		goto cleanup;
 	}
 	impl_branch_name(t->branch, sizeof(t->branch), t->iid, impl_str(t->issue, "title"));
@@ -216,6 +218,7 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	}
 	if (!*won) {
 		log_info("#%ld: another job claimed it first; taking our claim back", t->iid);
+		report_counter_add(r->rep, "claims_lost", 1);
 		error = impl_delete_note(r, t->iid, t->claim.note_id);
 		goto cleanup;
 	}
