@@ -196,7 +196,8 @@ static int to_top_of_up_next(pl_run *r, long iid)
 	cJSON_Delete(list);
 	if (!first_id)
 		return 0;
-	return gitlab_issue_reorder(r->gl, iid, 0, first_id);
+	/* GitLab's move_after_id names the issue to be placed after this one */
+	return gitlab_issue_reorder(r->gl, iid, first_id, 0);
 }
 
 /* The facts of a failure, for an issue or a merge request (appended to `out`). */
