@@ -79,16 +79,59 @@ void gitlab_free(gitlab *gl)
 	free(gl);
 }
 
+/* The project and its escaped form for paths (digits stay as they are),
+ * both new strings into *raw and *esc; NULLs for no project. */
+static int project_strings(char **raw, char **esc, const char *project)
+{
+	fbuf b;
+	const char *p;
+	int error;
+
+	*raw = *esc = NULL;
+	if (!project || !*project)
+		return 0;
+	fbuf_init(&b, 4096);
+	for (p = project; isdigit((unsigned char)*p); p++)
+		;
+	if (*p) {
+		if ((error = http_escape(&b, project)) < 0) {
+			fbuf_release(&b);
+			return error;
+		}
+		*esc = fbuf_detach(&b);
+	} else {
+		*esc = strdup(project);
+	}
+	fbuf_release(&b);
+	if (!*esc || !(*raw = strdup(project))) {
+		free(*esc);
+		*esc = NULL;
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int gitlab_set_project(gitlab *gl, const char *project)
+{
+	char *raw, *esc;
+	int error;
+
+	if ((error = project_strings(&raw, &esc, project)) < 0)
+		return error;
+	free(gl->project);
+	free(gl->project_esc);
+	gl->project = raw;
+	gl->project_esc = esc;
+	return 0;
+}
+
 int gitlab_new(gitlab **out, const gitlab_options *opts)
 {
 	gitlab *gl = NULL;
-	fbuf esc;
 	size_t len, tlen, i;
-	const char *p;
 	int error = -1;
 
 	*out = NULL;
-	fbuf_init(&esc, 4096);
 	if (!opts || !opts->api_url || !*opts->api_url) {
 		error = ferror_set(FACTORY_ECONFIG, "missing GitLab API url");
 		goto cleanup;
@@ -114,26 +157,15 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 		goto cleanup;
 	if (!(gl = calloc(1, sizeof(*gl))))
 		goto oom;
+	gl->stats.ratelimit_remaining = -1;
+	gl->stats.ratelimit_limit = -1;
 	len = strlen(opts->api_url);
 	while (len > 0 && opts->api_url[len - 1] == '/')
 		len--;
 	if (!(gl->api_url = strndup(opts->api_url, len)))
 		goto oom;
-	if (opts->project && *opts->project) {
-		if (!(gl->project = strdup(opts->project)))
-			goto oom;
-		for (p = opts->project; isdigit((unsigned char)*p); p++)
-			;
-		if (*p) {
-			if ((error = http_escape(&esc, opts->project)) < 0)
-				goto cleanup;
-			gl->project_esc = fbuf_detach(&esc);
-		} else {
-			gl->project_esc = strdup(opts->project);
-		}
-		if (!gl->project_esc)
-			goto oom;
-	}
+	if ((error = project_strings(&gl->project, &gl->project_esc, opts->project)) < 0)
+		goto cleanup;
 	if (!(gl->token_header = malloc(sizeof("PRIVATE-TOKEN: ") + tlen)))
 		goto oom;
 	memcpy(gl->token_header, "PRIVATE-TOKEN: ", sizeof("PRIVATE-TOKEN: ") - 1);
@@ -148,7 +180,6 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 oom:
 	error = ferror_set(FACTORY_ENOMEM, "out of memory");
 cleanup:
-	fbuf_release(&esc);
 	gitlab_free(gl);
 	return error;
 }
@@ -524,6 +555,11 @@ static int gl_send(http_response *resp, gitlab *gl, const gl_call *call)
 	http_client_stats(&after, gl->http);
 	gl->stats.requests += after.requests - before.requests;
 	gl->stats.retries += after.retries - before.retries;
+	gl->stats.throttled += after.throttled - before.throttled;
+	gl->stats.paced += after.paced - before.paced;
+	gl->stats.paced_ms += after.paced_ms - before.paced_ms;
+	gl->stats.ratelimit_remaining = after.ratelimit_remaining;
+	gl->stats.ratelimit_limit = after.ratelimit_limit;
 	if (is_write(call->method))
 		gl->stats.writes += after.requests - before.requests;
 	else

@@ -52,6 +52,16 @@ const char *gitlab_project(const gitlab *gl);
 int gitlab_dry_run(const gitlab *gl);
 
 /*
+ * Point ":id" at another project (numeric id or full path; NULL or "" for
+ * none), keeping everything else: the connection, the token, the counters
+ * and the rate-limit pacing, which are the token's and not a project's.
+ * This is how a job walks the projects of a group scope (common/scope.h)
+ * with one client: switch, do the project's work, switch to the next.
+ * Returns 0 or FACTORY_ENOMEM (the client then keeps its old project).
+ */
+int gitlab_set_project(gitlab *gl, const char *project);
+
+/*
  * One request. `body` (may be NULL) is sent as JSON. On 2xx, *out gets the
  * parsed JSON (caller frees with cJSON_Delete), or NULL for 204 / empty
  * bodies on DELETE / dry-run writes. `path` is formatted printf-style.
@@ -84,13 +94,19 @@ int gitlab_list_each(gitlab *gl, const char *path, const char *query, const char
 /* The same, collecting everything into one new array (*out, caller frees). */
 int gitlab_list_all(cJSON **out, gitlab *gl, const char *path, const char *query, size_t max_items);
 
-/* Counters: requests sent (retries included), of which writes; for reports. */
+/* Counters: requests sent (retries included), of which writes; for reports.
+ * The rate-limit fields come from http.h (see "Pacing" there). */
 typedef struct {
 	long requests;
 	long reads;
 	long writes;
 	long dry_run_writes;  /* writes skipped by dry run */
 	long retries;
+	long throttled;            /* 429 answers received (each was retried or failed) */
+	long paced;                /* requests that waited for the rate limit before they were sent */
+	long paced_ms;             /* the total of those waits */
+	long ratelimit_remaining;  /* last RateLimit-Remaining seen, -1 if none */
+	long ratelimit_limit;      /* last RateLimit-Limit seen, -1 if none */
 } gitlab_stats;
 void gitlab_get_stats(gitlab_stats *out, const gitlab *gl);
 

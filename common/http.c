@@ -33,6 +33,13 @@ struct http_client {
 	char *ca_file; /* resolved CA bundle path (owned), or NULL */
 	http_stats stats;
 	uint64_t rng; /* xorshift state for the jitter */
+	/* Pacing (http.h): the wait owed before the next request, planned from
+	 * the last response with rate-limit headers, when it was planned
+	 * (monotonic ms), and the time slept since through the hook. */
+	long pace_ms;
+	long long pace_from;
+	long pace_slept;
+	int pacing; /* in a pacing stretch (for one log line per stretch) */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -66,6 +73,15 @@ void http_set_sleep(http_sleep_fn fn)
 	sleep_fn = fn ? fn : default_sleep;
 }
 
+/* Milliseconds on the monotonic clock. */
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- options, client ---- */
 
 void http_options_init(http_options *o)
@@ -80,6 +96,8 @@ void http_options_init(http_options *o)
 	o->max_response = FBUF_DEFAULT_MAX;
 	o->follow_redirects = 1;
 	o->ca_file = NULL;
+	o->pace_below_pct = 10;
+	o->pace_reserve = -1;
 }
 
 static const char *env_nonempty(const char *name)
@@ -148,6 +166,7 @@ int http_client_new(http_client **out, const http_options *opts)
 	}
 	c->stats.ratelimit_remaining = -1;
 	c->stats.ratelimit_reset = -1;
+	c->stats.ratelimit_limit = -1;
 	c->rng = seed_rng(c);
 	*out = c;
 	c = NULL;
@@ -531,23 +550,128 @@ static long parse_long(const char *s, int *ok)
 	return v;
 }
 
-/* Keep RateLimit-Remaining/-Reset from every response in the stats. */
-static void note_ratelimit(http_client *c, const char *raw)
+/* A whole number header of `raw`, or -1 when missing or not one. */
+static long header_long(const char *raw, const char *name)
 {
 	char v[64];
 	long n;
 	int ok;
 
-	if (!find_header(v, sizeof(v), raw, "RateLimit-Remaining")) {
-		n = parse_long(v, &ok);
-		if (ok)
-			c->stats.ratelimit_remaining = n;
+	if (find_header(v, sizeof(v), raw, name) < 0)
+		return -1;
+	n = parse_long(v, &ok);
+	return ok && n >= 0 ? n : -1;
+}
+
+/*
+ * Read the rate-limit headers of a response into the stats and plan the
+ * wait before the next request (see "Pacing" in http.h). A response
+ * without RateLimit-Remaining and RateLimit-Reset leaves the plan as it is.
+ */
+static void note_ratelimit(http_client *c, const char *raw, long status)
+{
+	char date[128];
+	long remaining, reset, limit, observed, quota, zone, reserve, wait;
+	long long window_ms;
+	time_t server_now;
+
+	if (status == 429)
+		c->stats.throttled++;
+	remaining = header_long(raw, "RateLimit-Remaining");
+	reset = header_long(raw, "RateLimit-Reset");
+	limit = header_long(raw, "RateLimit-Limit");
+	observed = header_long(raw, "RateLimit-Observed");
+	if (remaining >= 0)
+		c->stats.ratelimit_remaining = remaining;
+	if (reset >= 0)
+		c->stats.ratelimit_reset = reset;
+	if (limit >= 0)
+		c->stats.ratelimit_limit = limit;
+	if (remaining < 0 || reset < 0)
+		return;
+	c->pace_ms = 0;
+	if (c->opts.pace_below_pct <= 0)
+		return;
+
+	/* The time left in the window, on the server's clock when it says. */
+	if (reset < 1000000000L) {
+		window_ms = (long long)reset * 1000;
+	} else {
+		server_now = time(NULL);
+		if (!find_header(date, sizeof(date), raw, "Date")) {
+			time_t t = curl_getdate(date, NULL);
+			if (t != -1)
+				server_now = t;
+		}
+		window_ms = ((long long)reset - (long long)server_now) * 1000;
 	}
-	if (!find_header(v, sizeof(v), raw, "RateLimit-Reset")) {
-		n = parse_long(v, &ok);
-		if (ok)
-			c->stats.ratelimit_reset = n;
+	if (window_ms > MAX_SERVER_WAIT_MS)
+		window_ms = MAX_SERVER_WAIT_MS;
+
+	quota = observed >= 0 && remaining > 0 ? observed + remaining : limit;
+	zone = quota > 0 ? (long)(((long long)quota * c->opts.pace_below_pct + 99) / 100) : 1;
+	if (window_ms <= 0 || remaining >= zone) {
+		if (c->pacing)
+			log_debug("rate limit: %ld requests left, no more pacing", remaining);
+		c->pacing = 0;
+		return;
 	}
+	reserve = c->opts.pace_reserve >= 0 ? c->opts.pace_reserve : zone / 10;
+	if (reserve > zone - 1)
+		reserve = zone - 1;
+	if (remaining <= reserve)
+		wait = (long)window_ms;
+	else
+		wait = (long)(window_ms / (remaining - reserve + 1));
+	if (!c->pacing)
+		log_info("rate limit: %ld of %ld requests left, the window resets in %lld s: pacing the requests "
+		         "(%ld ms apart, %ld kept for other jobs)",
+		         remaining, quota > 0 ? quota : remaining, (window_ms + 999) / 1000, wait, reserve);
+	c->pacing = 1;
+	c->pace_ms = wait;
+	c->pace_from = mono_ms();
+	c->pace_slept = 0;
+}
+
+/* Sleep through the hook, counting the time for the pacing plan. */
+static void client_sleep(http_client *c, long ms)
+{
+	sleep_fn(ms);
+	if (ms > 0)
+		c->pace_slept = ms > LONG_MAX - c->pace_slept ? LONG_MAX : c->pace_slept + ms;
+}
+
+/* Before a try: wait what the pacing plan still owes (http.h), at most the
+ * retry budget, and say so when the budget cuts it. */
+static void pace_before(http_client *c, const http_request *req)
+{
+	char where[2048];
+	long long elapsed;
+	long wait;
+
+	if (c->pace_ms <= 0)
+		return;
+	elapsed = mono_ms() - c->pace_from;
+	if (elapsed < c->pace_slept)
+		elapsed = c->pace_slept;
+	wait = elapsed >= c->pace_ms ? 0 : (long)(c->pace_ms - elapsed);
+	c->pace_ms = 0; /* one wait per plan; the next response plans again */
+	if (wait <= 0)
+		return;
+	url_for_log(where, sizeof(where), req->url);
+	if (wait > c->opts.retry_budget_ms) {
+		log_warn("%s %s: rate limit nearly used up: waiting the retry budget of %ld ms, not the %ld ms "
+		         "until the window resets",
+		         req->method, where, c->opts.retry_budget_ms, wait);
+		wait = c->opts.retry_budget_ms;
+		if (wait <= 0)
+			return;
+	} else {
+		log_debug("%s %s: pacing: waiting %ld ms (rate limit)", req->method, where, wait);
+	}
+	client_sleep(c, wait);
+	c->stats.paced++;
+	c->stats.paced_ms += wait;
 }
 
 enum { OUT_RESPONSE = 1, OUT_NETWORK, OUT_FATAL };
@@ -635,7 +759,7 @@ static void run_chain(outcome *oc, http_client *c, const http_request *req, http
 			oc->error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			goto cleanup;
 		}
-		note_ratelimit(c, out->headers);
+		note_ratelimit(c, out->headers, status);
 		eff = NULL;
 		curl_easy_getinfo(c->curl, CURLINFO_EFFECTIVE_URL, &eff);
 		free(out->effective_url);
@@ -826,6 +950,7 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 
 	for (attempt = 1;; attempt++) {
 		out->attempts = attempt;
+		pace_before(c, req);
 		run_chain(&oc, c, req, out);
 		if (oc.kind == OUT_FATAL) {
 			error = oc.error;
@@ -854,7 +979,7 @@ int http_do(http_response *out, http_client *c, const http_request *req)
 		}
 		log_warn("%s %s: %s, trying again in %ld ms (%s; try %d of %d)", req->method, oc.url, what, wait, why,
 		         attempt + 1, c->opts.max_retries + 1);
-		sleep_fn(wait);
+		client_sleep(c, wait);
 		c->stats.slept_ms += wait;
 		c->stats.retries++;
 	}

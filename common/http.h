@@ -34,6 +34,31 @@
  * (They are followed hop by hop here, not by libcurl, which would forward
  * custom headers; "another host" means another scheme, host or port. 303,
  * and 301/302 after a POST, go on as a GET without body.)
+ *
+ * Pacing (one API budget for every job sharing a token): each response's
+ * RateLimit-Remaining, -Limit, -Observed and -Reset are read. The window's
+ * quota is RateLimit-Observed + RateLimit-Remaining when both are sent
+ * (GitLab rounds RateLimit-Limit to a per-minute figure when its window is
+ * not a minute), else RateLimit-Limit. When Remaining falls below
+ * opts.pace_below_pct percent of the quota, the client slows down BEFORE
+ * it is refused: the next request waits
+ *     time to the reset / (Remaining - reserve + 1)
+ * so the requests left are spread over the rest of the window, and with
+ * Remaining at or under the reserve it waits for the reset itself. The
+ * reserve (opts.pace_reserve; -1, the default, means a tenth of the pacing
+ * zone) is left for the other jobs on the same token: each of them sends
+ * at most one request on what it saw before it sees the low count too, so
+ * N jobs stay under the limit with a reserve of N - 1. The time to the
+ * reset is measured on the server's clock (Reset minus the response's
+ * Date) when the response has a Date, so a skewed local clock does not
+ * shorten it. The wait is counted from when the response came (time spent
+ * since, and any retry wait slept since, counts), is slept through the
+ * http_set_sleep() hook, is counted in http_stats.paced/paced_ms (not in
+ * the retry budget), and is never longer than opts.retry_budget_ms: a
+ * longer one is cut to it with a warning that says so. A response without
+ * these headers leaves the plan as it was. GitLab's application limits
+ * (issue and note creation) are not in the headers; a 429 from them is
+ * retried as above.
  */
 #ifndef FACTORY_HTTP_H
 #define FACTORY_HTTP_H
@@ -52,6 +77,9 @@ typedef struct {
 	size_t max_response;      /* cap on a buffered body, default 64 MiB */
 	int follow_redirects;     /* default 1 */
 	const char *ca_file;      /* NULL: see above; not copied */
+	int pace_below_pct;       /* pace when RateLimit-Remaining is under this % of the quota;
+				   * default 10, 0 turns pacing off */
+	long pace_reserve;        /* requests left for other jobs; default -1: a tenth of the zone */
 } http_options;
 
 /* Fill `o` with the defaults above. */
@@ -112,6 +140,10 @@ typedef struct {
 	long slept_ms;    /* total backoff */
 	long ratelimit_remaining; /* last RateLimit-Remaining seen, -1 if none */
 	long ratelimit_reset;     /* last RateLimit-Reset seen (unix time), -1 if none */
+	long ratelimit_limit;     /* last RateLimit-Limit seen, -1 if none */
+	long throttled;           /* 429 responses received */
+	long paced;               /* requests that waited because of pacing */
+	long paced_ms;            /* total pacing wait (not part of slept_ms) */
 } http_stats;
 void http_client_stats(http_stats *out, const http_client *c);
 

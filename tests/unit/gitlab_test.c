@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "gitlab.h"
@@ -795,6 +796,79 @@ Test(gitlab, pagination_link_forms)
 	cr_assert_eq(ts_count(s), 3);
 	cr_assert_str_eq(ts_req(s, 1)->target, "/api/v4/projects/5/boards?page=2&a=%2C");
 	cr_assert_str_eq(ts_req(s, 2)->target, "/api/v4/projects/5/boards?page=3");
+	gitlab_free(gl);
+	ts_stop(s);
+}
+
+/* ---- one client over many projects, one budget ---- */
+
+Test(gitlab, set_project_switches_id_and_keeps_the_connection)
+{
+	ts_server *s = ts_start();
+	gitlab *gl = client_for(s, NULL, 0);
+	gitlab_stats st;
+	cJSON *out = NULL;
+	int i;
+
+	for (i = 0; i < 4; i++)
+		ts_reply(s, 200, "OK", NULL, "{}");
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), FACTORY_ECONFIG);
+	cr_assert_eq(gitlab_set_project(gl, "acme/sub group/app"), 0);
+	cr_assert_str_eq(gitlab_project(gl), "acme/sub group/app");
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id/issues/3"), 0);
+	cJSON_Delete(out);
+	cr_assert_str_eq(ts_req(s, 0)->target, "/api/v4/projects/acme%2Fsub%20group%2Fapp/issues/3");
+	cr_assert_eq(gitlab_set_project(gl, "17"), 0);
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id/labels"), 0);
+	cJSON_Delete(out);
+	cr_assert_str_eq(ts_req(s, 1)->target, "/api/v4/projects/17/labels");
+	/* Group paths need no project. */
+	cr_assert_eq(gitlab_set_project(gl, NULL), 0);
+	cr_assert_null(gitlab_project(gl));
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "groups/acme/labels"), 0);
+	cJSON_Delete(out);
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), FACTORY_ECONFIG);
+	cr_assert_eq(gitlab_set_project(gl, ""), 0);
+	cr_assert_null(gitlab_project(gl));
+	/* One connection, one set of counters for all of it. */
+	cr_assert_eq(ts_connections(s), 1);
+	gitlab_get_stats(&st, gl);
+	cr_assert_eq(st.requests, 3);
+	gitlab_free(gl);
+	ts_stop(s);
+}
+
+Test(gitlab, stats_carry_throttling_and_pacing)
+{
+	ts_server *s = ts_start();
+	gitlab *gl = client_for(s, "1", 0);
+	gitlab_stats st;
+	cJSON *out = NULL;
+	char hdr[256];
+	long now = (long)time(NULL);
+
+	gitlab_get_stats(&st, gl);
+	cr_assert_eq(st.ratelimit_remaining, -1);
+	cr_assert_eq(st.ratelimit_limit, -1);
+	/* A 429, retried; then a 200 with 0 left, so the next call is paced. */
+	snprintf(hdr, sizeof(hdr), "Retry-After: 1\r\nRateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n",
+	         now + 1);
+	ts_reply(s, 429, "Too Many Requests", hdr, "Retry later");
+	snprintf(hdr, sizeof(hdr), "RateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n", now + 30);
+	ts_reply(s, 200, "OK", hdr, "{}");
+	ts_reply(s, 200, "OK", "RateLimit-Limit: 50\r\nRateLimit-Remaining: 49\r\n", "{}");
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), 0, "%s", ferror_last());
+	cJSON_Delete(out);
+	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), 0, "%s", ferror_last());
+	cJSON_Delete(out);
+	gitlab_get_stats(&st, gl);
+	cr_assert_eq(st.requests, 3);
+	cr_assert_eq(st.retries, 1);
+	cr_assert_eq(st.throttled, 1);
+	cr_assert_eq(st.paced, 1);
+	cr_assert(st.paced_ms > 28000 && st.paced_ms <= 30000, "paced %ld ms", st.paced_ms);
+	cr_assert_eq(st.ratelimit_remaining, 49);
+	cr_assert_eq(st.ratelimit_limit, 50);
 	gitlab_free(gl);
 	ts_stop(s);
 }

@@ -878,3 +878,413 @@ Test(http, dead_keep_alive_connection)
 	http_client_free(c);
 	ts_stop(s);
 }
+
+/* ---- pacing: slowing down before the rate limit refuses us ---- */
+
+/* "Date: ..." for unix time `t`, as a server sends it. */
+static void http_date(char *out, size_t len, time_t t)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* Rate-limit headers for a window of `quota` requests of which `remaining`
+ * are left, resetting `secs` seconds after the server's `now`. */
+static char *rl_headers(long quota, long remaining, long secs, time_t now)
+{
+	char date[64];
+
+	http_date(date, sizeof(date), now);
+	return ts_fmt("RateLimit-Limit: %ld\r\nRateLimit-Observed: %ld\r\nRateLimit-Remaining: %ld\r\n"
+	              "RateLimit-Reset: %ld\r\nDate: %s\r\n",
+	              quota, quota - remaining, remaining, (long)now + secs, date);
+}
+
+static http_client *pacing_client(int pct, long reserve, long budget_ms)
+{
+	http_options o;
+	http_client *c = NULL;
+
+	http_options_init(&o);
+	o.max_retries = 3;
+	o.retry_budget_ms = budget_ms;
+	o.backoff_base_ms = 100;
+	o.pace_below_pct = pct;
+	o.pace_reserve = reserve;
+	cr_assert_eq(http_client_new(&c, &o), 0, "%s", ferror_last());
+	return c;
+}
+
+/* Send `n` GETs to `url`, each expected to succeed. */
+static void gets(http_client *c, const char *url, int n)
+{
+	http_response r;
+	int i;
+
+	http_response_init(&r);
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+		cr_assert_eq(r.status, 200);
+	}
+	http_response_release(&r);
+}
+
+Test(http, pacing_defaults)
+{
+	http_options o;
+
+	http_options_init(&o);
+	cr_assert_eq(o.pace_below_pct, 10);
+	cr_assert_eq(o.pace_reserve, -1);
+}
+
+Test(http, no_pacing_above_the_share)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, -1, 60000);
+	http_stats st;
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	/* 10 of 100 left is not below 10%: no wait. */
+	h = rl_headers(100, 10, 30, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_url(url, sizeof(url), s, "/p");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 0);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.paced, 0);
+	cr_assert_eq(st.paced_ms, 0);
+	cr_assert_eq(st.ratelimit_limit, 100);
+	cr_assert_eq(st.ratelimit_remaining, 10);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_spreads_what_is_left_over_the_window)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, 1, 60000);
+	http_stats st;
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	/* 5 of 100 left (under 10%), reserve 1, 10 s to the reset: the next
+	 * request waits 10000 / (5 - 1 + 1) = 2000 ms. */
+	h = rl_headers(100, 5, 10, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	h = rl_headers(100, 4, 8, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/p");
+	gets(c, url, 1);
+	cr_assert_eq(nwaits, 0, "the first request is not paced");
+	gets(c, url, 1);
+	cr_assert_eq(nwaits, 1);
+	cr_assert(waits[0] > 1900 && waits[0] <= 2000, "wait %ld", waits[0]);
+	/* 4 left, 8 s: 8000 / 4 = 2000 ms again; the last answer has no
+	 * headers and changes nothing. */
+	gets(c, url, 1);
+	cr_assert_eq(nwaits, 2);
+	cr_assert(waits[1] > 1900 && waits[1] <= 2000, "wait %ld", waits[1]);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.paced, 2);
+	cr_assert_eq(st.paced_ms, waits[0] + waits[1]);
+	cr_assert_eq(st.slept_ms, 0, "pacing is not retry backoff");
+	cr_assert_eq(st.throttled, 0);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_waits_for_the_reset_when_nothing_is_left)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, -1, 60000);
+	http_stats st;
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	/* A 200 with Remaining 0: the next request would be a 429, so it waits
+	 * for the reset (6 s) instead of being refused. */
+	h = rl_headers(60, 0, 6, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/z");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 1);
+	cr_assert(waits[0] > 5900 && waits[0] <= 6000, "wait %ld", waits[0]);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.throttled, 0);
+	cr_assert_eq(st.retries, 0);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_reserve_is_kept_for_other_jobs)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, 3, 60000);
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	/* 3 left with a reserve of 3: this job waits for the reset (the 3 are
+	 * for the other jobs on the token). */
+	h = rl_headers(100, 3, 4, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/r");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 1);
+	cr_assert(waits[0] > 3900 && waits[0] <= 4000, "wait %ld", waits[0]);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_quota_from_observed_when_limit_is_per_minute)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, 0, 600000);
+	time_t now = time(NULL);
+	char url[256], date[64], *h;
+
+	/* An hourly window of 7200: GitLab sends RateLimit-Limit 120 (per
+	 * minute) but Observed 7000 + Remaining 200 = 7200. 200 is under 10%
+	 * of 7200, so pacing starts (it would not against 120). */
+	http_date(date, sizeof(date), now);
+	h = ts_fmt("RateLimit-Limit: 120\r\nRateLimit-Observed: 7000\r\nRateLimit-Remaining: 200\r\n"
+	           "RateLimit-Reset: %ld\r\nDate: %s\r\n",
+	           (long)now + 201, date);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/h");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 1);
+	/* 201000 / (200 + 1) = 1000 ms. */
+	cr_assert(waits[0] > 900 && waits[0] <= 1000, "wait %ld", waits[0]);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_uses_the_servers_clock)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, 0, 60000);
+	time_t server_now = time(NULL) - 3600;
+	char url[256], *h;
+
+	/* The server's clock is an hour behind ours: its reset is 8 s after
+	 * its Date, which our clock would take as long past. */
+	h = rl_headers(100, 1, 8, server_now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/c");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 1);
+	/* 8000 / (1 - 0 + 1) = 4000 ms. */
+	cr_assert(waits[0] > 3900 && waits[0] <= 4000, "wait %ld", waits[0]);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_off)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(0, -1, 60000);
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	h = rl_headers(100, 0, 30, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/off");
+	gets(c, url, 2);
+	cr_assert_eq(nwaits, 0);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, pacing_wait_is_cut_to_the_retry_budget_and_says_so)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, -1, 1500);
+	http_stats st;
+	time_t now = time(NULL);
+	char url[256], *h, *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	log_set_stream(f);
+	log_set_level(LOG_WARN);
+	/* Nothing left and 40 s to the reset, but the retry budget is 1.5 s. */
+	h = rl_headers(100, 0, 40, now);
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/cut");
+	gets(c, url, 2);
+	fflush(f);
+	cr_assert_eq(nwaits, 1);
+	cr_assert_eq(waits[0], 1500);
+	cr_assert(strstr(text, "retry budget of 1500 ms"), "%s", text);
+	cr_assert(strstr(text, "until the window resets"), "%s", text);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.paced_ms, 1500);
+	log_set_stream(NULL);
+	log_set_level(LOG_ERROR);
+	fclose(f);
+	free(text);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+Test(http, retry_wait_counts_toward_the_pace)
+{
+	ts_server *s = ts_start();
+	http_client *c = pacing_client(10, -1, 60000);
+	http_stats st;
+	time_t now = time(NULL);
+	char url[256], *h;
+
+	/* A 429 (Remaining 0, Retry-After 3): the retry waits 3 s, and the
+	 * pacing plan from that 429 (wait for the reset) is already served by
+	 * it, so the retry is not held up a second time. */
+	h = rl_headers(60, 0, 3, now);
+	{
+		char *h2 = ts_fmt("%sRetry-After: 3\r\n", h);
+		ts_reply(s, 429, "Too Many Requests", h2, "Retry later");
+		free(h2);
+	}
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/t");
+	gets(c, url, 1);
+	cr_assert_eq(nwaits, 1);
+	cr_assert_eq(waits[0], 3000);
+	http_client_stats(&st, c);
+	cr_assert_eq(st.throttled, 1);
+	cr_assert_eq(st.paced, 0);
+	cr_assert_eq(st.retries, 1);
+	http_client_free(c);
+	ts_stop(s);
+}
+
+/* A fixed-window rate limiter shared by every client, as GitLab keeps one
+ * count per token: `quota` requests per one-second window. */
+typedef struct {
+	pthread_mutex_t lock;
+	long window;
+	long count;
+	long quota;
+	long served;
+	long refused;
+} limiter;
+
+static char *limiter_answer(void *vctx, const ts_request *req, size_t *len, int *flags)
+{
+	limiter *l = vctx;
+	struct timespec ts;
+	long observed, remaining;
+	char date[64], *out;
+	int refused;
+
+	(void)req;
+	(void)flags;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&l->lock);
+	if (ts.tv_sec != l->window) {
+		l->window = ts.tv_sec;
+		l->count = 0;
+	}
+	observed = ++l->count;
+	refused = observed > l->quota;
+	if (refused)
+		l->refused++;
+	else
+		l->served++;
+	pthread_mutex_unlock(&l->lock);
+	remaining = observed > l->quota ? 0 : l->quota - observed;
+	http_date(date, sizeof(date), ts.tv_sec);
+	out = ts_fmt("HTTP/1.1 %s\r\nDate: %s\r\nRateLimit-Limit: %ld\r\nRateLimit-Observed: %ld\r\n"
+	             "RateLimit-Remaining: %ld\r\nRateLimit-Reset: %ld\r\n%sContent-Length: %d\r\n\r\n%s",
+	             refused ? "429 Too Many Requests" : "200 OK", date, l->quota, observed, remaining,
+	             (long)ts.tv_sec + 1, refused ? "Retry-After: 1\r\n" : "", refused ? 12 : 2,
+	             refused ? "Retry later\n" : "[]");
+	*len = strlen(out);
+	return out;
+}
+
+typedef struct {
+	const char *url;
+	int n;
+	int failures;
+} job_thread;
+
+static void *job_main(void *arg)
+{
+	job_thread *j = arg;
+	http_options o;
+	http_client *c = NULL;
+	http_response r;
+	int i;
+
+	http_options_init(&o);
+	o.pace_below_pct = 50;
+	o.pace_reserve = 2; /* three jobs: each other job may send one request on what it saw */
+	o.retry_budget_ms = 10000;
+	if (http_client_new(&c, &o) < 0) {
+		j->failures = j->n;
+		return NULL;
+	}
+	http_response_init(&r);
+	for (i = 0; i < j->n; i++)
+		if (do_req(&r, c, "GET", j->url, NULL) < 0 || r.status != 200)
+			j->failures++;
+	http_response_release(&r);
+	http_client_free(c);
+	return NULL;
+}
+
+Test(http, jobs_sharing_a_token_stay_under_the_limit, .timeout = 60)
+{
+	/* Three jobs at once against one shared limit of 20 requests a
+	 * second, 20 requests each (60 in all, three windows at least): with
+	 * pacing and a reserve of 2 none of them is ever refused. Real sleeps. */
+	ts_server *s = ts_start();
+	limiter l;
+	job_thread jobs[3];
+	pthread_t th[3];
+	char url[256];
+	int i;
+
+	http_set_sleep(NULL);
+	memset(&l, 0, sizeof(l));
+	pthread_mutex_init(&l.lock, NULL);
+	l.quota = 20;
+	ts_set_handler(s, limiter_answer, &l);
+	ts_url(url, sizeof(url), s, "/shared");
+	for (i = 0; i < 3; i++) {
+		jobs[i].url = url;
+		jobs[i].n = 20;
+		jobs[i].failures = 0;
+		cr_assert_eq(pthread_create(&th[i], NULL, job_main, &jobs[i]), 0);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(jobs[i].failures, 0, "job %d: %d failures", i, jobs[i].failures);
+	}
+	cr_assert_eq(l.served, 60);
+	cr_assert_eq(l.refused, 0, "%ld requests refused with 429", l.refused);
+	ts_stop(s);
+	pthread_mutex_destroy(&l.lock);
+}
