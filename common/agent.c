@@ -358,12 +358,15 @@ static int arg_str(const char **out, const cJSON *in, const char *tool, const ch
 
 	*out = NULL;
 	if (!v || cJSON_IsNull(v)) {
-		if (required)
-			return ferror_set(FACTORY_EINVALID, "%s: the argument '%s' is missing", tool, name);
-		return 0;
+		if (!required)
+			return 0;
+		ferror_set(FACTORY_EINVALID, "%s: the argument '%s' is missing", tool, name);
+		return FACTORY_EINVALID; /* spelled out: a required argument is never NULL on 0 */
 	}
-	if (!cJSON_IsString(v))
-		return ferror_set(FACTORY_EINVALID, "%s: the argument '%s' must be a string", tool, name);
+	if (!cJSON_IsString(v)) {
+		ferror_set(FACTORY_EINVALID, "%s: the argument '%s' must be a string", tool, name);
+		return FACTORY_EINVALID;
+	}
 	*out = v->valuestring;
 	return 0;
 }
@@ -733,7 +736,7 @@ static int tool_finish(tool_ctx *t, const cJSON *in, fbuf *out)
 		return ferror_set(FACTORY_EINVALID, "finish: the summary is empty");
 	if (!cJSON_IsBool(tested))
 		return ferror_set(FACTORY_EINVALID, "finish: the argument 'tested' must be true or false");
-	if (strcmp(confidence, "low") && strcmp(confidence, "medium") && strcmp(confidence, "high"))
+	if (strcmp(confidence, "low") != 0 && strcmp(confidence, "medium") != 0 && strcmp(confidence, "high") != 0)
 		return ferror_set(FACTORY_EINVALID, "finish: confidence must be low, medium or high, not '%.40s'",
 				  confidence);
 	if (!(t->summary = strdup(summary)) || !(t->confidence = strdup(confidence)))
@@ -1062,7 +1065,6 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
 		if (error == FACTORY_ETIMEOUT) {
 			set_str(&r->outcome, "budget");
 			set_str(&r->reason, "wall time limit reached (%ld s) while waiting for the model", o->max_wall_ms / 1000);
-			error = 0;
 			break;
 		}
 		if (error < 0) {
@@ -1300,7 +1302,7 @@ int agent_run_external(agent_result *r, const agent_options *o, sandbox *sb, con
 			set_str(&r->reason, "the agent command exited %d", sr.exit_code);
 	}
 	/* Its last words are its summary. */
-	if (prompt.len) {
+	if (prompt.len && prompt.ptr) {
 		size_t keep = prompt.len > 2000 ? 2000 : prompt.len, from = prompt.len - keep;
 		while (from < prompt.len && ((unsigned char)prompt.ptr[from] & 0xC0) == 0x80)
 			from++;

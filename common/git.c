@@ -358,7 +358,7 @@ int fgit_scrub_credentials(fgit_repo *r, int *changed)
 		error = git_fail(FACTORY_ERR, "cannot read the repository's config");
 		goto cleanup;
 	}
-	while ((rc = git_config_next(&e, it)) == 0) {
+	while (git_config_next(&e, it) == 0) {
 		size_t nl = strlen(e->name);
 		int is_url = !strncmp(e->name, "remote.", 7) &&
 			     ((nl > 4 && !strcmp(e->name + nl - 4, ".url")) ||

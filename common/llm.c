@@ -140,8 +140,8 @@ int llm_options_from_config(llm_options *o, char **key_out, const fconfig *cfg)
 		return error;
 	o->max_tokens = n;
 	o->max_tokens_field = fconfig_get_str(cfg, "llm.max_tokens_field", NULL);
-	if (o->max_tokens_field && strcmp(o->max_tokens_field, "max_tokens") &&
-	    strcmp(o->max_tokens_field, "max_completion_tokens"))
+	if (o->max_tokens_field && strcmp(o->max_tokens_field, "max_tokens") != 0 &&
+	    strcmp(o->max_tokens_field, "max_completion_tokens") != 0)
 		return ferror_set(FACTORY_ECONFIG,
 				  "bad setting llm.max_tokens_field=%s: expected max_tokens or max_completion_tokens",
 				  o->max_tokens_field);
@@ -376,7 +376,7 @@ int llm_conv_new(llm_conv **out, llm_provider provider, const char *system, cons
 		const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
 		if (!name || !valid_tool_name(name))
 			return ferror_set(FACTORY_EINVALID, "a tool needs a name of 1-64 letters, digits, _ or -");
-		if (!cJSON_IsObject(schema) || !jstr(schema, "type") || strcmp(jstr(schema, "type"), "object"))
+		if (!cJSON_IsObject(schema) || !jstr(schema, "type") || strcmp(jstr(schema, "type"), "object") != 0)
 			return ferror_set(FACTORY_EINVALID, "tool %s: input_schema must be an object schema", name);
 	}
 	if (!(c = calloc(1, sizeof(*c))))
@@ -431,35 +431,36 @@ static int conv_push(llm_conv *c, int assistant, cJSON *content)
 	return 0;
 }
 
-/* The open user message, made when needed. */
-static int open_user(conv_msg **out, llm_conv *c)
+/* The open user message, made when needed; NULL (ferror set) when out of memory. */
+static conv_msg *open_user(llm_conv *c)
 {
+	conv_msg *m;
 	cJSON *content;
-	int error;
 
 	if (!c->user_open || !c->n || c->msgs[c->n - 1].assistant) {
-		if (!(content = cJSON_CreateArray()))
-			return ferror_set(FACTORY_ENOMEM, "out of memory");
-		if ((error = conv_push(c, 0, content)) < 0) {
+		if (!(content = cJSON_CreateArray())) {
+			ferror_set(FACTORY_ENOMEM, "out of memory");
+			return NULL;
+		}
+		if (conv_push(c, 0, content) < 0) {
 			cJSON_Delete(content);
-			return error;
+			return NULL;
 		}
 		c->user_open = 1;
 	}
-	*out = &c->msgs[c->n - 1];
-	free((*out)->ser);
-	(*out)->ser = NULL;
-	return 0;
+	m = &c->msgs[c->n - 1];
+	free(m->ser);
+	m->ser = NULL;
+	return m;
 }
 
 int llm_conv_add_user_text(llm_conv *c, const char *text)
 {
 	conv_msg *m;
 	cJSON *b;
-	int error;
 
-	if ((error = open_user(&m, c)) < 0)
-		return error;
+	if (!(m = open_user(c)))
+		return FACTORY_ENOMEM;
 	if (!(b = cJSON_CreateObject()) || !cJSON_AddStringToObject(b, "type", "text") ||
 	    !cJSON_AddStringToObject(b, "text", text && *text ? text : "(empty)")) {
 		cJSON_Delete(b);
@@ -473,12 +474,11 @@ int llm_conv_add_tool_result(llm_conv *c, const char *id, const char *content, i
 {
 	conv_msg *m;
 	cJSON *b;
-	int error;
 
 	if (!id)
 		return ferror_set(FACTORY_EINVALID, "a tool result needs the id of its call");
-	if ((error = open_user(&m, c)) < 0)
-		return error;
+	if (!(m = open_user(c)))
+		return FACTORY_ENOMEM;
 	if (!(b = cJSON_CreateObject()) || !cJSON_AddStringToObject(b, "type", "tool_result") ||
 	    !cJSON_AddStringToObject(b, "tool_use_id", id) ||
 	    !cJSON_AddStringToObject(b, "content", content && *content ? content : "(no output)") ||
@@ -497,7 +497,7 @@ int llm_conv_add_tool_result(llm_conv *c, const char *id, const char *content, i
 		for (it = m->content->child; it; it = next) {
 			const char *t = jstr(it, "type");
 			next = it->next;
-			if (!t || strcmp(t, "tool_result")) {
+			if (!t || strcmp(t, "tool_result") != 0) {
 				cJSON_DetachItemViaPointer(m->content, it);
 				cJSON_AddItemToArray(others, it);
 			}
@@ -596,7 +596,7 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 		{
 			const char *t = jstr(blk, "type"), *raw;
 			char *args = NULL;
-			if (!t || strcmp(t, "tool_use"))
+			if (!t || strcmp(t, "tool_use") != 0)
 				continue;
 			if ((error = fbuf_puts(b, ncalls++ ? "," : ",\"tool_calls\":[")) < 0)
 				goto cleanup;
@@ -628,7 +628,7 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 	cJSON_ArrayForEach(blk, m->content)
 	{
 		const char *t = jstr(blk, "type");
-		if (!t || strcmp(t, "tool_result"))
+		if (!t || strcmp(t, "tool_result") != 0)
 			continue;
 		if (!first && (error = fbuf_putc(b, ',')) < 0)
 			goto cleanup;
@@ -962,7 +962,7 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 	const char *type = jstr(root, "type"), *stop;
 	int error;
 
-	if (type && strcmp(type, "message"))
+	if (type && strcmp(type, "message") != 0)
 		return ferror_set(FACTORY_EINVALID, "the answer is a '%.40s', not a message", type);
 	if (!cJSON_IsArray(content))
 		return ferror_set(FACTORY_EINVALID, "the answer has no content array");
@@ -1193,7 +1193,7 @@ int llm_new(llm **out, const llm_options *o)
 		return ferror_set(FACTORY_ECONFIG, "missing setting llm.api_key (set FACTORY_LLM_API_KEY or "
 						   "FACTORY_LLM_API_KEY_FILE)");
 	base = o->base_url ? o->base_url : (o->provider == LLM_OPENAI ? "https://api.openai.com/v1" : "https://api.anthropic.com");
-	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+	if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
 		return ferror_set(FACTORY_ECONFIG, "bad setting llm.base_url=%s: expected an http:// or https:// URL", base);
 	if (!(l = calloc(1, sizeof(*l))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -1268,8 +1268,8 @@ void llm_get_stats(llm_stats *out, const llm *l)
 
 int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens)
 {
-	const char *s;
-	size_t len, i;
+	const char *s = NULL;
+	size_t len = 0, i;
 	int error, cache = l->o.prompt_cache && l->o.provider == LLM_ANTHROPIC;
 
 	fbuf_reset(out);
@@ -1373,7 +1373,7 @@ static int is_context_error(long status, const char *words)
 
 	if (status != 400 && status != 413)
 		return 0;
-	for (i = 0; words[i] && i < sizeof(low) - 1; i++)
+	for (i = 0; i < sizeof(low) - 1 && words[i]; i++)
 		low[i] = (char)tolower((unsigned char)words[i]);
 	low[i] = '\0';
 	for (i = 0; signs[i]; i++)
@@ -1391,7 +1391,7 @@ static int retryable(long status)
 static long backoff_ms(const llm *l, const http_response *r, int attempt)
 {
 	char v[64];
-	long cap, wait;
+	long cap, wait, least;
 	double secs;
 	char *end;
 
@@ -1411,7 +1411,8 @@ static long backoff_ms(const llm *l, const http_response *r, int attempt)
 	if (cap > l->o.backoff_max_ms)
 		cap = l->o.backoff_max_ms;
 	/* Full jitter, but never less than a tenth of the cap. */
-	wait = cap / 10 + (long)((double)random() / RAND_MAX * (double)(cap - cap / 10));
+	least = cap / 10;
+	wait = least + (long)((double)random() / (double)RAND_MAX * (double)(cap - least));
 	return wait;
 }
 
@@ -1512,8 +1513,11 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 			wait = backoff_ms(l, resp.status ? &resp : NULL, attempt);
 			if (deadline_ms && llm_now_ms() + wait >= deadline_ms) {
 				/* The caller's time is up: that, not the service, ends it. */
-				error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: %s%s%s)", pname,
-						   resp.status ? "HTTP " : "", resp.status ? "" : "", words);
+				if (resp.status)
+					error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: HTTP %ld: %s)",
+							   pname, resp.status, words);
+				else
+					error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: %s)", pname, words);
 				goto cleanup;
 			}
 			if (attempt > l->o.max_retries || slept + wait > l->o.retry_budget_ms) {

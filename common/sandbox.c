@@ -1177,9 +1177,7 @@ static int run_once(sandbox_result *out, sandbox *sb, const char *command, long 
 	if (replen && rep[0] == '\001') {
 		/* The namespace's first process tells how the command died. */
 		out->exit_code = -1;
-		out->signal = atoi(rep + 1);
-		replen = 0;
-		status = 0;
+		out->signal = (int)strtol(rep + 1, NULL, 10);
 		if ((error = capture_finish(out, &cap)) < 0)
 			goto cleanup;
 		error = 0;

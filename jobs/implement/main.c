@@ -346,7 +346,7 @@ static int run_agent(job_ctx *ctx)
 	    (error = fconfig_require(&task_file, ctx->cfg, "agent.task")) < 0)
 		goto cleanup;
 	kind = fconfig_get_str(ctx->cfg, "agent", "builtin");
-	if (strcmp(kind, "builtin") && strcmp(kind, "command")) {
+	if (strcmp(kind, "builtin") != 0 && strcmp(kind, "command") != 0) {
 		error = ferror_set(FACTORY_ECONFIG, "bad setting agent=%s (from FACTORY_AGENT): expected builtin or command",
 				   kind);
 		goto cleanup;
@@ -437,7 +437,7 @@ int main(int argc, char **argv)
 		return rc;
 	if (ctx.nargs < 1)
 		return job_finish(&ctx, impl_main(&ctx));
-	if (strcmp(ctx.args[0], "agent")) {
+	if (strcmp(ctx.args[0], "agent") != 0) {
 		rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s': the commands are `agent`, or none (see --help)",
 				ctx.args[0]);
 		return job_finish(&ctx, rc);
