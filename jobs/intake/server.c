@@ -349,11 +349,21 @@ static enum MHD_Result refuse(intake_server *s, struct MHD_Connection *c, unsign
 	return send_error(s, c, status, code, message, extra);
 }
 
-/* From the spool's flusher: the record is on disk (or failed); wake the
+/* From the spool's flusher: the record is on disk (or failed); count it
+ * (the client may be gone by now: it is stored all the same) and wake the
  * connection. `r` may be freed as soon as it is resumed. */
 static void on_stored(void *ctx, uint64_t seq, int error)
 {
 	request *r = ctx;
+	intake_server *s = r->srv;
+
+	if (error) {
+		dedup_forget(s->dd, &r->key);
+		count(&s->store_failed);
+	} else {
+		dedup_stored(s->dd, &r->key, r->id, r->received_ms);
+		count(&s->accepted);
+	}
 	r->seq = seq;
 	r->store_error = error;
 	__atomic_store_n(&r->state, STORED, __ATOMIC_RELEASE);
@@ -369,14 +379,10 @@ static enum MHD_Result finish_submission(intake_server *s, struct MHD_Connection
 
 	if (r->store_error) {
 		static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
-		dedup_forget(s->dd, &r->key);
-		count(&s->store_failed);
 		log_error("cannot store a submission (error %d): see the spool directory", r->store_error);
 		return send_error(s, c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
 				  "the submission could not be stored; please try again in a moment", retry);
 	}
-	dedup_stored(s->dd, &r->key, r->id, r->received_ms);
-	count(&s->accepted);
 	log_debug("accepted %s as spool record %llu", r->id, (unsigned long long)r->seq);
 	if (r->html) {
 		snprintf(msg, sizeof(msg), "Your message was received (reference %s).", r->id);
@@ -449,6 +455,8 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 	}
 	f.received_ms = now;
 	if (feedback_new_id(&f) < 0 || feedback_to_json(&out, &f) < 0) {
+		dedup_forget(s->dd, &key);
+		count(&s->store_failed);
 		r->store_error = ferror_last_code() ? ferror_last_code() : FACTORY_ERR;
 		r->state = STORED;
 		memcpy(&r->key, &key, sizeof(key));
@@ -467,6 +475,8 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 	__atomic_fetch_add(&s->inflight, 1, __ATOMIC_ACQ_REL);
 	MHD_suspend_connection(c);
 	if (spool_append_async(s->sp, out.ptr, out.len, on_stored, r) < 0) {
+		dedup_forget(s->dd, &key);
+		count(&s->store_failed);
 		r->store_error = ferror_last_code() ? ferror_last_code() : FACTORY_ERR;
 		__atomic_store_n(&r->state, STORED, __ATOMIC_RELEASE);
 		MHD_resume_connection(c);

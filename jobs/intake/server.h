@@ -72,7 +72,7 @@ void intake_server_stop(intake_server *s);
 void intake_server_free(intake_server *s);
 
 typedef struct {
-	long accepted;       /* stored in the spool */
+	long accepted;       /* stored in the spool (even when the client left before the answer) */
 	long duplicates;     /* folded into an earlier one */
 	long rejected;       /* 4xx answers to POST /v1/feedback */
 	long rate_limited;   /* of which 429 */
