@@ -8,7 +8,9 @@ it (options, then the command) pinned to one core (taskset -c 0) under /usr/bin/
 parsed, classified, masked, templated and counted in the friction windows.
 Every line is at error level, the worst case (info lines skip the mining).
 Runs 1M and 10M lines and reports lines/s and peak RSS for each, so memory
-can be seen to stay flat as the log grows.
+can be seen to stay flat as the log grows; then the 1M lines again as JSON
+lines, for comparison. Wall-clock figures depend on what else the machine
+runs; lines per CPU second less so.
 
 Writes bench/results/watch.json.
 
@@ -46,7 +48,7 @@ TEMPLATES = [
 ROUTES = ["/checkout", "/api/v1/orders", "/login", "/cart", "/api/v1/users", "/search", "/invoice"]
 
 
-def generate(path, lines, seed=1):
+def generate(path, lines, seed=1, fmt="logfmt"):
     rnd = random.Random(seed)
     t0 = 1795773600000  # 2026-11-27T10:00:00Z
     users = ["u%06d" % i for i in range(100000)]
@@ -60,9 +62,15 @@ def generate(path, lines, seed=1):
                               h="%012x" % rnd.getrandbits(48))
             s, ms = divmod(t, 1000)
             tm = time.gmtime(s)
-            chunk.append('ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=error user=%s route=%s status=%d msg="%s"\n'
-                         % (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms,
-                            users[rnd.randrange(len(users))], ROUTES[i % len(ROUTES)], 500 + i % 4, msg))
+            stamp = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                                                              tm.tm_sec, ms)
+            user, route, status = users[rnd.randrange(len(users))], ROUTES[i % len(ROUTES)], 500 + i % 4
+            if fmt == "json":
+                chunk.append('{"ts":"%s","level":"error","user":"%s","route":"%s","status":%d,"msg":"%s"}\n'
+                             % (stamp, user, route, status, msg))
+            else:
+                chunk.append('ts=%s level=error user=%s route=%s status=%d msg="%s"\n' % (stamp, user, route, status,
+                                                                                          msg))
             if len(chunk) >= 10000:
                 f.write("".join(chunk))
                 chunk = []
@@ -70,13 +78,13 @@ def generate(path, lines, seed=1):
     return t0 + lines
 
 
-def run_scan(binary, path, lines, end_ms):
+def run_scan(binary, path, lines, end_ms, fmt="logfmt"):
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(end_ms // 1000 + 1)) + "Z"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "CI_"))}
     report = tempfile.mkdtemp(prefix="watch-bench-report-")
     env["FACTORY_REPORT_DIR"] = report
     cmd = ["/usr/bin/time", "-v", "taskset", "-c", "0", binary, "--source", path, "--now", now,
-           "--window", "%ds" % (lines // 1000 + 10), "--baseline", "1h", "--format", "logfmt", "scan"]
+           "--window", "%ds" % (lines // 1000 + 10), "--baseline", "1h", "--format", fmt, "scan"]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=tempfile.gettempdir())
@@ -104,6 +112,7 @@ def run_scan(binary, path, lines, end_ms):
         "errors": int(m.group(3)) if m else None,
         "fingerprints": int(m.group(4)) if m else None,
         "findings": len(findings),
+        "format": fmt,
     }
 
 
@@ -134,6 +143,14 @@ def main():
         print("%9d lines (%.0f B avg): %.2fs, %d lines/s (%d per CPU second), peak RSS %d KiB, %s fingerprints"
               % (n, r["avg_line_bytes"], r["elapsed_s"], r["lines_per_s"], r["lines_per_cpu_s"] or 0,
                  r["peak_rss_kib"], r["fingerprints"]))
+    # the same lines as JSON (cJSON parses each), for comparison
+    json_path = os.path.join(workdir, "json.log")
+    generate(json_path, min(counts), fmt="json")
+    r = run_scan(binary, json_path, min(counts), 1795773600000 + min(counts), fmt="json")
+    json_run = r
+    print("%9d JSON lines (%.0f B avg): %.2fs, %d lines/s (%d per CPU second), peak RSS %d KiB"
+          % (r["lines"], r["avg_line_bytes"], r["elapsed_s"], r["lines_per_s"], r["lines_per_cpu_s"] or 0,
+             r["peak_rss_kib"]))
     if not keep:
         subprocess.run(["rm", "-rf", workdir])
     result = {
@@ -143,6 +160,7 @@ def main():
         "target_lines_per_s": 1000000,
         "runs": runs,
         "rss_growth_ratio": round(runs[-1]["peak_rss_kib"] / runs[0]["peak_rss_kib"], 3) if len(runs) > 1 else None,
+        "json_lines_run": json_run,
     }
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "watch.json"), "w") as f:

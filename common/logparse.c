@@ -32,10 +32,12 @@ struct logparse {
 	int group[F_COUNT]; /* capture group numbers, 0 when absent */
 	struct {
 		uint32_t hash; /* 0: empty */
-		int field;
+		int field;     /* -1: only a prefix */
+		int cand;      /* its place in the field's candidate list */
+		int prefix;    /* the first part of a dotted candidate ("user" of "user.id") */
 		const char *name;
 		size_t len;
-	} keys[KEY_SLOTS]; /* logfmt key -> field, first field listing it wins */
+	} keys[KEY_SLOTS]; /* key -> field; the first field listing it wins */
 	fbuf partial;      /* a line split across feeds */
 	int partial_cut;   /* the partial line passed max_line */
 	fbuf first;        /* the pending record's first line */
@@ -80,29 +82,49 @@ static uint32_t key_hash(const char *s, size_t n)
 	return h ? h : 1;
 }
 
-/* Index every candidate name for logfmt keys. */
+/* The slot of a key in the index (an empty one when absent). */
+static uint32_t key_slot(const logparse *p, const char *s, size_t n, uint32_t h)
+{
+	uint32_t i = h & (KEY_SLOTS - 1);
+
+	while (p->keys[i].hash && !(p->keys[i].hash == h && p->keys[i].len == n && !memcmp(p->keys[i].name, s, n)))
+		i = (i + 1) & (KEY_SLOTS - 1);
+	return i;
+}
+
+/* Index every candidate name (for logfmt keys and top-level JSON keys), and
+ * the first part of every dotted one (a JSON object there needs cJSON). */
 static void keys_init(logparse *p)
 {
 	int field, k;
 
 	for (field = 0; field < F_COUNT; field++) {
 		for (k = 0; k < p->fields[field].n; k++) {
-			const char *name = p->fields[field].names[k];
+			const char *name = p->fields[field].names[k], *dot = strchr(name, '.');
 			size_t len = p->fields[field].lens[k];
-			uint32_t h = key_hash(name, len), i = h & (KEY_SLOTS - 1);
-			int dup = 0;
-			while (p->keys[i].hash) {
-				if (p->keys[i].hash == h && p->keys[i].len == len &&
-				    !memcmp(p->keys[i].name, name, len))
-					dup = 1; /* an earlier field has it */
-				i = (i + 1) & (KEY_SLOTS - 1);
+			uint32_t h = key_hash(name, len), i = key_slot(p, name, len, h);
+			if (!p->keys[i].hash) {
+				p->keys[i].hash = h;
+				p->keys[i].field = field;
+				p->keys[i].cand = k;
+				p->keys[i].name = name;
+				p->keys[i].len = len;
+			} else if (p->keys[i].field < 0) {
+				p->keys[i].field = field;
+				p->keys[i].cand = k;
 			}
-			if (dup)
-				continue;
-			p->keys[i].hash = h;
-			p->keys[i].field = field;
-			p->keys[i].name = name;
-			p->keys[i].len = len;
+			if (dot && dot > name) {
+				size_t pl = (size_t)(dot - name);
+				h = key_hash(name, pl);
+				i = key_slot(p, name, pl, h);
+				if (!p->keys[i].hash) {
+					p->keys[i].hash = h;
+					p->keys[i].field = -1;
+					p->keys[i].name = name;
+					p->keys[i].len = pl;
+				}
+				p->keys[i].prefix = 1;
+			}
 		}
 	}
 }
@@ -110,14 +132,9 @@ static void keys_init(logparse *p)
 /* The field a logfmt key names, -1 if none. */
 static int key_field(const logparse *p, const char *s, size_t n)
 {
-	uint32_t h = key_hash(s, n), i = h & (KEY_SLOTS - 1);
+	uint32_t i = key_slot(p, s, n, key_hash(s, n));
 
-	while (p->keys[i].hash) {
-		if (p->keys[i].hash == h && p->keys[i].len == n && !memcmp(p->keys[i].name, s, n))
-			return p->keys[i].field;
-		i = (i + 1) & (KEY_SLOTS - 1);
-	}
-	return -1;
+	return p->keys[i].hash ? p->keys[i].field : -1;
 }
 
 static int candidates_init(candidates *c, const char *list)
@@ -496,6 +513,246 @@ static int json_put(logparse *p, fields_found *f, int field, const cJSON *v)
 	return 0;
 }
 
+static int is_stack_key(const char *k, size_t n)
+{
+	static const char *const names[] = {"stack", "stack_trace", "stacktrace", "exception", "traceback", NULL};
+	int i;
+
+	for (i = 0; names[i]; i++)
+		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
+			return 1;
+	return 0;
+}
+
+/* A JSON string at s[*i] (the opening quote) decoded into `out`; *i moves
+ * past the closing quote. -1 when malformed. */
+static int json_string(fbuf *out, const char *s, size_t n, size_t *i)
+{
+	size_t j = *i + 1, run = j;
+
+	for (;;) {
+		if (j >= n)
+			return -1;
+		if (s[j] == '"')
+			break;
+		if ((unsigned char)s[j] < 0x20)
+			return -1;
+		if (s[j] != '\\') {
+			j++;
+			continue;
+		}
+		if (out && fbuf_put(out, s + run, j - run) < 0)
+			return -1;
+		if (++j >= n)
+			return -1;
+		switch (s[j]) {
+		case '"':
+		case '\\':
+		case '/':
+			if (out && fbuf_putc(out, s[j]) < 0)
+				return -1;
+			break;
+		case 'b':
+		case 'f':
+		case 'n':
+		case 'r':
+		case 't':
+			if (out && fbuf_putc(out, s[j] == 'n'   ? '\n'
+			                          : s[j] == 't' ? '\t'
+			                          : s[j] == 'r' ? '\r'
+			                          : s[j] == 'b' ? '\b'
+			                                        : '\f') < 0)
+				return -1;
+			break;
+		case 'u': {
+			unsigned cp = 0, lo = 0;
+			int k;
+			char u[4];
+			if (j + 4 >= n)
+				return -1;
+			for (k = 1; k <= 4; k++) {
+				char c = s[j + k];
+				cp = cp * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+				                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+				                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				                                                 : 99);
+				if (cp > 0xffff)
+					return -1;
+			}
+			j += 4;
+			if (cp >= 0xd800 && cp < 0xdc00) { /* a surrogate pair */
+				if (j + 6 >= n || s[j + 1] != '\\' || s[j + 2] != 'u')
+					return -1;
+				for (k = 3; k <= 6; k++) {
+					char c = s[j + k];
+					lo = lo * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+					                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+					                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+					                                                 : 99);
+					if (lo > 0xffff)
+						return -1;
+				}
+				if (lo < 0xdc00 || lo > 0xdfff)
+					return -1;
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				j += 6;
+			} else if (cp >= 0xdc00 && cp < 0xe000) {
+				return -1;
+			}
+			if (cp < 0x80) {
+				u[0] = (char)cp;
+				k = 1;
+			} else if (cp < 0x800) {
+				u[0] = (char)(0xc0 | (cp >> 6));
+				u[1] = (char)(0x80 | (cp & 0x3f));
+				k = 2;
+			} else if (cp < 0x10000) {
+				u[0] = (char)(0xe0 | (cp >> 12));
+				u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+				u[2] = (char)(0x80 | (cp & 0x3f));
+				k = 3;
+			} else {
+				u[0] = (char)(0xf0 | (cp >> 18));
+				u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+				u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+				u[3] = (char)(0x80 | (cp & 0x3f));
+				k = 4;
+			}
+			if (out && fbuf_put(out, u, (size_t)k) < 0)
+				return -1;
+			break;
+		}
+		default:
+			return -1;
+		}
+		run = ++j;
+	}
+	if (out && fbuf_put(out, s + run, j - run) < 0)
+		return -1;
+	*i = j + 1;
+	return 0;
+}
+
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+		i++;
+	return i;
+}
+
+/*
+ * The fast path for JSON lines: one pass over a flat object, taking the
+ * candidate fields' string, number and boolean values without building a
+ * tree. Returns 0 (done), 1 (not a JSON object: read it as plain text) or
+ * 2 (nested values where a candidate may look, or anything unusual: let
+ * cJSON read it).
+ */
+static int parse_json_fast(logparse *p, fields_found *f, const char *s, size_t n, fbuf *extra_detail)
+{
+	int best[F_COUNT];
+	size_t i = skip_ws(s, n, 0), k;
+
+	for (k = 0; k < F_COUNT; k++)
+		best[k] = MAX_CANDIDATES;
+	if (i >= n || s[i] != '{')
+		return 1;
+	i = skip_ws(s, n, i + 1);
+	if (i < n && s[i] == '}')
+		return 0;
+	for (;;) {
+		size_t ks, ke, vs;
+		uint32_t slot;
+		int field = -1, cand = 0, prefix = 0;
+
+		if (i >= n || s[i] != '"')
+			return 2;
+		ks = i + 1;
+		if (json_string(NULL, s, n, &i) < 0)
+			return 2;
+		ke = i - 1;
+		if (memchr(s + ks, '\\', ke - ks))
+			return 2; /* an escaped key: rare, cJSON knows */
+		slot = key_slot(p, s + ks, ke - ks, key_hash(s + ks, ke - ks));
+		if (p->keys[slot].hash) {
+			field = p->keys[slot].field;
+			cand = p->keys[slot].cand;
+			prefix = p->keys[slot].prefix;
+		}
+		i = skip_ws(s, n, i);
+		if (i >= n || s[i] != ':')
+			return 2;
+		i = skip_ws(s, n, i + 1);
+		if (i >= n)
+			return 2;
+		vs = i;
+		if (s[i] == '"') {
+			int stack = field < 0 && extra_detail->len == 0 && is_stack_key(s + ks, ke - ks);
+			if (field >= 0 && cand < best[field]) {
+				size_t off = p->store.len;
+				if (json_string(&p->store, s, n, &i) < 0 || fbuf_putc(&p->store, '\0') < 0)
+					return 2;
+				f->off[field] = off;
+				f->len[field] = p->store.len - off - 1;
+				best[field] = cand;
+			} else if (stack) {
+				if (json_string(extra_detail, s, n, &i) < 0)
+					return 2;
+			} else if (json_string(NULL, s, n, &i) < 0) {
+				return 2;
+			}
+		} else if (s[i] == '{' || s[i] == '[') {
+			if (prefix || field >= 0)
+				return 2; /* a candidate may be inside: cJSON walks it */
+			{
+				int depth = 0;
+				while (i < n) {
+					if (s[i] == '"') {
+						if (json_string(NULL, s, n, &i) < 0)
+							return 2;
+						continue;
+					}
+					if (s[i] == '{' || s[i] == '[')
+						depth++;
+					else if (s[i] == '}' || s[i] == ']')
+						depth--;
+					i++;
+					if (depth == 0)
+						break;
+				}
+				if (depth != 0)
+					return 2;
+			}
+		} else {
+			/* number, true, false, null */
+			while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ' ' && s[i] != '\t' && s[i] != '\r' &&
+			       s[i] != '\n')
+				i++;
+			if (i == vs)
+				return 2;
+			if (!(s[vs] == '-' || (s[vs] >= '0' && s[vs] <= '9') ||
+			      (i - vs == 4 && (!memcmp(s + vs, "true", 4) || !memcmp(s + vs, "null", 4))) ||
+			      (i - vs == 5 && !memcmp(s + vs, "false", 5))))
+				return 2;
+			if (field >= 0 && cand < best[field] && memcmp(s + vs, "null", 4) != 0) {
+				size_t off = p->store.len;
+				if (fbuf_put(&p->store, s + vs, i - vs) < 0 || fbuf_putc(&p->store, '\0') < 0)
+					return 2;
+				f->off[field] = off;
+				f->len[field] = i - vs;
+				best[field] = cand;
+			}
+		}
+		i = skip_ws(s, n, i);
+		if (i < n && s[i] == ',') {
+			i = skip_ws(s, n, i + 1);
+			continue;
+		}
+		if (i < n && s[i] == '}')
+			return skip_ws(s, n, i + 1) == n ? 0 : 2;
+		return 2;
+	}
+}
+
 static int parse_json(logparse *p, fields_found *f, const char *s, size_t n, fbuf *extra_detail)
 {
 	cJSON *root = cJSON_ParseWithLength(s, n);
@@ -762,7 +1019,14 @@ static int emit(logparse *p, logparse_record_fn cb, void *ctx)
 	found_init(&f);
 	fbuf_init(&extra, p->o.max_detail);
 	if ((p->o.format == LOGPARSE_JSON || p->o.format == LOGPARSE_AUTO) && n > 0 && s[0] == '{') {
-		rc = parse_json(p, &f, s, n, &extra);
+		rc = parse_json_fast(p, &f, s, n, &extra);
+		if (rc == 2) {
+			/* start again with cJSON */
+			found_init(&f);
+			fbuf_reset(&p->store);
+			fbuf_reset(&extra);
+			rc = parse_json(p, &f, s, n, &extra);
+		}
 		if (rc > 0)
 			p->st.bad_json++;
 	}

@@ -267,3 +267,29 @@ Test(logparse, plain_headers_are_skipped)
 	cr_assert_eq(g.level[3], LOGLEVEL_INFO);
 	cr_assert_str_eq(g.msg[4], "warning");
 }
+
+Test(logparse, json_strings_escapes_and_priorities)
+{
+	got g;
+
+	parse_all(&g, NULL,
+	          "{\"msg\":\"second\",\"message\":\"caf\\u00e9 \\ud83d\\ude00 "
+	          "\\\"q\\\"\\n\\tx\\/y\",\"level\":\"error\","
+	          "\"user_id\":\"u9\",\"user\":\"u1\",\"extra\":{\"a\":[1,{\"b\":\"}\"}]},\"ok\":true,\"n\":null,"
+	          "\"stack\":\"at a\\nat b\",\"status\":503}\n"
+	          "{\"msg\":\"x\"} trailing\n"
+	          "{\"msg\":\"bad \\ud800 surrogate\",\"level\":\"warn\"}\n"
+	          "{ }\n");
+	cr_assert_eq(g.n, 4);
+	/* "message" comes before "msg" in the candidates, wherever it is in the line */
+	cr_assert_str_eq(g.msg[0], "caf\xc3\xa9 \xf0\x9f\x98\x80 \"q\"\n\tx/y");
+	cr_assert_str_eq(g.user[0], "u1");
+	cr_assert_eq(g.status[0], 503);
+	cr_assert_str_eq(g.detail[0], "at a\nat b");
+	/* an object with something after it: the object is read (as cJSON reads it) */
+	cr_assert_str_eq(g.msg[1], "x");
+	/* what the fast reader refuses, cJSON decides: a lone surrogate is not JSON, so plain text */
+	cr_assert_eq(g.level[2], LOGLEVEL_UNKNOWN);
+	cr_assert(strstr(g.msg[2], "surrogate"));
+	cr_assert_str_eq(g.msg[3], "{ }");
+}
