@@ -257,6 +257,8 @@ int job_connect(job_ctx *ctx)
 		ctx->project = strdup(project);
 	else if ((project = env_nonempty("CI_PROJECT_ID")) || (project = env_nonempty("CI_PROJECT_PATH")))
 		ctx->project = strdup(project);
+	else if ((project = fconfig_get(ctx->cfg, "scope", NULL)) && !strncmp(project, "group:", 6))
+		; /* a group scope needs no project of its own (common/scope.h) */
 	else {
 		error = ferror_set(FACTORY_ECONFIG, "missing setting project: set CI_PROJECT_ID (inside GitLab CI it "
 						    "is set for you), FACTORY_PROJECT or --project");
@@ -287,6 +289,12 @@ int job_connect(job_ctx *ctx)
 	if ((error = fconfig_get_long(&v, ctx->cfg, "http.backoff_ms", opts.http.backoff_base_ms, 1, 600000)) < 0)
 		goto cleanup;
 	opts.http.backoff_base_ms = v;
+	if ((error = fconfig_get_long(&v, ctx->cfg, "http.pace_below_pct", opts.http.pace_below_pct, 0, 100)) < 0)
+		goto cleanup;
+	opts.http.pace_below_pct = (int)v;
+	if ((error = fconfig_get_long(&v, ctx->cfg, "http.pace_reserve", opts.http.pace_reserve, -1, 1000000)) < 0)
+		goto cleanup;
+	opts.http.pace_reserve = v;
 	error = gitlab_new(&ctx->gl, &opts);
 cleanup:
 	if (token) {
@@ -294,6 +302,37 @@ cleanup:
 		free(token);
 	}
 	return error;
+}
+
+/*
+ * The API budget in the report: counters api_throttled and api_paced_ms,
+ * and, when the job set "issues_handled", api_calls_per_issue (rounded)
+ * and data.api_budget with the exact figure.
+ */
+static void report_api_budget(job_ctx *ctx, const gitlab_stats *st)
+{
+	long handled = report_counter_get(ctx->rep, "issues_handled");
+	cJSON *b;
+
+	report_counter_set(ctx->rep, "api_throttled", st->throttled);
+	report_counter_set(ctx->rep, "api_paced_ms", st->paced_ms);
+	if (handled > 0)
+		report_counter_set(ctx->rep, "api_calls_per_issue", (st->requests + handled / 2) / handled);
+	b = cJSON_CreateObject();
+	if (!b || !cJSON_AddNumberToObject(b, "requests", (double)st->requests) ||
+	    !cJSON_AddNumberToObject(b, "issues_handled", (double)(handled > 0 ? handled : 0)) ||
+	    !(handled > 0 ? cJSON_AddNumberToObject(b, "calls_per_issue",
+						    (double)((st->requests * 100 + handled / 2) / handled) / 100.0)
+			  : cJSON_AddNullToObject(b, "calls_per_issue")) ||
+	    !cJSON_AddNumberToObject(b, "throttled", (double)st->throttled) ||
+	    !cJSON_AddNumberToObject(b, "paced", (double)st->paced) ||
+	    !cJSON_AddNumberToObject(b, "paced_ms", (double)st->paced_ms) ||
+	    !cJSON_AddNumberToObject(b, "ratelimit_remaining", (double)st->ratelimit_remaining) ||
+	    !cJSON_AddNumberToObject(b, "ratelimit_limit", (double)st->ratelimit_limit) ||
+	    !cJSON_AddItemToObject(report_data(ctx->rep), "api_budget", b)) {
+		cJSON_Delete(b);
+		log_warn("report: api_budget dropped: out of memory");
+	}
 }
 
 int job_finish(job_ctx *ctx, int rc)
@@ -314,6 +353,7 @@ int job_finish(job_ctx *ctx, int rc)
 			report_counter_set(ctx->rep, "api_retries", st.retries);
 			if (ctx->dry_run)
 				report_counter_set(ctx->rep, "dry_run_writes", st.dry_run_writes);
+			report_api_budget(ctx, &st);
 		}
 		if (report_write(ctx->rep, ctx->report_dir, code) < 0) {
 			log_error("cannot write the report: %s", ferror_last());

@@ -28,7 +28,20 @@
  *
  * HTTP settings (for slow or rate-limited instances, and tests):
  * http.timeout_ms, http.connect_timeout_ms, http.max_retries,
- * http.retry_budget_ms, http.backoff_ms (FACTORY_HTTP_TIMEOUT_MS, ...).
+ * http.retry_budget_ms, http.backoff_ms (FACTORY_HTTP_TIMEOUT_MS, ...),
+ * and the rate-limit pacing of http.h: http.pace_below_pct (default 10,
+ * 0 = off) and http.pace_reserve (default -1: a tenth of the pacing zone;
+ * set it to the number of jobs sharing the token, less one).
+ *
+ * A group scope (scope: group:<full path>, see common/scope.h) needs no
+ * project: job_connect then leaves ctx->project NULL when none is set.
+ *
+ * The API budget: job_finish reports api_requests, api_reads, api_writes,
+ * api_retries, api_throttled (429 answers) and api_paced_ms (time waited to
+ * stay under the rate limit). A job that sets the report counter
+ * "issues_handled" (report_counter_set) also gets api_calls_per_issue
+ * (api_requests / issues_handled, rounded) and the exact figure in
+ * report.json's data.api_budget.calls_per_issue.
  */
 #ifndef FACTORY_JOB_H
 #define FACTORY_JOB_H

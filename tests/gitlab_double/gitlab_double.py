@@ -11,7 +11,8 @@ rate-limit headers, real git repositories.
 Run:
     /usr/bin/python3 gitlab_double.py --listen 127.0.0.1:0 [--state-dir DIR]
         [--token TOKEN ...] [--seed FILE.json] [--tier free|premium]
-        [--gitlab-version 18.3.0] [--rate-limit N_PER_MINUTE] [--quiet]
+        [--gitlab-version 18.3.0] [--rate-limit N_PER_MINUTE] [--rate-window SECONDS]
+        [--quiet]
 
 After binding (and seeding) it prints exactly one line to stdout,
 ``listening on http://127.0.0.1:PORT``, and serves until SIGTERM/SIGINT.
@@ -26,7 +27,9 @@ What it models
   Read-only tokens (scope ``read_api``) get 403 ``insufficient_scope`` on
   writes.  Every API project is private: no anonymous access.
 * Projects (numeric id or URL-encoded path), groups derived from namespaces
-  (subgroups too), users, ``/user``, ``/version``, ``/metadata``.
+  (subgroups too), users, ``/user``, ``/version``, ``/metadata``.  Projects
+  carry ``topics`` (seeded) and ``archived``; ``GET /groups/:id/projects``
+  honours ``include_subgroups``, ``archived`` and ``topic``.
 * Issues: filters, ordering, offset and keyset pagination, edits with
   ``labels``/``add_labels``/``remove_labels`` (unknown labels are created, as
   GitLab does), scoped labels on ``--tier premium`` only, one assignee on
@@ -41,7 +44,10 @@ What it models
   only of quick actions returns 202 with ``commands_changes`` and ``summary``.
   ``@username``/``@all`` mentions outside code are recorded and visible at
   ``GET /__double/mentions``.
-* Labels (project and group), boards and board lists, merge requests (real
+* Labels (project and group), boards and board lists (a group board beyond
+  the default one needs ``--tier premium``: ``POST /groups/:id/boards`` is
+  403 on free, as GitLab's multiple group boards are a paid feature),
+  merge requests (real
   merges with ``git merge-tree``; ``Closes #N`` closes issues when merged
   into the default branch; auto-merge waits for the head pipeline),
   repository (branches, commits with actions, tags, files, tree, protected
@@ -50,7 +56,8 @@ What it models
   (retry/cancel, job log via 302 redirect), releases, pipeline schedules.
 * Pagination exactly as documented (Link, x-* headers, no totals past 10,000
   records, keyset for project issues from 18.3 and project jobs), GitLab's
-  RateLimit-* headers and 429 ``Retry later``.
+  RateLimit-* headers and 429 ``Retry later`` (a fixed window per token of
+  ``--rate-window`` seconds, default 60, holding ``--rate-limit`` requests).
 * Git smart HTTP via ``git http-backend`` with Basic auth (any username and a
   token as password; ``gitlab-ci-token`` + job token may only fetch),
   protected branches refused by a pre-receive hook.
@@ -84,7 +91,8 @@ Control API (no auth, not rate limited, not in the request log)
 POST /__double/seed       additive JSON ({"reset": true} wipes first):
     users:[{id?, username, name?, email?}], groups:[path | {full_path, name}],
     projects:[{id, path_with_namespace, default_branch, files:{path: text |
-      {content, encoding: base64, execute_filemode}}, branches:{name: ref}}],
+      {content, encoding: base64, execute_filemode}}, branches:{name: ref},
+      topics:[names], archived}],
     tokens:[token | {token, user, scopes}], read_only_tokens:[...],
     job_tokens:[token | {token, project_id, job_id}],
     labels:[{project_id | group, name, color, description, priority}],
@@ -952,7 +960,8 @@ class Serializers:
         d = {"id": p["id"], "description": p["description"], "name": p["name"],
              "name_with_namespace": " / ".join(s for s in ([self.groups[g]["name"] for g in reversed(self.group_chain(p["group_id"]))] if p["group_id"] else [p["namespace"]]) + [p["name"]] if s),
              "path": p["path"], "path_with_namespace": path, "created_at": iso(p["created_at"]),
-             "default_branch": p["default_branch"], "tag_list": [], "topics": [],
+             "default_branch": p["default_branch"], "tag_list": list(p.get("topics") or []),
+             "topics": list(p.get("topics") or []),
              "ssh_url_to_repo": f"git@{host}:{path}.git", "http_url_to_repo": f"{base}/{path}.git",
              "web_url": f"{base}/{path}", "readme_url": f"{base}/{path}/-/blob/{p['default_branch']}/README.md",
              "forks_count": 0, "avatar_url": None, "star_count": 0,
@@ -972,7 +981,8 @@ class Serializers:
                        "members": f"{base}/api/v4/projects/{p['id']}/members",
                        "cluster_agents": f"{base}/api/v4/projects/{p['id']}/cluster_agents"},
             "packages_enabled": True, "empty_repo": repo.branch_sha(p["default_branch"]) is None,
-            "archived": False, "visibility": p["visibility"], "resolve_outdated_diff_discussions": False,
+            "archived": bool(p.get("archived")), "visibility": p["visibility"],
+            "resolve_outdated_diff_discussions": False,
             "container_registry_enabled": True, "container_registry_access_level": "enabled",
             "issues_enabled": True, "merge_requests_enabled": True, "wiki_enabled": True,
             "jobs_enabled": True, "snippets_enabled": True,
@@ -1503,6 +1513,7 @@ class State(Serializers):
                  "group_id": group["id"] if group else None,
                  "default_branch": d.get("default_branch") or "main",
                  "description": d.get("description"), "visibility": d.get("visibility", "private"),
+                 "topics": [str(t) for t in (d.get("topics") or [])], "archived": bool(d.get("archived")),
                  "created_at": parse_time(d.get("created_at")) or self.tick(),
                  "issue_seq": 0, "mr_seq": 0, "pipeline_seq": 0, "max_position": None}
             self.projects[pid] = p
@@ -2803,6 +2814,11 @@ def h_group_projects(ctx, gid):
     g = ctx.group(gid)
     ids = st.group_tree(g["id"]) if ctx.b("include_subgroups", False) else {g["id"]}
     items = sorted((p for p in st.projects.values() if p["group_id"] in ids), key=lambda p: -p["id"])
+    if ctx.has("archived"):
+        items = [p for p in items if bool(p.get("archived")) == ctx.b("archived")]
+    if ctx.has("topic"):
+        want = {t.strip().lower() for t in ctx.s("topic").split(",") if t.strip()}
+        items = [p for p in items if want <= {t.lower() for t in p.get("topics") or []}]
     return offset_page(ctx, items, lambda p: st.ser_project(p, ctx.base, ctx.b("simple", False)))
 
 
@@ -3404,6 +3420,9 @@ def h_boards(ctx, scope, oid):
 @route("POST", OWNER + "/boards")
 def h_board_create(ctx, scope, oid):
     p, g, _ = board_owner(ctx, scope, oid)
+    if g and ctx.app.tier != "premium":
+        # GitLab: forbidden! unless board_parent.multiple_issue_boards_available?
+        raise ApiError(403, {"message": "403 Forbidden"})
     ctx.require("name")
     b = ctx.st.create_board(ctx.s("name"), project=p, group=g)
     return jresp(201, ctx.st.ser_board(b, ctx.base))
@@ -4748,6 +4767,7 @@ class App:
         self.version_str = args.gitlab_version
         self.version = version_tuple(args.gitlab_version)
         self.rate_limit = args.rate_limit
+        self.rate_window = max(1, int(getattr(args, "rate_window", 60) or 60))
         self.quiet = args.quiet
         self.tmp_state = None
         state_dir = args.state_dir
@@ -4830,13 +4850,13 @@ class App:
     # ---- rate limiting ----
     def rate(self, key):
         now = time.time()
-        win = int(now // 60) * 60
+        win = int(now // self.rate_window) * self.rate_window
         with self.flock:
             w = self.windows.get(key)
             if not w or w[0] != win:
                 w = self.windows[key] = [win, 0]
             w[1] += 1
-            return w[1], win + 60
+            return w[1], win + self.rate_window
 
     # ---- the REST API ----
     @staticmethod
@@ -5367,7 +5387,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", help="JSON seed file (see POST /__double/seed); replaces the default project")
     ap.add_argument("--tier", choices=("free", "premium"), default="free")
     ap.add_argument("--gitlab-version", default=DEFAULT_VERSION)
-    ap.add_argument("--rate-limit", type=int, default=DEFAULT_RATE_LIMIT, help="requests per minute per token")
+    ap.add_argument("--rate-limit", type=int, default=DEFAULT_RATE_LIMIT,
+                    help="requests per window (a minute unless --rate-window) per token")
+    ap.add_argument("--rate-window", type=int, default=60, help="length of the rate-limit window in seconds")
     ap.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return ap.parse_args(argv)
 

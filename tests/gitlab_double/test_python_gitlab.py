@@ -470,9 +470,38 @@ class TestLabelsAndBoards(DoubleTestCase):
         issue = self.demo.issues.create({"title": "uses group label", "labels": "group-wide"})
         self.assertEqual(issue.labels, ["group-wide"])
         self.assertEqual(len(self.demo.labels.list(search="group-wide")), 1)   # no project copy
-        gboard = grp.boards.create({"name": "Group board"})
+        # Free: a group has its one default board; more need Premium (403).
+        with self.assertRaises(gle.GitlabCreateError) as cm:
+            grp.boards.create({"name": "Group board"})
+        self.assertEqual(cm.exception.response_code, 403)
+        gboard = grp.boards.list()[0]
         gboard.lists.create({"label_id": glab.id})
         self.assertEqual(len(grp.boards.get(gboard.id).attributes["lists"]), 1)
+        with Double(tier="premium") as prem:
+            pg = self.new_gl(prem.url, private_token=prem.token).groups.get("factory")
+            made = pg.boards.create({"name": "Group board"})
+            self.assertEqual(made.name, "Group board")
+            self.assertIn("Group board", [b.name for b in pg.boards.list()])
+
+    def test_group_projects_subgroups_topics_archived(self):
+        self.d.seed({"projects": [
+            {"path_with_namespace": "scopegrp/one", "topics": ["factory-opt-out", "c"]},
+            {"path_with_namespace": "scopegrp/sub/two"},
+            {"path_with_namespace": "scopegrp/old", "archived": True}]})
+        grp = self.gl.groups.get("scopegrp")
+        top = {p.path_with_namespace for p in grp.projects.list(get_all=True)}
+        self.assertEqual(top, {"scopegrp/one", "scopegrp/old"})
+        every = {p.path_with_namespace for p in grp.projects.list(include_subgroups=True, get_all=True)}
+        self.assertEqual(every, {"scopegrp/one", "scopegrp/sub/two", "scopegrp/old"})
+        live = {p.path_with_namespace for p in grp.projects.list(include_subgroups=True, archived=False,
+                                                                  get_all=True)}
+        self.assertEqual(live, {"scopegrp/one", "scopegrp/sub/two"})
+        one = self.gl.projects.get("scopegrp/one")
+        self.assertEqual(one.topics, ["factory-opt-out", "c"])
+        self.assertTrue(self.gl.projects.get("scopegrp/old").archived)
+        tagged = [p.path_with_namespace for p in grp.projects.list(include_subgroups=True,
+                                                                    topic="factory-opt-out", get_all=True)]
+        self.assertEqual(tagged, ["scopegrp/one"])
 
 
 class TestRepositoryAndMergeRequests(DoubleTestCase):
@@ -744,6 +773,18 @@ class TestRateLimitsAndFaults(DoubleTestCase):
             self.assertEqual(cm.exception.response_code, 429)
             other = small.request("GET", "/projects/1", token="glpat-unknown")
             self.assertEqual(other.status, 401)          # separate (unauthenticated) bucket
+
+    def test_short_rate_window(self):
+        with Double(rate_limit=3, extra_args=["--rate-window", "2"]) as small:
+            first = small.request("GET", "/projects/1")
+            time.sleep(max(0.0, int(first.headers["RateLimit-Reset"]) - time.time()) + 0.05)
+            seen = [small.request("GET", "/projects/1") for _ in range(4)]
+            self.assertEqual([x.status for x in seen], [200, 200, 200, 429])
+            self.assertEqual([x.headers["RateLimit-Remaining"] for x in seen], ["2", "1", "0", "0"])
+            reset = int(seen[0].headers["RateLimit-Reset"])
+            self.assertEqual(reset % 2, 0)
+            self.assertEqual({int(x.headers["RateLimit-Reset"]) for x in seen}, {reset})
+            self.assertTrue(1 <= int(seen[-1].headers["Retry-After"]) <= 2)
 
     def test_429_with_retry_after_is_retried_by_python_gitlab(self):
         self.d.faults([{"method": "GET", "path_regex": r"^/api/v4/projects/1$", "status": 429,
