@@ -54,18 +54,18 @@ typedef struct {
 	long max_input_tokens;
 	long max_output_tokens;
 	long max_wall_ms;
-	double max_cost_usd;        /* 0: no limit */
+	double max_cost_usd; /* 0: no limit */
 	llm_price price;
 	int price_known;
 	long command_timeout_s;
 	long command_timeout_max_s;
-	size_t read_max;            /* bytes of a file read_file/edit_file/search will load (4 MiB) */
-	size_t write_max;           /* bytes write_file accepts (1 MiB) */
-	size_t result_max;          /* bytes of one tool result sent to the model (64 KiB) */
-	size_t search_max;          /* matches search reports (200) */
-	size_t list_max;            /* paths list_files reports (2000) */
-	const char *transcript;     /* JSONL path, or NULL for none */
-	const char *instructions;   /* more system prompt from the settings, may be NULL */
+	size_t read_max;          /* bytes of a file read_file/edit_file/search will load (4 MiB) */
+	size_t write_max;         /* bytes write_file accepts (1 MiB) */
+	size_t result_max;        /* bytes of one tool result sent to the model (64 KiB) */
+	size_t search_max;        /* matches search reports (200) */
+	size_t list_max;          /* paths list_files reports (2000) */
+	const char *transcript;   /* JSONL path, or NULL for none */
+	const char *instructions; /* more system prompt from the settings, may be NULL */
 } agent_options;
 
 void agent_options_init(agent_options *o);
@@ -78,24 +78,24 @@ void agent_options_init(agent_options *o);
 int agent_options_from_config(agent_options *o, const fconfig *cfg, const char *model);
 
 typedef struct {
-	int finished;          /* the model called finish (or the external agent exited 0) */
-	char *outcome;         /* "finished", "budget", "no_finish", "refused", "failed", "error" */
-	char *reason;          /* one line: why it stopped */
-	char *summary;         /* finish's summary (or the last text) */
-	int tested;            /* finish's tested */
-	char *confidence;      /* finish's confidence */
-	long turns;            /* model answers */
+	int finished;     /* the model called finish (or the external agent exited 0) */
+	char *outcome;    /* "finished", "budget", "no_finish", "refused", "failed", "error" */
+	char *reason;     /* one line: why it stopped */
+	char *summary;    /* finish's summary (or the last text) */
+	int tested;       /* finish's tested */
+	char *confidence; /* finish's confidence */
+	long turns;       /* model answers */
 	long tool_calls;
 	long tool_errors;
 	llm_usage usage;
 	double cost_usd;
 	int cost_known;
 	long wall_ms;
-	long model_us;         /* inside HTTP requests and retry waits */
-	long tool_us;          /* inside the tools */
-	long overhead_us;      /* the rest: the loop's own work */
-	long overhead_max_us;  /* the largest per turn */
-	int exit_code;         /* external agent: its exit status (-1 if killed) */
+	long model_us;        /* inside HTTP requests and retry waits */
+	long tool_us;         /* inside the tools */
+	long overhead_us;     /* the rest: the loop's own work */
+	long overhead_max_us; /* the largest per turn */
+	int exit_code;        /* external agent: its exit status (-1 if killed) */
 } agent_result;
 
 void agent_result_init(agent_result *r);
@@ -109,7 +109,7 @@ void agent_result_release(agent_result *r);
  * transcript still gets its end record). `repo` and `sb` share the root.
  */
 int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit_repo *repo, const char *task,
-	      size_t task_len);
+              size_t task_len);
 
 /*
  * Run an external agent CLI: `command` (FACTORY_AGENT_CMD) through the
@@ -121,7 +121,7 @@ int agent_run(agent_result *r, const agent_options *o, llm *l, sandbox *sb, fgit
  * r->finished when it exits 0.
  */
 int agent_run_external(agent_result *r, const agent_options *o, sandbox *sb, const char *command,
-		       const char *const *pass_env, const char *task, size_t task_len);
+                       const char *const *pass_env, const char *task, size_t task_len);
 
 /*
  * Run one tool outside the loop, as the loop would (arguments checked, the
@@ -130,7 +130,7 @@ int agent_run_external(agent_result *r, const agent_options *o, sandbox *sb, con
  * arguments. Returns 0, or an error that is not the tool's (ENOMEM).
  */
 int agent_tool_run(fbuf *out, int *is_error, const agent_options *o, sandbox *sb, fgit_repo *repo, const char *name,
-		   const cJSON *input);
+                   const cJSON *input);
 
 /* The tool definitions as sent to the model (a new JSON array; caller frees). */
 int agent_tools(cJSON **out);

@@ -146,7 +146,7 @@ int fgit_list_files(fgit_filelist *out, fgit_repo *r, size_t max, int *truncated
 	git_status_options_init(&so, GIT_STATUS_OPTIONS_VERSION);
 	so.show = GIT_STATUS_SHOW_WORKDIR_ONLY;
 	so.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
-		   GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+	           GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
 	if (git_status_list_new(&status, r->repo, &so) < 0) {
 		error = git_fail(FACTORY_ERR, "cannot list untracked files");
 		goto cleanup;
@@ -217,7 +217,7 @@ static int make_diff(git_diff **out, fgit_repo *r)
 		return error;
 	git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
 	opts.flags = GIT_DIFF_INCLUDE_UNTRACKED | GIT_DIFF_RECURSE_UNTRACKED_DIRS | GIT_DIFF_SHOW_UNTRACKED_CONTENT |
-		     GIT_DIFF_IGNORE_SUBMODULES;
+	             GIT_DIFF_IGNORE_SUBMODULES;
 	/* A file a command blew up to gigabytes is shown as binary, not loaded. */
 	opts.max_size = (git_off_t)16 << 20;
 	if (git_diff_tree_to_workdir_with_index(out, r->repo, tree, &opts) < 0)
@@ -232,8 +232,7 @@ typedef struct {
 	int error;
 } print_ctx;
 
-static int print_line(const git_diff_delta *delta, const git_diff_hunk *hunk, const git_diff_line *line,
-		      void *payload)
+static int print_line(const git_diff_delta *delta, const git_diff_hunk *hunk, const git_diff_line *line, void *payload)
 {
 	print_ctx *p = payload;
 	int error = 0;
@@ -360,9 +359,8 @@ int fgit_scrub_credentials(fgit_repo *r, int *changed)
 	}
 	while (git_config_next(&e, it) == 0) {
 		size_t nl = strlen(e->name);
-		int is_url = !strncmp(e->name, "remote.", 7) &&
-			     ((nl > 4 && !strcmp(e->name + nl - 4, ".url")) ||
-			      (nl > 8 && !strcmp(e->name + nl - 8, ".pushurl")));
+		int is_url = !strncmp(e->name, "remote.", 7) && ((nl > 4 && !strcmp(e->name + nl - 4, ".url")) ||
+		                                                 (nl > 8 && !strcmp(e->name + nl - 8, ".pushurl")));
 		int is_header = nl > 12 && !strcasecmp(e->name + nl - 12, ".extraheader");
 
 		if (nfix >= sizeof(fixes) / sizeof(fixes[0]))
@@ -396,7 +394,7 @@ int fgit_scrub_credentials(fgit_repo *r, int *changed)
 		if (rc < 0) {
 			char what[300];
 			snprintf(what, sizeof(what), "cannot remove the credential in %.200s from .git/config",
-				 fixes[i].name);
+			         fixes[i].name);
 			error = git_fail(FACTORY_ERR, what);
 			goto cleanup;
 		}

@@ -143,8 +143,8 @@ int llm_options_from_config(llm_options *o, char **key_out, const fconfig *cfg)
 	if (o->max_tokens_field && strcmp(o->max_tokens_field, "max_tokens") != 0 &&
 	    strcmp(o->max_tokens_field, "max_completion_tokens") != 0)
 		return ferror_set(FACTORY_ECONFIG,
-				  "bad setting llm.max_tokens_field=%s: expected max_tokens or max_completion_tokens",
-				  o->max_tokens_field);
+		                  "bad setting llm.max_tokens_field=%s: expected max_tokens or max_completion_tokens",
+		                  o->max_tokens_field);
 	if ((error = fconfig_get_long(&n, cfg, "llm.timeout_ms", o->timeout_ms, 100, 3600000)) < 0)
 		return error;
 	o->timeout_ms = n;
@@ -188,21 +188,21 @@ typedef struct {
 
 /* Published list prices, USD per million tokens. */
 static const price_row builtin_prices[] = {
-	{"claude-opus-4-5", {5.0, 25.0, 6.25, 0.50}},
-	{"claude-opus-4", {15.0, 75.0, 18.75, 1.50}},
-	{"claude-sonnet-4", {3.0, 15.0, 3.75, 0.30}},
-	{"claude-3-7-sonnet", {3.0, 15.0, 3.75, 0.30}},
-	{"claude-3-5-sonnet", {3.0, 15.0, 3.75, 0.30}},
-	{"claude-haiku-4-5", {1.0, 5.0, 1.25, 0.10}},
-	{"claude-3-5-haiku", {0.80, 4.0, 1.0, 0.08}},
-	{"gpt-4o-mini", {0.15, 0.60, 0.15, 0.075}},
-	{"gpt-4o", {2.50, 10.0, 2.50, 1.25}},
-	{"gpt-4.1-nano", {0.10, 0.40, 0.10, 0.025}},
-	{"gpt-4.1-mini", {0.40, 1.60, 0.40, 0.10}},
-	{"gpt-4.1", {2.0, 8.0, 2.0, 0.50}},
-	{"o4-mini", {1.10, 4.40, 1.10, 0.275}},
-	{"o3", {2.0, 8.0, 2.0, 0.50}},
-	{NULL, {0, 0, 0, 0}},
+        {"claude-opus-4-5", {5.0, 25.0, 6.25, 0.50}},
+        {"claude-opus-4", {15.0, 75.0, 18.75, 1.50}},
+        {"claude-sonnet-4", {3.0, 15.0, 3.75, 0.30}},
+        {"claude-3-7-sonnet", {3.0, 15.0, 3.75, 0.30}},
+        {"claude-3-5-sonnet", {3.0, 15.0, 3.75, 0.30}},
+        {"claude-haiku-4-5", {1.0, 5.0, 1.25, 0.10}},
+        {"claude-3-5-haiku", {0.80, 4.0, 1.0, 0.08}},
+        {"gpt-4o-mini", {0.15, 0.60, 0.15, 0.075}},
+        {"gpt-4o", {2.50, 10.0, 2.50, 1.25}},
+        {"gpt-4.1-nano", {0.10, 0.40, 0.10, 0.025}},
+        {"gpt-4.1-mini", {0.40, 1.60, 0.40, 0.10}},
+        {"gpt-4.1", {2.0, 8.0, 2.0, 0.50}},
+        {"o4-mini", {1.10, 4.40, 1.10, 0.275}},
+        {"o3", {2.0, 8.0, 2.0, 0.50}},
+        {NULL, {0, 0, 0, 0}},
 };
 
 static int price_number(double *out, const cJSON *entry, const char *key, const char *model, int required)
@@ -215,9 +215,10 @@ static int price_number(double *out, const cJSON *entry, const char *key, const 
 		return 1;
 	}
 	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || !isfinite(v->valuedouble))
-		return ferror_set(FACTORY_ECONFIG, "bad price for model %s: %s must be a number of USD per "
-						   "million tokens, 0 or more",
-				  model, key);
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad price for model %s: %s must be a number of USD per "
+		                  "million tokens, 0 or more",
+		                  model, key);
 	*out = v->valuedouble;
 	return 0;
 }
@@ -232,7 +233,8 @@ int llm_price_lookup(llm_price *out, const char *model, const cJSON *table)
 	if (!model)
 		return ferror_set(FACTORY_ENOTFOUND, "no model named");
 	if (table && !cJSON_IsObject(table))
-		return ferror_set(FACTORY_ECONFIG, "bad setting llm.prices: expected a mapping of model names to prices");
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting llm.prices: expected a mapping of model names to prices");
 	cJSON_ArrayForEach(e, table)
 	{
 		size_t n = strlen(e->string);
@@ -243,9 +245,10 @@ int llm_price_lookup(llm_price *out, const char *model, const cJSON *table)
 	}
 	if (best) {
 		if (!cJSON_IsObject(best))
-			return ferror_set(FACTORY_ECONFIG, "bad price for model %s: expected input, output, "
-							   "cache_write, cache_read",
-					  best->string);
+			return ferror_set(FACTORY_ECONFIG,
+			                  "bad price for model %s: expected input, output, "
+			                  "cache_write, cache_read",
+			                  best->string);
 		if ((rc = price_number(&out->input, best, "input", best->string, 1)) < 0 ||
 		    (rc = price_number(&out->output, best, "output", best->string, 1)) < 0)
 			return rc;
@@ -274,7 +277,7 @@ int llm_price_lookup(llm_price *out, const char *model, const cJSON *table)
 double llm_cost(const llm_price *p, const llm_usage *u)
 {
 	return ((double)u->input * p->input + (double)u->output * p->output + (double)u->cache_write * p->cache_write +
-		(double)u->cache_read * p->cache_read) /
+	        (double)u->cache_read * p->cache_read) /
 	       1e6;
 }
 
@@ -297,13 +300,27 @@ static int json_str(fbuf *b, const char *s)
 		if ((error = fbuf_put(b, run, (size_t)(p - run))) < 0)
 			return error;
 		switch (*p) {
-		case '"': esc = "\\\""; break;
-		case '\\': esc = "\\\\"; break;
-		case '\n': esc = "\\n"; break;
-		case '\r': esc = "\\r"; break;
-		case '\t': esc = "\\t"; break;
-		case '\b': esc = "\\b"; break;
-		case '\f': esc = "\\f"; break;
+		case '"':
+			esc = "\\\"";
+			break;
+		case '\\':
+			esc = "\\\\";
+			break;
+		case '\n':
+			esc = "\\n";
+			break;
+		case '\r':
+			esc = "\\r";
+			break;
+		case '\t':
+			esc = "\\t";
+			break;
+		case '\b':
+			esc = "\\b";
+			break;
+		case '\f':
+			esc = "\\f";
+			break;
 		default:
 			memcpy(u, "\\u00", 4);
 			u[4] = hex[*p >> 4];
@@ -335,9 +352,9 @@ static long jlong(const cJSON *obj, const char *key)
 /* ---- conversations ---- */
 
 typedef struct {
-	int assistant;   /* 0 user, 1 assistant */
-	cJSON *content;  /* neutral blocks */
-	char *ser;       /* cached serialisation (no cache marker), NULL when stale */
+	int assistant;  /* 0 user, 1 assistant */
+	cJSON *content; /* neutral blocks */
+	char *ser;      /* cached serialisation (no cache marker), NULL when stale */
 	size_t ser_len;
 } conv_msg;
 
@@ -349,7 +366,7 @@ struct llm_conv {
 	int tools_ser_cache; /* the prompt_cache flag tools_ser was made with */
 	conv_msg *msgs;
 	size_t n, alloc;
-	int user_open;       /* the last message is a user message still taking blocks */
+	int user_open; /* the last message is a user message still taking blocks */
 };
 
 static int valid_tool_name(const char *s)
@@ -383,7 +400,8 @@ int llm_conv_new(llm_conv **out, llm_provider provider, const char *system, cons
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	c->provider = provider;
 	c->tools_ser_cache = -1;
-	if (!(c->system = strdup(system ? system : "")) || !(c->tools = tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateArray())) {
+	if (!(c->system = strdup(system ? system : "")) ||
+	    !(c->tools = tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateArray())) {
 		llm_conv_free(c);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	}
@@ -600,7 +618,8 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 				continue;
 			if ((error = fbuf_puts(b, ncalls++ ? "," : ",\"tool_calls\":[")) < 0)
 				goto cleanup;
-			if ((error = fbuf_puts(b, "{\"id\":")) < 0 || (error = json_str(b, jstr(blk, "id") ? jstr(blk, "id") : "")) < 0 ||
+			if ((error = fbuf_puts(b, "{\"id\":")) < 0 ||
+			    (error = json_str(b, jstr(blk, "id") ? jstr(blk, "id") : "")) < 0 ||
 			    (error = fbuf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":")) < 0 ||
 			    (error = json_str(b, jstr(blk, "name") ? jstr(blk, "name") : "")) < 0 ||
 			    (error = fbuf_puts(b, ",\"arguments\":")) < 0)
@@ -654,12 +673,14 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 	{
 		const char *t = jstr(blk, "type");
 		if (t && !strcmp(t, "text") && jstr(blk, "text")) {
-			if ((text.len && (error = fbuf_putc(&text, '\n')) < 0) || (error = fbuf_puts(&text, jstr(blk, "text"))) < 0)
+			if ((text.len && (error = fbuf_putc(&text, '\n')) < 0) ||
+			    (error = fbuf_puts(&text, jstr(blk, "text"))) < 0)
 				goto cleanup;
 		}
 	}
 	if (text.len) {
-		if ((!first && (error = fbuf_putc(b, ',')) < 0) || (error = fbuf_puts(b, "{\"role\":\"user\",\"content\":")) < 0 ||
+		if ((!first && (error = fbuf_putc(b, ',')) < 0) ||
+		    (error = fbuf_puts(b, "{\"role\":\"user\",\"content\":")) < 0 ||
 		    (error = json_str(b, text.ptr)) < 0 || (error = fbuf_putc(b, '}')) < 0)
 			goto cleanup;
 	}
@@ -750,7 +771,8 @@ static int tools_ser(llm_conv *c, int cache)
 				error = json_str(&b, jstr(t, "description") ? jstr(t, "description") : "");
 			if (!error)
 				error = fbuf_printf(&b, ",\"input_schema\":%s%s}", s,
-						    cache && i == n - 1 ? ",\"cache_control\":{\"type\":\"ephemeral\"}" : "");
+				                    cache && i == n - 1 ? ",\"cache_control\":{\"type\":\"ephemeral\"}"
+				                                        : "");
 		}
 		free(s);
 		if (error < 0)
@@ -872,8 +894,8 @@ int llm_conv_compact(llm_conv *c, int level)
 
 /* ---- responses ---- */
 
-static const char *const stop_names[] = {"end", "tool_use", "max_tokens", "stop_sequence",
-					 "refusal", "pause", "context_window", "other"};
+static const char *const stop_names[] = {"end",     "tool_use", "max_tokens",     "stop_sequence",
+                                         "refusal", "pause",    "context_window", "other"};
 
 const char *llm_stop_name(llm_stop s)
 {
@@ -938,12 +960,12 @@ static llm_stop stop_of(const char *s, int openai)
 		const char *word;
 		llm_stop stop;
 	} map[] = {
-		{"end_turn", LLM_STOP_END},        {"stop", LLM_STOP_END},
-		{"tool_use", LLM_STOP_TOOL_USE},   {"tool_calls", LLM_STOP_TOOL_USE},
-		{"function_call", LLM_STOP_TOOL_USE}, {"max_tokens", LLM_STOP_MAX_TOKENS},
-		{"length", LLM_STOP_MAX_TOKENS},   {"stop_sequence", LLM_STOP_STOP_SEQUENCE},
-		{"refusal", LLM_STOP_REFUSAL},     {"content_filter", LLM_STOP_REFUSAL},
-		{"pause_turn", LLM_STOP_PAUSE},    {"model_context_window_exceeded", LLM_STOP_CONTEXT},
+	        {"end_turn", LLM_STOP_END},           {"stop", LLM_STOP_END},
+	        {"tool_use", LLM_STOP_TOOL_USE},      {"tool_calls", LLM_STOP_TOOL_USE},
+	        {"function_call", LLM_STOP_TOOL_USE}, {"max_tokens", LLM_STOP_MAX_TOKENS},
+	        {"length", LLM_STOP_MAX_TOKENS},      {"stop_sequence", LLM_STOP_STOP_SEQUENCE},
+	        {"refusal", LLM_STOP_REFUSAL},        {"content_filter", LLM_STOP_REFUSAL},
+	        {"pause_turn", LLM_STOP_PAUSE},       {"model_context_window_exceeded", LLM_STOP_CONTEXT},
 	};
 	size_t i;
 
@@ -990,7 +1012,7 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 			if (!name)
 				return ferror_set(FACTORY_EINVALID, "a tool_use block has no name");
 			error = add_call(r, id, name, cJSON_IsObject(in) ? in : NULL,
-					 cJSON_IsObject(in) ? NULL : "the arguments are not a JSON object");
+			                 cJSON_IsObject(in) ? NULL : "the arguments are not a JSON object");
 			if (error < 0)
 				return error;
 		}
@@ -1012,7 +1034,8 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 
 static int parse_openai(llm_response *r, const cJSON *root, fbuf *text)
 {
-	const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices"), *choice, *msg, *content, *calls, *call;
+	const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices"), *choice, *msg, *content, *calls,
+	            *call;
 	const cJSON *usage, *details;
 	const char *finish;
 	cJSON *blk;
@@ -1165,7 +1188,7 @@ struct llm {
 	char *base_url;
 	char *url;
 	char *key;
-	char *auth_header;   /* "x-api-key: K" or "Authorization: Bearer K", wiped at free */
+	char *auth_header; /* "x-api-key: K" or "Authorization: Bearer K", wiped at free */
 	http_client *http;
 	llm_stats stats;
 };
@@ -1191,10 +1214,12 @@ int llm_new(llm **out, const llm_options *o)
 		return ferror_set(FACTORY_ECONFIG, "missing setting llm.model (set FACTORY_LLM_MODEL)");
 	if (o->provider == LLM_ANTHROPIC && (!o->api_key || !*o->api_key))
 		return ferror_set(FACTORY_ECONFIG, "missing setting llm.api_key (set FACTORY_LLM_API_KEY or "
-						   "FACTORY_LLM_API_KEY_FILE)");
-	base = o->base_url ? o->base_url : (o->provider == LLM_OPENAI ? "https://api.openai.com/v1" : "https://api.anthropic.com");
+		                                   "FACTORY_LLM_API_KEY_FILE)");
+	base = o->base_url ? o->base_url
+	                   : (o->provider == LLM_OPENAI ? "https://api.openai.com/v1" : "https://api.anthropic.com");
 	if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
-		return ferror_set(FACTORY_ECONFIG, "bad setting llm.base_url=%s: expected an http:// or https:// URL", base);
+		return ferror_set(FACTORY_ECONFIG, "bad setting llm.base_url=%s: expected an http:// or https:// URL",
+		                  base);
 	if (!(l = calloc(1, sizeof(*l))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	l->o = *o;
@@ -1209,7 +1234,8 @@ int llm_new(llm **out, const llm_options *o)
 	l->o.model = l->model;
 	l->o.base_url = l->base_url;
 	l->o.api_key = l->key;
-	if (asprintf(&l->url, "%s%s", l->base_url, o->provider == LLM_OPENAI ? "/chat/completions" : "/v1/messages") < 0) {
+	if (asprintf(&l->url, "%s%s", l->base_url, o->provider == LLM_OPENAI ? "/chat/completions" : "/v1/messages") <
+	    0) {
 		l->url = NULL;
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
@@ -1217,7 +1243,7 @@ int llm_new(llm **out, const llm_options *o)
 	if (l->key) {
 		log_add_secret(l->key);
 		if (asprintf(&l->auth_header, o->provider == LLM_OPENAI ? "Authorization: Bearer %s" : "x-api-key: %s",
-			     l->key) < 0) {
+		             l->key) < 0) {
 			l->auth_header = NULL;
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			goto cleanup;
@@ -1275,14 +1301,14 @@ int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens)
 	fbuf_reset(out);
 	if (c->provider != l->o.provider)
 		return ferror_set(FACTORY_EINVALID, "the conversation was made for %s, the client speaks %s",
-				  llm_provider_name(c->provider), llm_provider_name(l->o.provider));
+		                  llm_provider_name(c->provider), llm_provider_name(l->o.provider));
 	if (!max_tokens || max_tokens > l->o.max_tokens)
 		max_tokens = l->o.max_tokens;
 	if ((error = fbuf_puts(out, "{\"model\":")) < 0 || (error = json_str(out, l->model)) < 0)
 		return error;
 	if (l->o.provider == LLM_OPENAI) {
 		if ((error = fbuf_printf(out, ",\"%s\":%ld,\"messages\":[",
-					 l->o.max_tokens_field ? l->o.max_tokens_field : "max_tokens", max_tokens)) < 0)
+		                         l->o.max_tokens_field ? l->o.max_tokens_field : "max_tokens", max_tokens)) < 0)
 			return error;
 		if (*c->system) {
 			if ((error = fbuf_puts(out, "{\"role\":\"system\",\"content\":")) < 0 ||
@@ -1353,7 +1379,7 @@ static void error_words(char *out, size_t len, const http_response *r)
 	}
 	if (msg)
 		snprintf(out, len, "%s%s%s%s%s", type ? type : "", type ? ": " : "", msg, code ? " (" : "",
-			 code ? code : "");
+		         code ? code : "");
 	else if (r->body.len)
 		snprintf(out, len, "%.200s", r->body.ptr);
 	else
@@ -1365,9 +1391,9 @@ static void error_words(char *out, size_t len, const http_response *r)
 
 static int is_context_error(long status, const char *words)
 {
-	static const char *const signs[] = {"prompt is too long", "context length", "context_length",
-					    "maximum context", "context window", "too many tokens",
-					    "request_too_large", "input is too long", "exceeds the context", NULL};
+	static const char *const signs[] = {
+	        "prompt is too long", "context length",    "context_length",    "maximum context",     "context window",
+	        "too many tokens",    "request_too_large", "input is too long", "exceeds the context", NULL};
 	char low[512];
 	size_t i;
 
@@ -1434,7 +1460,8 @@ static int send_once(http_response *resp, llm *l, const fbuf *body, long deadlin
 	if (deadline_ms && (left = deadline_ms - llm_now_ms()) < l->o.timeout_ms) {
 		/* Less time left than a request may take: a client with the shorter timeout. */
 		if (left < 1)
-			return ferror_set(FACTORY_ETIMEOUT, "%s: no time left for the request", llm_provider_name(l->o.provider));
+			return ferror_set(FACTORY_ETIMEOUT, "%s: no time left for the request",
+			                  llm_provider_name(l->o.provider));
 		http_options_init(&ho);
 		ho.timeout_ms = left;
 		ho.connect_timeout_ms = l->o.connect_timeout_ms < left ? l->o.connect_timeout_ms : left;
@@ -1487,8 +1514,8 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 			error = llm_parse_response(out, l->o.provider, resp.body.ptr, resp.body.len);
 			l->stats.parse_us += now_us() - t0;
 			if (error < 0)
-				error = ferror_set(FACTORY_EINVALID, "%s: the answer (HTTP %ld) cannot be read: %s", pname,
-						   resp.status, ferror_last());
+				error = ferror_set(FACTORY_EINVALID, "%s: the answer (HTTP %ld) cannot be read: %s",
+				                   pname, resp.status, ferror_last());
 			goto cleanup;
 		}
 		if (resp.status)
@@ -1499,13 +1526,15 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 			while (++level <= MAX_COMPACTIONS && llm_conv_compact(c, level) < 0)
 				;
 			if (level > MAX_COMPACTIONS) {
-				error = ferror_set(FACTORY_EINVALID, "%s: the conversation does not fit the model's context "
-								     "window, even compacted: %s",
-						   pname, words);
+				error = ferror_set(FACTORY_EINVALID,
+				                   "%s: the conversation does not fit the model's context "
+				                   "window, even compacted: %s",
+				                   pname, words);
 				goto cleanup;
 			}
 			l->stats.compactions++;
-			log_info("%s: context window exceeded (%s): conversation compacted (level %d)", pname, words, level);
+			log_info("%s: context window exceeded (%s): conversation compacted (level %d)", pname, words,
+			         level);
 			continue;
 		}
 		if (!resp.status || retryable(resp.status)) {
@@ -1514,23 +1543,25 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 			if (deadline_ms && llm_now_ms() + wait >= deadline_ms) {
 				/* The caller's time is up: that, not the service, ends it. */
 				if (resp.status)
-					error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: HTTP %ld: %s)",
-							   pname, resp.status, words);
+					error = ferror_set(FACTORY_ETIMEOUT,
+					                   "%s: the time budget ran out (last: HTTP %ld: %s)", pname,
+					                   resp.status, words);
 				else
-					error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: %s)", pname, words);
+					error = ferror_set(FACTORY_ETIMEOUT, "%s: the time budget ran out (last: %s)",
+					                   pname, words);
 				goto cleanup;
 			}
 			if (attempt > l->o.max_retries || slept + wait > l->o.retry_budget_ms) {
 				if (resp.status)
-					error = ferror_set(FACTORY_EUPSTREAM, "%s: HTTP %ld after %d %s: %s", pname, resp.status,
-							   attempt, attempt == 1 ? "try" : "tries", words);
+					error = ferror_set(FACTORY_EUPSTREAM, "%s: HTTP %ld after %d %s: %s", pname,
+					                   resp.status, attempt, attempt == 1 ? "try" : "tries", words);
 				else
-					error = ferror_set(FACTORY_EUPSTREAM, "%s: unreachable after %d %s: %s", pname, attempt,
-							   attempt == 1 ? "try" : "tries", words);
+					error = ferror_set(FACTORY_EUPSTREAM, "%s: unreachable after %d %s: %s", pname,
+					                   attempt, attempt == 1 ? "try" : "tries", words);
 				goto cleanup;
 			}
-			log_warn("%s: %s%ld (%s): trying again in %ld ms", pname, resp.status ? "HTTP " : "", resp.status,
-				 words, wait);
+			log_warn("%s: %s%ld (%s): trying again in %ld ms", pname, resp.status ? "HTTP " : "",
+			         resp.status, words, wait);
 			sleep_fn(wait);
 			slept += wait;
 			l->stats.slept_ms += wait;
@@ -1541,15 +1572,15 @@ int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadl
 		case 401:
 		case 403:
 			error = ferror_set(FACTORY_EAUTH, "%s: the service refused the API key (HTTP %ld): %s", pname,
-					   resp.status, words);
+			                   resp.status, words);
 			break;
 		case 404:
-			error = ferror_set(FACTORY_ENOTFOUND, "%s: HTTP 404 for model %s at %s: %s", pname, l->model, l->url,
-					   words);
+			error = ferror_set(FACTORY_ENOTFOUND, "%s: HTTP 404 for model %s at %s: %s", pname, l->model,
+			                   l->url, words);
 			break;
 		default:
-			error = ferror_set(FACTORY_EINVALID, "%s: the request was refused (HTTP %ld): %s", pname, resp.status,
-					   words);
+			error = ferror_set(FACTORY_EINVALID, "%s: the request was refused (HTTP %ld): %s", pname,
+			                   resp.status, words);
 		}
 		goto cleanup;
 	}

@@ -49,18 +49,18 @@ typedef enum { LLM_ANTHROPIC = 0, LLM_OPENAI = 1 } llm_provider;
 
 typedef struct {
 	llm_provider provider;
-	const char *base_url;        /* NULL: the provider's default */
+	const char *base_url; /* NULL: the provider's default */
 	const char *model;
-	const char *api_key;         /* copied; may be NULL for openai */
-	long max_tokens;             /* default 8192 */
-	const char *max_tokens_field;/* openai: NULL = "max_tokens" */
-	long timeout_ms;             /* one request, default 600000 */
-	long connect_timeout_ms;     /* default 10000 */
-	int max_retries;             /* default 6 */
-	long retry_budget_ms;        /* default 300000 */
-	long backoff_base_ms;        /* default 1000 */
-	long backoff_max_ms;         /* default 60000 */
-	int prompt_cache;            /* default 1 */
+	const char *api_key;          /* copied; may be NULL for openai */
+	long max_tokens;              /* default 8192 */
+	const char *max_tokens_field; /* openai: NULL = "max_tokens" */
+	long timeout_ms;              /* one request, default 600000 */
+	long connect_timeout_ms;      /* default 10000 */
+	int max_retries;              /* default 6 */
+	long retry_budget_ms;         /* default 300000 */
+	long backoff_base_ms;         /* default 1000 */
+	long backoff_max_ms;          /* default 60000 */
+	int prompt_cache;             /* default 1 */
 } llm_options;
 
 void llm_options_init(llm_options *o);
@@ -80,10 +80,10 @@ int llm_provider_parse(const char *s);
 /* ---- usage and prices ---- */
 
 typedef struct {
-	long input;        /* input tokens not read from or written to the cache */
+	long input; /* input tokens not read from or written to the cache */
 	long output;
-	long cache_write;  /* input tokens written to the prompt cache */
-	long cache_read;   /* input tokens read from the prompt cache */
+	long cache_write; /* input tokens written to the prompt cache */
+	long cache_read;  /* input tokens read from the prompt cache */
 } llm_usage;
 
 void llm_usage_add(llm_usage *sum, const llm_usage *u);
@@ -143,20 +143,20 @@ int llm_conv_compact(llm_conv *c, int level);
 /* ---- answers ---- */
 
 typedef enum {
-	LLM_STOP_END = 0,      /* the model is done (end_turn, stop) */
-	LLM_STOP_TOOL_USE,     /* it wants tools run (tool_use, tool_calls) */
-	LLM_STOP_MAX_TOKENS,   /* cut at max_tokens (max_tokens, length) */
+	LLM_STOP_END = 0,    /* the model is done (end_turn, stop) */
+	LLM_STOP_TOOL_USE,   /* it wants tools run (tool_use, tool_calls) */
+	LLM_STOP_MAX_TOKENS, /* cut at max_tokens (max_tokens, length) */
 	LLM_STOP_STOP_SEQUENCE,
-	LLM_STOP_REFUSAL,      /* refusal, content_filter */
-	LLM_STOP_PAUSE,        /* pause_turn: ask again to let it go on */
-	LLM_STOP_CONTEXT,      /* model_context_window_exceeded */
+	LLM_STOP_REFUSAL, /* refusal, content_filter */
+	LLM_STOP_PAUSE,   /* pause_turn: ask again to let it go on */
+	LLM_STOP_CONTEXT, /* model_context_window_exceeded */
 	LLM_STOP_OTHER,
 } llm_stop;
 
 const char *llm_stop_name(llm_stop s);
 
 typedef struct {
-	char *id;          /* the provider's id for the call */
+	char *id; /* the provider's id for the call */
 	char *name;
 	cJSON *input;      /* the arguments object, NULL when they did not parse */
 	char *input_error; /* why they did not parse, NULL when they did */
@@ -164,13 +164,13 @@ typedef struct {
 
 typedef struct {
 	llm_stop stop;
-	char *stop_raw;        /* the provider's own word */
-	char *text;            /* the text blocks joined by "\n" ("" if none) */
+	char *stop_raw; /* the provider's own word */
+	char *text;     /* the text blocks joined by "\n" ("" if none) */
 	llm_tool_call *calls;
 	size_t ncalls;
 	llm_usage usage;
-	char *model;           /* as the service reports it, may be NULL */
-	cJSON *content;        /* neutral content blocks, for llm_conv_add_assistant */
+	char *model;    /* as the service reports it, may be NULL */
+	cJSON *content; /* neutral content blocks, for llm_conv_add_assistant */
 } llm_response;
 
 void llm_response_init(llm_response *r);
@@ -212,14 +212,14 @@ int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens);
 int llm_send(llm_response *out, llm *l, llm_conv *c, long max_tokens, long deadline_ms);
 
 typedef struct {
-	long requests;     /* HTTP requests sent */
-	long retries;      /* of which were retries */
-	long compactions;  /* context-length compactions */
-	long slept_ms;     /* backoff in all */
-	long http_us;      /* time inside HTTP requests, microseconds */
-	long build_us;     /* time building requests */
-	long parse_us;     /* time parsing answers */
-	long last_status;  /* last HTTP status (0 if none) */
+	long requests;    /* HTTP requests sent */
+	long retries;     /* of which were retries */
+	long compactions; /* context-length compactions */
+	long slept_ms;    /* backoff in all */
+	long http_us;     /* time inside HTTP requests, microseconds */
+	long build_us;    /* time building requests */
+	long parse_us;    /* time parsing answers */
+	long last_status; /* last HTTP status (0 if none) */
 } llm_stats;
 
 void llm_get_stats(llm_stats *out, const llm *l);

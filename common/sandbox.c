@@ -49,18 +49,18 @@ struct sb_open_how {
 #define EXIT_GRACE_MS 200
 
 struct sandbox {
-	char *root;          /* real path, no trailing slash */
+	char *root; /* real path, no trailing slash */
 	size_t root_len;
-	int root_fd;         /* O_PATH descriptor of the root */
+	int root_fd; /* O_PATH descriptor of the root */
 	int network;
-	int namespaces;      /* 1 while namespaces are in use */
-	int as_root;         /* the job runs as root: drop to uid/gid */
+	int namespaces; /* 1 while namespaces are in use */
+	int as_root;    /* the job runs as root: drop to uid/gid */
 	uid_t uid;
 	gid_t gid;
-	mode_t root_mode;    /* the root's mode before we changed it (as root) */
+	mode_t root_mode; /* the root's mode before we changed it (as root) */
 	int root_mode_changed;
-	char *home;          /* private HOME, removed at free */
-	char *env[MAX_ENV];  /* "NAME=value", NULL-terminated */
+	char *home;         /* private HOME, removed at free */
+	char *env[MAX_ENV]; /* "NAME=value", NULL-terminated */
 	size_t nenv;
 	size_t head, tail;
 	char describe[160];
@@ -114,8 +114,8 @@ int sandbox_env_forbidden(const char *name)
 
 int sandbox_env_secretish(const char *name)
 {
-	static const char *const words[] = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY",
-					    "APIKEY", "PRIVATE_KEY", NULL};
+	static const char *const words[] = {"TOKEN",   "SECRET", "PASSWORD",    "PASSWD", "CREDENTIAL",
+	                                    "API_KEY", "APIKEY", "PRIVATE_KEY", NULL};
 	char up[256];
 	size_t i, n = strlen(name);
 
@@ -194,7 +194,7 @@ static int build_env(sandbox *sb, const sandbox_options *o)
 			return ferror_set(FACTORY_ECONFIG, "bad variable name '%s' in the command allow-list", name);
 		if (sandbox_env_secretish(name))
 			return ferror_set(FACTORY_ECONFIG,
-					  "variable %s looks like a secret and cannot be passed to commands", name);
+			                  "variable %s looks like a secret and cannot be passed to commands", name);
 		if ((v = getenv(name)) && (error = env_add(sb, name, v)) < 0)
 			return error;
 	}
@@ -311,7 +311,7 @@ int sandbox_new(sandbox **out, const sandbox_options *o)
 	sb->gid = sb->as_root ? (gid_t)o->gid : getegid();
 	if (sb->as_root && (o->uid <= 0 || o->gid <= 0)) {
 		error = ferror_set(FACTORY_ECONFIG, "the sandbox user must not be root (uid %ld, gid %ld)", o->uid,
-				   o->gid);
+		                   o->gid);
 		goto cleanup;
 	}
 	sb->head = o->output_head ? o->output_head : 16 * 1024;
@@ -333,7 +333,7 @@ int sandbox_new(sandbox **out, const sandbox_options *o)
 	}
 	if (sb->as_root && (chown(sb->home, sb->uid, sb->gid) < 0 || chown(tmp, sb->uid, sb->gid) < 0)) {
 		error = ferror_set(FACTORY_ERR, "cannot hand %s to uid %ld: %s", sb->home, (long)sb->uid,
-				   strerror(errno));
+		                   strerror(errno));
 		goto cleanup;
 	}
 	if ((error = build_env(sb, o)) < 0)
@@ -355,7 +355,7 @@ int sandbox_new(sandbox **out, const sandbox_options *o)
 		sb->root_mode = st.st_mode & 07777;
 		if (chmod(sb->root, 01777) < 0) {
 			error = ferror_set(FACTORY_ERR, "cannot open %s to the command user: %s", sb->root,
-					   strerror(errno));
+			                   strerror(errno));
 			goto cleanup;
 		}
 		sb->root_mode_changed = 1;
@@ -472,16 +472,17 @@ static int normalise(fbuf *out, const char *path, int mode)
 	}
 	if (*path == '/')
 		return ferror_set(FACTORY_EINVALID,
-				  "absolute paths are not allowed: give a path relative to the repository root, "
-				  "not %.200s",
-				  path);
+		                  "absolute paths are not allowed: give a path relative to the repository root, "
+		                  "not %.200s",
+		                  path);
 	while (*p) {
 		const char *slash = strchr(p, '/');
 		size_t n = slash ? (size_t)(slash - p) : strlen(p);
 		if (n == 2 && !strncmp(p, "..", 2))
-			return ferror_set(FACTORY_EINVALID, "'..' is not allowed in paths (%.200s): paths stay "
-							    "inside the repository",
-					  path);
+			return ferror_set(FACTORY_EINVALID,
+			                  "'..' is not allowed in paths (%.200s): paths stay "
+			                  "inside the repository",
+			                  path);
 		if (n > NAME_MAX)
 			return ferror_set(FACTORY_EINVALID, "a path component is longer than %d bytes", NAME_MAX);
 		if (n && !(n == 1 && *p == '.')) {
@@ -534,7 +535,7 @@ int sandbox_path(fbuf *out, const sandbox *sb, const char *path, int mode)
 	if (!(rl == sb->root_len && !memcmp(real, sb->root, rl)) &&
 	    !(rl > sb->root_len && !memcmp(real, sb->root, sb->root_len) && real[sb->root_len] == '/'))
 		return ferror_set(FACTORY_EINVALID, "%.200s leads outside the repository (through a symbolic link)",
-				  path);
+		                  path);
 	if (mode == SANDBOX_WRITE && rl > sb->root_len && is_git_component(real + sb->root_len + 1))
 		return ferror_set(FACTORY_EINVALID, "%.200s leads into .git/, which cannot be written", path);
 	return 0;
@@ -547,7 +548,7 @@ static int open_error(const char *path, int err)
 		return ferror_set(FACTORY_ENOTFOUND, "no such file: %.200s", path);
 	case ENOTDIR:
 		return ferror_set(FACTORY_ENOTFOUND, "no such file: %.200s (a part of the path is not a directory)",
-				  path);
+		                  path);
 	case EISDIR:
 		return ferror_set(FACTORY_EINVALID, "%.200s is a directory", path);
 	case EXDEV:
@@ -633,7 +634,7 @@ int sandbox_read_file(fbuf *out, const sandbox *sb, const char *path, size_t max
 		return error;
 	if (fstat(fd, &st) == 0 && (size_t)st.st_size > max) {
 		error = ferror_set(FACTORY_ETOOBIG, "%.200s is %lld bytes, more than the %zu that can be read at once",
-				   path, (long long)st.st_size, max);
+		                   path, (long long)st.st_size, max);
 		goto cleanup;
 	}
 	for (;;) {
@@ -648,7 +649,7 @@ int sandbox_read_file(fbuf *out, const sandbox *sb, const char *path, size_t max
 			break;
 		if (out->len + (size_t)n > max) {
 			error = ferror_set(FACTORY_ETOOBIG, "%.200s grew past the %zu bytes that can be read at once",
-					   path, max);
+			                   path, max);
 			goto cleanup;
 		}
 		if ((error = fbuf_put(out, chunk, (size_t)n)) < 0)
@@ -851,8 +852,8 @@ static void close_from(int lowfd)
 }
 
 /* The command's own process: pid 1 of the new PID namespace when there is one. */
-static void __attribute__((noreturn)) run_command(sandbox *sb, int ns, const char *command, char **envp,
-						   int outfd, int rep)
+static void __attribute__((noreturn))
+run_command(sandbox *sb, int ns, const char *command, char **envp, int outfd, int rep)
 {
 	char *argv[4];
 	int devnull;
@@ -939,8 +940,7 @@ static void __attribute__((noreturn)) run_command(sandbox *sb, int ns, const cha
 }
 
 /* The intermediate process: its own process group, the namespaces, then the command. */
-static void __attribute__((noreturn)) run_middle(sandbox *sb, const char *command, char **envp, int outfd,
-						  int rep)
+static void __attribute__((noreturn)) run_middle(sandbox *sb, const char *command, char **envp, int outfd, int rep)
 {
 	sigset_t none;
 	char map[64];
@@ -1056,7 +1056,7 @@ static int capture_finish(sandbox_result *r, capture *c)
 	if (c->total > c->head.len + c->ring_len) {
 		r->truncated = 1;
 		if ((error = fbuf_printf(&r->output, "\n[... %zu bytes left out ...]\n",
-					 c->total - c->head.len - c->ring_len)) < 0)
+		                         c->total - c->head.len - c->ring_len)) < 0)
 			return error;
 	}
 	if (c->ring_len) {
@@ -1072,8 +1072,7 @@ static int capture_finish(sandbox_result *r, capture *c)
 }
 
 /* Start the command; on failure of the namespaces stage *ns_failed is set. */
-static int run_once(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms,
-		    char **envp, int *ns_failed)
+static int run_once(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms, char **envp, int *ns_failed)
 {
 	int outp[2] = {-1, -1}, repp[2] = {-1, -1};
 	char rep[REPORT_MAX + 1], buf[65536];
@@ -1217,8 +1216,7 @@ cleanup:
 	return error;
 }
 
-int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms,
-		const char *const *extra_env)
+int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms, const char *const *extra_env)
 {
 	char *envp[MAX_ENV * 2];
 	size_t n = 0, i;
@@ -1269,25 +1267,25 @@ static int probe(sandbox *sb)
 	}
 	if (error < 0) {
 		error = ferror_set(FACTORY_ECONFIG, "the sandbox cannot run commands in %s (%s)%s", sb->root,
-				   ferror_last(),
-				   sb->as_root ? ": the command user needs search permission on every directory "
-						 "above the repository"
-					       : "");
+		                   ferror_last(),
+		                   sb->as_root ? ": the command user needs search permission on every directory "
+		                                 "above the repository"
+		                               : "");
 		goto cleanup;
 	}
 	if (r.exit_code != 0) {
-		error = ferror_set(FACTORY_ECONFIG, "the sandbox's probe command failed (exit %d): %.200s",
-				   r.exit_code, r.output.ptr ? r.output.ptr : "");
+		error = ferror_set(FACTORY_ECONFIG, "the sandbox's probe command failed (exit %d): %.200s", r.exit_code,
+		                   r.output.ptr ? r.output.ptr : "");
 		goto cleanup;
 	}
 	if (sb->as_root)
 		snprintf(sb->describe, sizeof(sb->describe), "uid %ld gid %ld, %s, %s", (long)sb->uid, (long)sb->gid,
-			 sb->namespaces ? "namespaces (pid, mount, ipc), .git read-only" : "no namespaces",
-			 sb->network ? "network allowed" : (sb->namespaces ? "no network" : "network not isolated"));
+		         sb->namespaces ? "namespaces (pid, mount, ipc), .git read-only" : "no namespaces",
+		         sb->network ? "network allowed" : (sb->namespaces ? "no network" : "network not isolated"));
 	else
 		snprintf(sb->describe, sizeof(sb->describe), "the job's own uid %ld, %s, %s", (long)sb->uid,
-			 sb->namespaces ? "user namespaces (pid, mount, ipc), .git read-only" : "no namespaces",
-			 sb->network ? "network allowed" : (sb->namespaces ? "no network" : "network not isolated"));
+		         sb->namespaces ? "user namespaces (pid, mount, ipc), .git read-only" : "no namespaces",
+		         sb->network ? "network allowed" : (sb->namespaces ? "no network" : "network not isolated"));
 	error = 0;
 cleanup:
 	sandbox_result_release(&r);

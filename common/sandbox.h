@@ -55,15 +55,15 @@
 typedef struct sandbox sandbox;
 
 typedef struct {
-	const char *root;               /* repository root (its work tree), must exist */
-	int network;                    /* 1: commands may use the network */
-	int namespaces;                 /* 1 (default): use namespaces where the kernel allows */
-	long uid;                       /* when running as root: user for commands (default 65534) */
-	long gid;                       /* its group (default 65534) */
-	int chown_tree;                 /* when root: hand the work tree to uid/gid (default 1) */
-	const char *const *env_allow;   /* more variable names to pass through, NULL-terminated, may be NULL */
-	size_t output_head;             /* bytes kept from the start of the output (default 16 KiB) */
-	size_t output_tail;             /* bytes kept from the end (default 16 KiB) */
+	const char *root;             /* repository root (its work tree), must exist */
+	int network;                  /* 1: commands may use the network */
+	int namespaces;               /* 1 (default): use namespaces where the kernel allows */
+	long uid;                     /* when running as root: user for commands (default 65534) */
+	long gid;                     /* its group (default 65534) */
+	int chown_tree;               /* when root: hand the work tree to uid/gid (default 1) */
+	const char *const *env_allow; /* more variable names to pass through, NULL-terminated, may be NULL */
+	size_t output_head;           /* bytes kept from the start of the output (default 16 KiB) */
+	size_t output_tail;           /* bytes kept from the end (default 16 KiB) */
 } sandbox_options;
 
 /* Fill `o` with the defaults above (root NULL). */
@@ -140,12 +140,12 @@ int sandbox_write_file(const sandbox *sb, const char *path, const char *data, si
 int sandbox_open(int *out_fd, const sandbox *sb, const char *path, int flags, mode_t mode);
 
 typedef struct {
-	int exit_code;        /* exit status, or -1 when killed by a signal */
-	int signal;           /* the signal that ended it, 0 if none */
-	int timed_out;        /* 1 when the timeout killed it */
-	fbuf output;          /* head + "\n[... N bytes left out ...]\n" + tail */
-	size_t output_total;  /* bytes the command wrote in all */
-	int truncated;        /* 1 when bytes were left out */
+	int exit_code;       /* exit status, or -1 when killed by a signal */
+	int signal;          /* the signal that ended it, 0 if none */
+	int timed_out;       /* 1 when the timeout killed it */
+	fbuf output;         /* head + "\n[... N bytes left out ...]\n" + tail */
+	size_t output_total; /* bytes the command wrote in all */
+	int truncated;       /* 1 when bytes were left out */
 	long elapsed_ms;
 } sandbox_result;
 
@@ -162,7 +162,6 @@ void sandbox_result_release(sandbox_result *r);
  * sandbox_env_forbidden() holds is FACTORY_EINVALID. The caller releases
  * `out` in every case.
  */
-int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms,
-		const char *const *extra_env);
+int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms, const char *const *extra_env);
 
 #endif

@@ -76,22 +76,22 @@ static char *tool(int *is_error, const char *name, const char *args)
 	return fbuf_detach(&out);
 }
 
-#define EXPECT_ERROR(name, args, says)                                                              \
-	do {                                                                                        \
-		int e_;                                                                             \
-		char *o_ = tool(&e_, name, args);                                                   \
-		cr_assert(e_, "%s %s should fail: %s", name, args ? args : "", o_);                 \
-		cr_assert(strstr(o_, says), "%s %s: expected '%s' in: %s", name, args ? args : "", says, o_); \
-		free(o_);                                                                           \
+#define EXPECT_ERROR(name, args, says)                                                                                 \
+	do {                                                                                                           \
+		int e_;                                                                                                \
+		char *o_ = tool(&e_, name, args);                                                                      \
+		cr_assert(e_, "%s %s should fail: %s", name, args ? args : "", o_);                                    \
+		cr_assert(strstr(o_, says), "%s %s: expected '%s' in: %s", name, args ? args : "", says, o_);          \
+		free(o_);                                                                                              \
 	} while (0)
 
-#define EXPECT_OK(name, args, says)                                                                  \
-	do {                                                                                         \
-		int e_;                                                                              \
-		char *o_ = tool(&e_, name, args);                                                    \
-		cr_assert_not(e_, "%s %s failed: %s", name, args ? args : "", o_);                   \
-		cr_assert(strstr(o_, says), "%s %s: expected '%s' in: %s", name, args ? args : "", says, o_); \
-		free(o_);                                                                            \
+#define EXPECT_OK(name, args, says)                                                                                    \
+	do {                                                                                                           \
+		int e_;                                                                                                \
+		char *o_ = tool(&e_, name, args);                                                                      \
+		cr_assert_not(e_, "%s %s failed: %s", name, args ? args : "", o_);                                     \
+		cr_assert(strstr(o_, says), "%s %s: expected '%s' in: %s", name, args ? args : "", says, o_);          \
+		free(o_);                                                                                              \
 	} while (0)
 
 Test(agent, argument_errors)
@@ -129,7 +129,8 @@ Test(agent, list_files_sees_tracked_and_untracked_not_ignored)
 Test(agent, read_file_lines_and_errors)
 {
 	EXPECT_OK("read_file", "{\"path\":\"a.txt\"}", "1\tone\n2\ttwo\n3\tthree\n4\ttwo\n");
-	EXPECT_OK("read_file", "{\"path\":\"a.txt\",\"start_line\":2,\"end_line\":3}", "2\ttwo\n3\tthree\n(lines 2-3 of 4)");
+	EXPECT_OK("read_file", "{\"path\":\"a.txt\",\"start_line\":2,\"end_line\":3}",
+	          "2\ttwo\n3\tthree\n(lines 2-3 of 4)");
 	EXPECT_OK("read_file", "{\"path\":\"a.txt\",\"start_line\":\"3\"}", "3\tthree");
 	EXPECT_ERROR("read_file", "{\"path\":\"a.txt\",\"start_line\":9}", "has 4 lines");
 	EXPECT_ERROR("read_file", "{\"path\":\"a.txt\",\"start_line\":3,\"end_line\":2}", "before start_line");
@@ -167,8 +168,10 @@ Test(agent, write_and_edit)
 	EXPECT_ERROR("edit_file", "{\"path\":\"a.txt\",\"old\":\"four\",\"new\":\"4\"}", "was not found");
 	EXPECT_ERROR("edit_file", "{\"path\":\"a.txt\",\"old\":\"\",\"new\":\"4\"}", "'old' is empty");
 	EXPECT_ERROR("edit_file", "{\"path\":\"nope.txt\",\"old\":\"a\",\"new\":\"b\"}", "no such file");
-	EXPECT_ERROR("write_file", "{\"path\":\".git/hooks/pre-commit\",\"content\":\"#!/bin/sh\\n\"}", ".git/ cannot be written");
-	EXPECT_ERROR("edit_file", "{\"path\":\".git/config\",\"old\":\"[core]\",\"new\":\"x\"}", ".git/ cannot be written");
+	EXPECT_ERROR("write_file", "{\"path\":\".git/hooks/pre-commit\",\"content\":\"#!/bin/sh\\n\"}",
+	             ".git/ cannot be written");
+	EXPECT_ERROR("edit_file", "{\"path\":\".git/config\",\"old\":\"[core]\",\"new\":\"x\"}",
+	             ".git/ cannot be written");
 	EXPECT_ERROR("write_file", "{\"path\":\"src\",\"content\":\"x\"}", "directory");
 	opts.write_max = 4;
 	EXPECT_ERROR("write_file", "{\"path\":\"big\",\"content\":\"12345\"}", "more than the 4 allowed");
@@ -212,7 +215,8 @@ Test(agent, answers_are_masked_cleaned_and_capped)
 	char *o;
 
 	log_add_secret("sk-ant-secret-in-a-file-99999");
-	sh("cd %s && echo 'key=sk-ant-secret-in-a-file-99999' > leak.txt && printf 'bad \\377\\376 bytes\\n' > latin.txt",
+	sh("cd %s && echo 'key=sk-ant-secret-in-a-file-99999' > leak.txt && printf 'bad \\377\\376 bytes\\n' > "
+	   "latin.txt",
 	   root);
 	o = tool(&e, "read_file", "{\"path\":\"leak.txt\"}");
 	cr_assert_null(strstr(o, "secret-in-a-file"), "%s", o);
@@ -238,8 +242,8 @@ Test(agent, tool_schemas_are_valid_for_the_providers)
 {
 	cJSON *t = NULL, *x;
 	llm_conv *c = NULL;
-	const char *names[] = {"list_files", "read_file", "write_file", "edit_file", "search", "run_command",
-			       "git_diff", "finish"};
+	const char *names[] = {"list_files", "read_file",   "write_file", "edit_file",
+	                       "search",     "run_command", "git_diff",   "finish"};
 	int i = 0;
 
 	cr_assert_eq(agent_tools(&t), 0);
@@ -259,7 +263,8 @@ Test(agent, utf8_clean)
 	cr_assert_str_eq(b.ptr, "ok \xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
 	fbuf_reset(&b);
 	cr_assert_eq(agent_utf8_clean(&b, "a\0b\xC0\x80\xED\xA0\x80", 8), 0);
-	cr_assert_str_eq(b.ptr, "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+	cr_assert_str_eq(b.ptr, "a\xEF\xBF\xBD"
+	                        "b\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
 	fbuf_release(&b);
 }
 

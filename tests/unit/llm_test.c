@@ -28,8 +28,8 @@ static void record_sleep(long ms)
 static cJSON *tools(void)
 {
 	return cJSON_Parse("[{\"name\":\"read_file\",\"description\":\"read\",\"input_schema\":{\"type\":\"object\","
-			   "\"properties\":{\"path\":{\"type\":\"string\"}},\"required\":[\"path\"]}},"
-			   "{\"name\":\"finish\",\"description\":\"end\",\"input_schema\":{\"type\":\"object\"}}]");
+	                   "\"properties\":{\"path\":{\"type\":\"string\"}},\"required\":[\"path\"]}},"
+	                   "{\"name\":\"finish\",\"description\":\"end\",\"input_schema\":{\"type\":\"object\"}}]");
 }
 
 static llm *client(llm_provider p, const char *url, int cache)
@@ -51,19 +51,19 @@ static llm *client(llm_provider p, const char *url, int cache)
 }
 
 static const char *anthropic_tool_answer =
-	"{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\","
-	"\"content\":[{\"type\":\"text\",\"text\":\"Let me look.\"},{\"type\":\"tool_use\",\"id\":\"toolu_1\","
-	"\"name\":\"read_file\",\"input\":{\"path\":\"a.c\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
-	"\"usage\":{\"input_tokens\":100,\"output_tokens\":20,\"cache_creation_input_tokens\":50,"
-	"\"cache_read_input_tokens\":30}}";
+        "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"Let me look.\"},{\"type\":\"tool_use\",\"id\":\"toolu_1\","
+        "\"name\":\"read_file\",\"input\":{\"path\":\"a.c\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
+        "\"usage\":{\"input_tokens\":100,\"output_tokens\":20,\"cache_creation_input_tokens\":50,"
+        "\"cache_read_input_tokens\":30}}";
 
 static const char *openai_tool_answer =
-	"{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":"
-	"{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\","
-	"\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"path\\\":\\\"a.c\\\"}\"}},{\"id\":\"call_2\","
-	"\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{broken\"}}]},"
-	"\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":9,"
-	"\"prompt_tokens_details\":{\"cached_tokens\":20}}}";
+        "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\","
+        "\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"path\\\":\\\"a.c\\\"}\"}},{\"id\":\"call_2\","
+        "\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{broken\"}}]},"
+        "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":9,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":20}}}";
 
 /* A conversation: the task, one answer with calls, their results. */
 static llm_conv *conversation(llm_provider p)
@@ -107,8 +107,10 @@ Test(llm, anthropic_request_has_cache_markers_and_ordered_results)
 
 	cr_assert_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, "claude-sonnet-4-5");
 	cr_assert_eq(cJSON_GetObjectItem(j, "max_tokens")->valueint, 8192);
-	cr_assert_not_null(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "system"), 0), "cache_control"));
-	cr_assert_not_null(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 1), "cache_control"));
+	cr_assert_not_null(
+	        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "system"), 0), "cache_control"));
+	cr_assert_not_null(
+	        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 1), "cache_control"));
 	cr_assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 0), "cache_control"));
 	msgs = cJSON_GetObjectItem(j, "messages");
 	cr_assert_eq(cJSON_GetArraySize(msgs), 3);
@@ -163,15 +165,17 @@ Test(llm, openai_request_turns_results_into_tool_messages)
 	calls = cJSON_GetObjectItem(m, "tool_calls");
 	cr_assert_eq(cJSON_GetArraySize(calls), 2);
 	/* Arguments go back exactly as the model wrote them, broken ones too. */
-	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 1), "function"), "arguments")->valuestring,
-			 "{broken");
+	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 1), "function"), "arguments")
+	                         ->valuestring,
+	                 "{broken");
 	m = cJSON_GetArrayItem(msgs, 4);
 	cr_assert_str_eq(cJSON_GetObjectItem(m, "role")->valuestring, "tool");
 	cr_assert_str_eq(cJSON_GetObjectItem(m, "tool_call_id")->valuestring, "call_2");
 	cr_assert_str_eq(cJSON_GetObjectItem(m, "content")->valuestring, "ERROR: no such file");
 	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 5), "role")->valuestring, "user");
-	cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 0), "type")->valuestring,
-			 "function");
+	cr_assert_str_eq(
+	        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tools"), 0), "type")->valuestring,
+	        "function");
 	{
 		char *text = cJSON_PrintUnformatted(j);
 		cr_assert_null(strstr(text, "cache_control"));
@@ -202,8 +206,9 @@ Test(llm, parses_anthropic_answers)
 Test(llm, parses_openai_answers)
 {
 	llm_response r;
-	const char *ollama = "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
-			     "{\"name\":\"finish\",\"arguments\":{\"summary\":\"x\"}}}]},\"finish_reason\":\"stop\"}]}";
+	const char *ollama =
+	        "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":"
+	        "{\"name\":\"finish\",\"arguments\":{\"summary\":\"x\"}}}]},\"finish_reason\":\"stop\"}]}";
 
 	cr_assert_eq(llm_parse_response(&r, LLM_OPENAI, openai_tool_answer, strlen(openai_tool_answer)), 0);
 	cr_assert_eq(r.stop, LLM_STOP_TOOL_USE);
@@ -225,21 +230,31 @@ Test(llm, parses_openai_answers)
 
 Test(llm, refuses_malformed_answers)
 {
-	static const char *const anth[] = {
-		"", "[]", "not json", "{\"type\":\"error\",\"error\":{}}", "{\"content\":{}}",
-		"{\"content\":[{\"text\":\"x\"}]}", "{\"content\":[{\"type\":\"tool_use\",\"name\":\"x\",\"input\":{}}]}",
-		"{\"content\":[{\"type\":\"text\"}]}", NULL};
-	static const char *const oai[] = {
-		"{}", "{\"choices\":[]}", "{\"choices\":[{}]}", "{\"choices\":[{\"message\":{\"content\":5}}]}",
-		"{\"choices\":[{\"message\":{\"tool_calls\":[{\"function\":{}}]}}]}",
-		"{\"choices\":[{\"message\":{\"tool_calls\":{}}}]}", NULL};
+	static const char *const anth[] = {"",
+	                                   "[]",
+	                                   "not json",
+	                                   "{\"type\":\"error\",\"error\":{}}",
+	                                   "{\"content\":{}}",
+	                                   "{\"content\":[{\"text\":\"x\"}]}",
+	                                   "{\"content\":[{\"type\":\"tool_use\",\"name\":\"x\",\"input\":{}}]}",
+	                                   "{\"content\":[{\"type\":\"text\"}]}",
+	                                   NULL};
+	static const char *const oai[] = {"{}",
+	                                  "{\"choices\":[]}",
+	                                  "{\"choices\":[{}]}",
+	                                  "{\"choices\":[{\"message\":{\"content\":5}}]}",
+	                                  "{\"choices\":[{\"message\":{\"tool_calls\":[{\"function\":{}}]}}]}",
+	                                  "{\"choices\":[{\"message\":{\"tool_calls\":{}}}]}",
+	                                  NULL};
 	llm_response r;
 	size_t i;
 
 	for (i = 0; anth[i]; i++)
-		cr_assert_eq(llm_parse_response(&r, LLM_ANTHROPIC, anth[i], strlen(anth[i])), FACTORY_EINVALID, "%s", anth[i]);
+		cr_assert_eq(llm_parse_response(&r, LLM_ANTHROPIC, anth[i], strlen(anth[i])), FACTORY_EINVALID, "%s",
+		             anth[i]);
 	for (i = 0; oai[i]; i++)
-		cr_assert_eq(llm_parse_response(&r, LLM_OPENAI, oai[i], strlen(oai[i])), FACTORY_EINVALID, "%s", oai[i]);
+		cr_assert_eq(llm_parse_response(&r, LLM_OPENAI, oai[i], strlen(oai[i])), FACTORY_EINVALID, "%s",
+		             oai[i]);
 }
 
 Test(llm, stop_reasons)
@@ -249,20 +264,24 @@ Test(llm, stop_reasons)
 		const char *body;
 		llm_stop stop;
 	} cases[] = {
-		{LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"end_turn\"}", LLM_STOP_END},
-		{LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"max_tokens\"}", LLM_STOP_MAX_TOKENS},
-		{LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"refusal\"}", LLM_STOP_REFUSAL},
-		{LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"pause_turn\"}", LLM_STOP_PAUSE},
-		{LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":null}", LLM_STOP_OTHER},
-		{LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"length\"}]}", LLM_STOP_MAX_TOKENS},
-		{LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"content_filter\"}]}", LLM_STOP_REFUSAL},
-		{LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}", LLM_STOP_END},
+	        {LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"end_turn\"}", LLM_STOP_END},
+	        {LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"max_tokens\"}", LLM_STOP_MAX_TOKENS},
+	        {LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"refusal\"}", LLM_STOP_REFUSAL},
+	        {LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"pause_turn\"}", LLM_STOP_PAUSE},
+	        {LLM_ANTHROPIC, "{\"content\":[],\"stop_reason\":null}", LLM_STOP_OTHER},
+	        {LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"length\"}]}",
+	         LLM_STOP_MAX_TOKENS},
+	        {LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"content_filter\"}]}",
+	         LLM_STOP_REFUSAL},
+	        {LLM_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}",
+	         LLM_STOP_END},
 	};
 	llm_response r;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cr_assert_eq(llm_parse_response(&r, cases[i].p, cases[i].body, strlen(cases[i].body)), 0, "%s", cases[i].body);
+		cr_assert_eq(llm_parse_response(&r, cases[i].p, cases[i].body, strlen(cases[i].body)), 0, "%s",
+		             cases[i].body);
 		cr_assert_eq(r.stop, cases[i].stop, "%s", cases[i].body);
 		llm_response_release(&r);
 	}
@@ -329,9 +348,10 @@ Test(llm, compaction_shrinks_and_keeps_the_shape)
 	cr_assert_eq(llm_conv_add_user_text(c, "task"), 0);
 	for (i = 0; i < 10; i++) {
 		snprintf(ans, sizeof(ans),
-			 "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t%zu\",\"name\":\"read_file\",\"input\":{\"path\":\"f\"}}],"
-			 "\"stop_reason\":\"tool_use\"}",
-			 i);
+		         "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t%zu\",\"name\":\"read_file\",\"input\":{"
+		         "\"path\":\"f\"}}],"
+		         "\"stop_reason\":\"tool_use\"}",
+		         i);
 		cr_assert_eq(llm_parse_response(&r, LLM_ANTHROPIC, ans, strlen(ans)), 0);
 		cr_assert_eq(llm_conv_add_assistant(c, &r), 0);
 		llm_response_release(&r);
@@ -358,7 +378,8 @@ Test(llm, prices)
 {
 	llm_price p;
 	llm_usage u = {1000000, 1000000, 0, 0};
-	cJSON *table = cJSON_Parse("{\"my-local\":{\"input\":0,\"output\":0},\"claude-sonnet-4-5\":{\"input\":1,\"output\":2}}");
+	cJSON *table = cJSON_Parse(
+	        "{\"my-local\":{\"input\":0,\"output\":0},\"claude-sonnet-4-5\":{\"input\":1,\"output\":2}}");
 	cJSON *bad = cJSON_Parse("{\"m\":{\"input\":\"cheap\",\"output\":1}}");
 
 	cr_assert_eq(llm_price_lookup(&p, "claude-sonnet-4-5-20250929", NULL), 0);
@@ -401,8 +422,9 @@ Test(llm, options_are_checked)
 static char *ok_answer(void)
 {
 	return ts_response(200, "OK", "Content-Type: application/json\r\n",
-			   "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"done\"}],\"stop_reason\":\"end_turn\","
-			   "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}");
+	                   "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"done\"}],\"stop_reason\":"
+	                   "\"end_turn\","
+	                   "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}");
 }
 
 static void push(ts_server *s, char *raw, int flags)
@@ -441,10 +463,16 @@ Test(llm_send, retries_429_529_500_and_drops_then_answers)
 	llm_stats st;
 	char hdr[256];
 
-	push(s, ts_response(429, "Too Many Requests", "retry-after-ms: 1234\r\n", "{\"type\":\"error\",\"error\":"
-									       "{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}"), 0);
-	push(s, ts_response(529, "Overloaded", "retry-after: 2\r\n", "{\"type\":\"error\",\"error\":{\"type\":"
-								       "\"overloaded_error\",\"message\":\"Overloaded\"}}"), 0);
+	push(s,
+	     ts_response(429, "Too Many Requests", "retry-after-ms: 1234\r\n",
+	                 "{\"type\":\"error\",\"error\":"
+	                 "{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}"),
+	     0);
+	push(s,
+	     ts_response(529, "Overloaded", "retry-after: 2\r\n",
+	                 "{\"type\":\"error\",\"error\":{\"type\":"
+	                 "\"overloaded_error\",\"message\":\"Overloaded\"}}"),
+	     0);
 	push(s, ts_response(500, "Internal Server Error", "", "{}"), 0);
 	push(s, ok_answer(), 0);
 	ts_url(url, sizeof(url), s, "");
@@ -452,7 +480,8 @@ Test(llm_send, retries_429_529_500_and_drops_then_answers)
 	cr_assert_eq(llm_send(&r, l, c, 0, 0), 0, "%s", ferror_last());
 	cr_assert_str_eq(r.text, "done");
 	llm_get_stats(&st, l);
-	cr_assert_eq(st.requests, 4, "requests %ld retries %ld slept %d: %s", st.requests, st.retries, nslept, ferror_last());
+	cr_assert_eq(st.requests, 4, "requests %ld retries %ld slept %d: %s", st.requests, st.retries, nslept,
+	             ferror_last());
 	cr_assert_eq(st.retries, 3);
 	cr_assert_eq(nslept, 3);
 	cr_assert_eq(slept[0], 1234, "retry-after-ms is honoured");
@@ -501,8 +530,11 @@ Test(llm_send, gives_up_after_the_retries)
 	int i;
 
 	for (i = 0; i < 5; i++)
-		push(s, ts_response(529, "Overloaded", "", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
-							   "\"message\":\"Overloaded\"}}"), 0);
+		push(s,
+		     ts_response(529, "Overloaded", "",
+		                 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+		                 "\"message\":\"Overloaded\"}}"),
+		     0);
 	ts_url(url, sizeof(url), s, "");
 	l = client(LLM_ANTHROPIC, url, 1);
 	cr_assert_eq(llm_send(&r, l, c, 0, 0), FACTORY_EUPSTREAM);
@@ -528,16 +560,21 @@ Test(llm_send, context_length_error_compacts_then_retries)
 	big[sizeof(big) - 1] = '\0';
 	for (i = 0; i < 6; i++) {
 		char ans[256];
-		snprintf(ans, sizeof(ans), "{\"content\":[{\"type\":\"tool_use\",\"id\":\"u%d\",\"name\":\"read_file\","
-					   "\"input\":{}}],\"stop_reason\":\"tool_use\"}", i);
+		snprintf(ans, sizeof(ans),
+		         "{\"content\":[{\"type\":\"tool_use\",\"id\":\"u%d\",\"name\":\"read_file\","
+		         "\"input\":{}}],\"stop_reason\":\"tool_use\"}",
+		         i);
 		cr_assert_eq(llm_parse_response(&r, LLM_ANTHROPIC, ans, strlen(ans)), 0);
 		llm_conv_add_assistant(c, &r);
 		llm_response_release(&r);
 		snprintf(id, sizeof(id), "u%d", i);
 		llm_conv_add_tool_result(c, id, big, 0);
 	}
-	push(s, ts_response(400, "Bad Request", "", "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
-						 "\"message\":\"prompt is too long: 250000 tokens > 200000 maximum\"}}"), 0);
+	push(s,
+	     ts_response(400, "Bad Request", "",
+	                 "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+	                 "\"message\":\"prompt is too long: 250000 tokens > 200000 maximum\"}}"),
+	     0);
 	push(s, ok_answer(), 0);
 	ts_url(url, sizeof(url), s, "");
 	l = client(LLM_ANTHROPIC, url, 1);
@@ -559,13 +596,15 @@ Test(llm_send, errors_that_end_the_run)
 		int code;
 		const char *says;
 	} cases[] = {
-		{401, "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key\"}}",
-		 FACTORY_EAUTH, "invalid x-api-key"},
-		{404, "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: nope\"}}",
-		 FACTORY_ENOTFOUND, "model: nope"},
-		{400, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"messages: bad\"}}",
-		 FACTORY_EINVALID, "messages: bad"},
-		{200, "<html>not json</html>", FACTORY_EINVALID, "cannot be read"},
+	        {401,
+	         "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key\"}}",
+	         FACTORY_EAUTH, "invalid x-api-key"},
+	        {404, "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: nope\"}}",
+	         FACTORY_ENOTFOUND, "model: nope"},
+	        {400,
+	         "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"messages: bad\"}}",
+	         FACTORY_EINVALID, "messages: bad"},
+	        {200, "<html>not json</html>", FACTORY_EINVALID, "cannot be read"},
 	};
 	size_t i;
 

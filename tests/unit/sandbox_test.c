@@ -249,7 +249,8 @@ Test(sandbox, timeout_kills_the_whole_group)
 
 	snprintf(marker, sizeof(marker), "%s/late-marker", root);
 	/* A child in the group, and one that left it with setsid: both must die. */
-	snprintf(cmd, sizeof(cmd), "(sleep 2; touch late-marker) & setsid sh -c 'sleep 2; touch late-marker' & sleep 30");
+	snprintf(cmd, sizeof(cmd),
+	         "(sleep 2; touch late-marker) & setsid sh -c 'sleep 2; touch late-marker' & sleep 30");
 	sandbox_result_init(&r);
 	cr_assert_eq(sandbox_run(&r, sb, cmd, 500, NULL), 0, "%s", ferror_last());
 	cr_assert(r.timed_out);
