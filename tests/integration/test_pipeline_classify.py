@@ -7,8 +7,14 @@ the log says it. Per-class precision and recall are computed over them; each
 class must reach PRECISION_FLOOR and RECALL_FLOOR, and error_lines must hold
 the failure lines in a region of at most 40 lines.
 
-Note: the built-in rules were written with these logs in view, so they are a
-check that each class works end to end, not a held-out measurement (see
+tests/data/cilogs/heldout/ holds a second set (26 logs, two per class, other
+tools and CI shapes) written after the rules. Measured once before any rule
+was changed for it: 23 of 26 classes right (network, oom and test_failure
+recall 0.5; compile_error, dependency and flaky_test precision 0.67) and all
+26 regions holding the failure lines. The three gaps were general (a
+case-insensitive RERUN, Go's "dial tcp: lookup ... server misbehaving",
+rustc's "signal: 9, SIGKILL") and were fixed in the rules; since then both
+sets pass, so neither is a held-out measurement any more (see
 test_pipeline_logchunks.py for real logs).
 """
 import collections
@@ -38,14 +44,18 @@ def classify(path, *extra):
 class LabelledLogsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with open(os.path.join(DATA, "labels.json"), encoding="utf-8") as f:
-            cls.labels = json.load(f)
+        cls.labels = []
+        for sub in ("", "heldout"):
+            with open(os.path.join(DATA, sub, "labels.json"), encoding="utf-8") as f:
+                for row in json.load(f):
+                    row["log"] = os.path.join(sub, row["log"]) if sub else row["log"]
+                    cls.labels.append(row)
         cls.results = {row["log"]: classify(os.path.join(DATA, row["log"])) for row in cls.labels}
 
     def test_every_class_has_several_logs(self):
         count = collections.Counter(row["class"] for row in self.labels)
         for c in CLASSES:
-            self.assertGreaterEqual(count[c], 3, c)
+            self.assertGreaterEqual(count[c], 5, c)
 
     def test_precision_and_recall_per_class(self):
         tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
