@@ -1088,6 +1088,7 @@ static int emit(logparse *p, logparse_record_fn cb, void *ctx)
 	if (extra.len && p->detail.len == 0) {
 		r.detail = fbuf_cstr(&extra);
 		r.detail_len = extra.len;
+		r.detail_in_line = 1;
 	} else {
 		r.detail = fbuf_cstr(&p->detail);
 		r.detail_len = p->detail.len;

@@ -64,7 +64,8 @@ typedef struct {
 	int status;         /* 0 when none */
 	const char *detail; /* continuation lines joined with '\n' ("" when none) */
 	size_t detail_len;
-	const char *raw; /* the first line as read */
+	int detail_in_line; /* the detail is a field of the line itself (a JSON "stack") */
+	const char *raw;    /* the first line as read */
 	size_t raw_len;
 	uint64_t line_no; /* 1-based number of the first line in the stream */
 } log_record;

@@ -304,7 +304,7 @@ static void keep_sample(watch_fp *fp, const log_record *r)
 	fbuf_init(&b, WATCH_SAMPLE_MAX);
 	if (fbuf_put(&b, r->raw, r->raw_len < WATCH_SAMPLE_MAX ? r->raw_len : WATCH_SAMPLE_MAX) < 0)
 		goto done;
-	if (r->detail_len && !(r->raw_len && r->raw[0] == '{')) { /* JSON: the stack is in the line already */
+	if (r->detail_len && !r->detail_in_line) { /* a JSON stack field is in the line already */
 		size_t room = WATCH_SAMPLE_MAX - b.len;
 		if (room > 1) {
 			fbuf_putc(&b, '\n');
