@@ -960,6 +960,9 @@ static void end_record(transcript *tr, const agent_result *r)
 	if (r->cost_known)
 		cJSON_AddNumberToObject(rec, "cost_usd", r->cost_usd);
 	cJSON_AddNumberToObject(rec, "wall_ms", (double)r->wall_ms);
+	cJSON_AddNumberToObject(rec, "llm_requests", (double)r->llm_requests);
+	cJSON_AddNumberToObject(rec, "llm_retries", (double)r->llm_retries);
+	cJSON_AddNumberToObject(rec, "llm_compactions", (double)r->llm_compactions);
 	transcript_put(tr, rec);
 }
 
@@ -1190,6 +1193,13 @@ cleanup:
 		set_str(&r->reason, "%s", ferror_last());
 	}
 	r->wall_ms = (now_us() - start_us) / 1000;
+	{
+		llm_stats ls;
+		llm_get_stats(&ls, l);
+		r->llm_requests = ls.requests;
+		r->llm_retries = ls.retries;
+		r->llm_compactions = ls.compactions;
+	}
 	end_record(&tr, r);
 	transcript_close(&tr);
 	llm_response_release(&resp);

@@ -95,6 +95,9 @@ typedef struct {
 	long tool_us;         /* inside the tools */
 	long overhead_us;     /* the rest: the loop's own work */
 	long overhead_max_us; /* the largest per turn */
+	long llm_requests;    /* HTTP requests to the model, retries included */
+	long llm_retries;     /* of which were retries (429, 529, 5xx, network) */
+	long llm_compactions; /* context-length compactions */
 	int exit_code;        /* external agent: its exit status (-1 if killed) */
 } agent_result;
 

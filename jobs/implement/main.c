@@ -216,6 +216,9 @@ static void report_result(job_ctx *ctx, const agent_result *r, const char *model
 	report_counter_set(ctx->rep, "llm_output_tokens", r->usage.output);
 	report_counter_set(ctx->rep, "llm_cache_write_tokens", r->usage.cache_write);
 	report_counter_set(ctx->rep, "llm_cache_read_tokens", r->usage.cache_read);
+	report_counter_set(ctx->rep, "llm_requests", r->llm_requests);
+	report_counter_set(ctx->rep, "llm_retries", r->llm_retries);
+	report_counter_set(ctx->rep, "llm_compactions", r->llm_compactions);
 	report_summary(ctx->rep, "agent %s: %s; %zu file%s changed", r->outcome ? r->outcome : "error",
 		       r->reason ? r->reason : "", changed, changed == 1 ? "" : "s");
 	if (!a)

@@ -38,6 +38,9 @@ class AgentFaultsTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r)
                 self.assertEqual(self.statuses, [status] * 3 + [200, 200])
                 self.assertIn("trying again", r.stderr)
+                self.assertEqual(r.report["counters"]["llm_retries"], 3)
+                self.assertEqual(r.report["counters"]["llm_requests"], 5)
+                self.assertEqual(r.transcript[-1]["llm_retries"], 3)
 
     def test_server_errors_are_retried(self):
         r = self.run_faulty({"status": 500, "times": 2})
@@ -100,6 +103,7 @@ class AgentFaultsTest(unittest.TestCase):
                 self.assertEqual(reqs[4]["status"], 400)
                 self.assertLess(sizes[5], sizes[4], "the conversation was made smaller")
                 self.assertIn("elided to fit the context window", str(reqs[5]["body"]))
+                self.assertEqual(r.report["counters"]["llm_compactions"], 1)
 
     def test_context_that_never_fits_ends_the_run(self):
         script = [turn(calls=[call("read_file", path="README.md")], fault={"context_limit": 100})]
