@@ -164,6 +164,46 @@ void fconfig_free(fconfig *c)
 	free(c);
 }
 
+int fconfig_clone(fconfig **out, const fconfig *c)
+{
+	fconfig *n = NULL;
+	const setting *s;
+	setting *d;
+	size_t i, k;
+	int j;
+
+	*out = NULL;
+	if (fconfig_new(&n) < 0)
+		return FACTORY_ENOMEM;
+	if (c->norigins && !(n->origins = calloc(c->norigins, sizeof(*n->origins))))
+		goto nomem;
+	for (i = 0; i < c->norigins; i++) {
+		if (!(n->origins[i] = strdup(c->origins[i])))
+			goto nomem;
+		n->norigins++;
+	}
+	if ((c->doc && !(n->doc = cJSON_Duplicate(c->doc, 1))) || (c->raw && !(n->raw = cJSON_Duplicate(c->raw, 1))))
+		goto nomem;
+	for (i = 0; i < c->n; i++) {
+		s = &c->v[i];
+		if (!(d = get_setting(n, s->key)))
+			goto nomem;
+		for (j = 0; j < 4; j++)
+			if (s->value[j] && !(d->value[j] = strdup(s->value[j])))
+				goto nomem;
+		d->env_set = s->env_set;
+		d->from_load = s->from_load;
+		for (k = 0; s->origin && k < c->norigins; k++)
+			if (s->origin == c->origins[k])
+				d->origin = n->origins[k];
+	}
+	*out = n;
+	return 0;
+nomem:
+	fconfig_free(n);
+	return ferror_set(FACTORY_ENOMEM, "out of memory");
+}
+
 /*
  * YAML to cJSON.
  */

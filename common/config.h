@@ -48,6 +48,13 @@ typedef struct fconfig fconfig;
 int fconfig_new(fconfig **out);
 void fconfig_free(fconfig *c);
 
+/* A deep copy of `c` into a new *out (the caller frees it): every source's
+ * values, the loaded documents and their names. Later loads and sets on
+ * either leave the other as it was. Used to lay one project's settings file
+ * over a group's (common/scope.h): clone, then fconfig_load_yaml_string().
+ * Returns 0 or FACTORY_ENOMEM. */
+int fconfig_clone(fconfig **out, const fconfig *c);
+
 /*
  * Load a YAML file. A missing file is fine when `required` is 0 (returns 0,
  * nothing loaded), else FACTORY_ECONFIG. A syntax error is FACTORY_ECONFIG

@@ -851,3 +851,65 @@ Test(load, free_null_is_fine)
 {
 	fconfig_free(NULL);
 }
+
+/* ------------------------------------------------------------------ */
+/* Clone: one project's file laid over a group's settings */
+
+Test(load, clone_is_deep_and_keeps_precedence)
+{
+	fconfig *proj = NULL;
+	fconfig_source src;
+	const cJSON *rules;
+	int b = -1;
+
+	load("triage:\n  wip_limit: 3\n  rules: [a, b]\nfactory:\n  enabled: true\nname: group\n", "group.yml");
+	cr_assert_eq(fconfig_set(cfg, CONFIG_FLAG, "dry_run", "true"), 0);
+	cr_assert_eq(fconfig_set(cfg, CONFIG_ENV, "triage.wip_limit", "9"), 0);
+	cr_assert_eq(fconfig_set(cfg, CONFIG_DEFAULT, "colour", "blue"), 0);
+	cr_assert_eq(fconfig_clone(&proj, cfg), 0, "%s", ferror_last());
+
+	/* The project's file merges over the group's at the file level. */
+	cr_assert_eq(fconfig_load_yaml_string(proj, "factory:\n  enabled: false\ntriage:\n  rules: [c]\n",
+					      "acme/app/.factory.yml"),
+		     0, "%s", ferror_last());
+	cr_assert_str_eq(fconfig_get(proj, "factory.enabled", &src), "false");
+	cr_assert_eq(src, CONFIG_FILE);
+	cr_assert_eq(fconfig_get_bool(&b, proj, "factory.enabled", 1), 0);
+	cr_assert_eq(b, 0);
+	cr_assert_str_eq(fconfig_get(proj, "name", NULL), "group");
+	rules = fconfig_yaml_path(proj, "triage.rules");
+	cr_assert_eq(cJSON_GetArraySize(rules), 1);
+	/* Flags, environment and defaults still win as before. */
+	cr_assert_str_eq(fconfig_get(proj, "dry_run", &src), "true");
+	cr_assert_eq(src, CONFIG_FLAG);
+	cr_assert_str_eq(fconfig_get(proj, "triage.wip_limit", &src), "9");
+	cr_assert_eq(src, CONFIG_ENV);
+	cr_assert_str_eq(fconfig_get(proj, "colour", &src), "blue");
+	cr_assert_eq(src, CONFIG_DEFAULT);
+	/* A bad value in the project's file is named after that file. */
+	cr_assert_eq(fconfig_load_yaml_string(proj, "factory:\n  enabled: maybe\n", "acme/app/.factory.yml"), 0);
+	cr_assert_eq(fconfig_get_bool(&b, proj, "factory.enabled", 1), FACTORY_ECONFIG);
+	cr_assert(strstr(ferror_last(), "acme/app/.factory.yml"), "%s", ferror_last());
+
+	/* The group's settings did not move. */
+	cr_assert_str_eq(fconfig_get(cfg, "factory.enabled", NULL), "true");
+	cr_assert_eq(cJSON_GetArraySize(fconfig_yaml_path(cfg, "triage.rules")), 2);
+	cr_assert_eq(fconfig_set(proj, CONFIG_FLAG, "dry_run", NULL), 0);
+	cr_assert_str_eq(fconfig_get(cfg, "dry_run", NULL), "true");
+	fconfig_free(proj);
+	/* And it still works once the clone is gone. */
+	cr_assert_str_eq(fconfig_get(cfg, "name", &src), "group");
+	cr_assert_eq(src, CONFIG_FILE);
+}
+
+Test(load, clone_of_an_empty_config)
+{
+	fconfig *c2 = NULL;
+
+	cr_assert_eq(fconfig_clone(&c2, cfg), 0);
+	cr_assert_null(fconfig_yaml(c2));
+	cr_assert_eq(fconfig_load_yaml_string(c2, "a: 1\n", "p.yml"), 0);
+	cr_assert_str_eq(fconfig_get(c2, "a", NULL), "1");
+	cr_assert_null(fconfig_get(cfg, "a", NULL));
+	fconfig_free(c2);
+}
