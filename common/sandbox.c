@@ -1219,8 +1219,10 @@ cleanup:
 int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long timeout_ms, const char *const *extra_env)
 {
 	char *envp[MAX_ENV * 2];
-	size_t n = 0, i;
-	int ns_failed, error;
+	char *own[MAX_ENV * 2];
+	char *cmd = NULL;
+	size_t n = 0, nown = 0, i;
+	int ns_failed, error = -1;
 
 	fbuf_reset(&out->output);
 	out->exit_code = out->signal = out->timed_out = out->truncated = 0;
@@ -1228,23 +1230,41 @@ int sandbox_run(sandbox_result *out, sandbox *sb, const char *command, long time
 	out->elapsed_ms = 0;
 	if (!command)
 		return ferror_set(FACTORY_EINVALID, "no command given");
+	/* Copies: the child wipes every string of the job's environment before it
+	 * runs the command, and the command or a value may be one of them. */
+	if (!(cmd = strdup(command)))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	for (i = 0; i < sb->nenv; i++)
 		envp[n++] = sb->env[i];
 	for (i = 0; extra_env && extra_env[i]; i++) {
 		const char *eq = strchr(extra_env[i], '=');
 		char name[256];
-		if (!eq || (size_t)(eq - extra_env[i]) >= sizeof(name) || n + 1 >= MAX_ENV * 2)
-			return ferror_set(FACTORY_EINVALID, "bad extra environment entry for a command");
+		if (!eq || (size_t)(eq - extra_env[i]) >= sizeof(name) || n + 1 >= MAX_ENV * 2) {
+			error = ferror_set(FACTORY_EINVALID, "bad extra environment entry for a command");
+			goto cleanup;
+		}
 		memcpy(name, extra_env[i], (size_t)(eq - extra_env[i]));
 		name[eq - extra_env[i]] = '\0';
-		if (!valid_env_name(name) || sandbox_env_forbidden(name))
-			return ferror_set(FACTORY_EINVALID, "variable %s can never be given to a command", name);
-		envp[n++] = (char *)extra_env[i];
+		if (!valid_env_name(name) || sandbox_env_forbidden(name)) {
+			error = ferror_set(FACTORY_EINVALID, "variable %s can never be given to a command", name);
+			goto cleanup;
+		}
+		if (!(own[nown] = strdup(extra_env[i]))) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		envp[n++] = own[nown++];
 	}
 	envp[n] = NULL;
 	if (timeout_ms < 1)
 		timeout_ms = 1;
-	error = run_once(out, sb, command, timeout_ms, envp, &ns_failed);
+	error = run_once(out, sb, cmd, timeout_ms, envp, &ns_failed);
+cleanup:
+	for (i = 0; i < nown; i++) {
+		explicit_bzero(own[i], strlen(own[i]));
+		free(own[i]);
+	}
+	free(cmd);
 	return error;
 }
 

@@ -226,6 +226,24 @@ Test(sandbox, allow_list_refuses_secrets_and_passes_the_rest)
 	sandbox_free(s2);
 }
 
+Test(sandbox, command_and_values_may_live_in_the_environment)
+{
+	sandbox_result r;
+	const char *extra[2];
+
+	/* The child wipes the job's environment strings: what it needs must be copies. */
+	setenv("MY_CHECK_COMMAND", "echo from-the-environment $GIVEN", 1);
+	setenv("GIVEN_ENTRY", "GIVEN=given-value", 1);
+	extra[0] = getenv("GIVEN_ENTRY");
+	extra[1] = NULL;
+	sandbox_result_init(&r);
+	cr_assert_eq(sandbox_run(&r, sb, getenv("MY_CHECK_COMMAND"), 5000, extra), 0, "%s", ferror_last());
+	cr_assert_str_eq(r.output.ptr, "from-the-environment given-value\n");
+	cr_assert_str_eq(getenv("MY_CHECK_COMMAND"), "echo from-the-environment $GIVEN",
+	                 "the job's own copy is intact");
+	sandbox_result_release(&r);
+}
+
 Test(sandbox, exit_status_and_merged_output)
 {
 	sandbox_result r;
