@@ -132,7 +132,7 @@ static size_t prefix_len(const char *s)
 	size_t i;
 
 	if (*p == '[') {
-		const char *e = memchr(p, ']', 22);
+		const char *e = memchr(p, ']', strnlen(p, 22));
 		if (e && e > p + 1 && !memchr(p, '\n', (size_t)(e - p))) {
 			p = e + 1;
 			while (*p == ' ' || *p == '\t')
