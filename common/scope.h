@@ -1,0 +1,115 @@
+/*
+ * scope.h - where a job works: one project (the default) or every project
+ * of a GitLab group and its subgroups, each under its own settings.
+ *
+ * The setting `scope` (FACTORY_SCOPE, the component input of the same
+ * name) is "project" (or unset) for the job's one project, or
+ * "group:<full path>" for a group, e.g. "group:acme/platform". A full path
+ * is one or more segments of letters, digits, '_', '-' and '.', joined by
+ * '/'; a numeric group id is taken too. Anything else is FACTORY_ECONFIG.
+ * With a group scope the job needs no project of its own (job_connect
+ * leaves ctx->project NULL when none is set).
+ *
+ * Group endpoints are used where GitLab has them (group labels, group
+ * boards: see factory-setup); the rest is per project, one project at a
+ * time, through one GitLab client whose ":id" is switched with
+ * gitlab_set_project(). One client means one connection, one set of
+ * counters and one rate-limit pacing for the whole group (http.h).
+ *
+ * Loading (scope_load) costs, per run:
+ *   GET /groups/:id/projects?include_subgroups=true&archived=false
+ *       &simple=true&order_by=path&sort=asc    one request per 100 projects
+ *   GET /projects/:id/repository/files/.factory.yml/raw?ref=<default branch>
+ *       one request per project with a default branch (none for an empty
+ *       repository); a 404 means the project has no file of its own.
+ * Archived projects are left out by the listing.
+ *
+ * A project's settings: the group's settings (the job's own, from its
+ * --config file, FACTORY_* variables and flags) with the project's own
+ * .factory.yml merged over the group's file: mappings merge key by key,
+ * anything else (a scalar, a list) from the project's file replaces. Flags
+ * and FACTORY_* variables still win over both files, as everywhere
+ * (config.h). Errors in a project's values name its file,
+ * "<project path>/.factory.yml".
+ *
+ * Opting out: a project is left out (enabled = 0, `why` says why) when its
+ * topics include "factory-opt-out" (any case), or when its settings say
+ * factory: {enabled: false}. With `factory: {enabled: false}` in the
+ * group's own file the group is opt-in: only projects whose file says
+ * `enabled: true` take part.
+ *
+ * A project whose .factory.yml cannot be used (bad YAML, a bad
+ * factory.enabled value, a NUL byte, over 1 MiB) is left out too, with
+ * `error` set to FACTORY_ECONFIG and the message in `why`; it is never run
+ * on the group's policy alone, and scope_each reports it at the end. A
+ * failure to read the file (other than 404) or to list the group fails
+ * scope_load with the GitLab error.
+ */
+#ifndef FACTORY_SCOPE_H
+#define FACTORY_SCOPE_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "gitlab.h"
+
+/* The topic that takes a project out of a group scope. */
+#define SCOPE_OPT_OUT_TOPIC "factory-opt-out"
+/* The project's own settings file, at the root of its default branch. */
+#define SCOPE_PROJECT_FILE ".factory.yml"
+
+/*
+ * Read the `scope` setting of `cfg`. *group_out is a new string (caller
+ * frees) holding the group's full path or id for a group scope, or NULL for
+ * the project scope. Returns 0 or FACTORY_ECONFIG naming the setting, its
+ * value and where it came from.
+ */
+int scope_group_from_config(char **group_out, const fconfig *cfg);
+
+typedef struct {
+	long id;              /* project id */
+	char *path;           /* path_with_namespace */
+	char *default_branch; /* NULL for an empty repository */
+	fconfig *cfg;         /* its settings (see above), owned by the scope */
+	int has_file;         /* it has a .factory.yml of its own */
+	int enabled;          /* 1: the job works on it */
+	int error;            /* FACTORY_ECONFIG when its .factory.yml cannot be used, else 0 */
+	char why[512];        /* why it is left out ("" when enabled) */
+} scope_project;
+
+typedef struct scope scope;
+
+/*
+ * List the projects of `group` (full path or id) and its subgroups, read
+ * each one's .factory.yml and decide who takes part, as described above.
+ * `cfg` is the group's settings (the job's; borrowed: each project gets
+ * its own copy, so `cfg` may go before the scope does). Sends only reads. Returns 0 or
+ * a GitLab error (FACTORY_ENOTFOUND for an unknown group), or
+ * FACTORY_ENOMEM.
+ */
+int scope_load(scope **out, gitlab *gl, const fconfig *cfg, const char *group);
+void scope_free(scope *s);
+
+/* The group as given, the number of projects found, how many take part,
+ * and project `i` (0 <= i < scope_count), in path order. */
+const char *scope_group(const scope *s);
+size_t scope_count(const scope *s);
+size_t scope_enabled(const scope *s);
+const scope_project *scope_at(const scope *s, size_t i);
+
+/*
+ * Run `fn` for each project that takes part, in path order, with `gl`
+ * switched to it (gitlab_set_project with its id); the client's own project
+ * is put back afterwards. A failing project does not stop the others: its
+ * error is logged as "project <path>: <message>" and the walk goes on,
+ * except after FACTORY_EAUTH, FACTORY_EUPSTREAM or FACTORY_ENOMEM, which
+ * would fail every project alike and stop it at once. Returns 0 when every
+ * project went well and none was left out for a broken .factory.yml, else
+ * the first error, its message saying how many projects failed and naming
+ * the first. A non-zero, positive return of `fn` stops the walk and is
+ * returned as it is (for a callback that wants to stop early).
+ */
+typedef int (*scope_fn)(void *ctx, gitlab *gl, const scope_project *p);
+int scope_each(scope *s, gitlab *gl, scope_fn fn, void *ctx);
+
+#endif
