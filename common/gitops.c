@@ -224,6 +224,34 @@ static void op_init(op_ctx *c, const gitops_remote *rem)
 	c->rem = rem;
 }
 
+/*
+ * A remote for `url` (name NULL: anonymous, in memory only), without
+ * url.*.insteadOf rewriting: the URL we were given is the URL used, and
+ * libgit2 1.5's pattern matching over the config, which leaks its match data
+ * on every miss, is not run.
+ */
+static int remote_new(git_remote **out, git_repository *repo, const char *name, const char *url)
+{
+	git_remote_create_options o;
+	char spec[256];
+
+	git_remote_create_options_init(&o, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	o.repository = repo;
+	o.name = name;
+	o.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF;
+	if (name) {
+		snprintf(spec, sizeof(spec), "+refs/heads/*:refs/remotes/%s/*", name);
+		o.fetchspec = spec;
+	}
+	return git_remote_create_with_opts(out, url, &o);
+}
+
+static int clone_remote_cb(git_remote **out, git_repository *repo, const char *name, const char *url, void *payload)
+{
+	(void)payload;
+	return remote_new(out, repo, name, url);
+}
+
 /* A branch name as a full ref: "x" -> "refs/heads/x"; "refs/..." stays. */
 static int full_ref(char *out, size_t len, const char *name)
 {
@@ -265,6 +293,7 @@ int gitops_clone(fgit_repo **out, const gitops_remote *rem, const char *dir, con
 	co.fetch_opts.proxy_opts.type = GIT_PROXY_AUTO;
 	co.fetch_opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
 	co.checkout_branch = branch;
+	co.remote_cb = clone_remote_cb;
 	snprintf(what, sizeof(what), "cannot clone into %.300s", dir);
 	rc = git_clone(&repo, rem->url, dir, &co);
 	COUNT(clones);
@@ -277,22 +306,25 @@ int gitops_clone(fgit_repo **out, const gitops_remote *rem, const char *dir, con
 int gitops_set_origin(fgit_repo *r, const char *url)
 {
 	gitops_remote rem = {url, NULL, NULL};
-	git_remote *remote = NULL;
+	git_config *cfg = NULL;
+	git_config_entry *e = NULL;
 	int error;
 
 	init();
 	if ((error = check_remote(&rem)) < 0)
 		return error;
-	if (git_remote_lookup(&remote, fgit_raw(r), "origin") == 0) {
-		git_remote_free(remote);
-		if (git_remote_set_url(fgit_raw(r), "origin", url) < 0)
-			return ferror_set(FACTORY_ERR, "cannot set the origin URL: %s", git_msg());
-		return 0;
-	}
-	if (git_remote_create(&remote, fgit_raw(r), "origin", url) < 0)
-		return ferror_set(FACTORY_ERR, "cannot add the origin remote: %s", git_msg());
-	git_remote_free(remote);
-	return 0;
+	/* Config keys only: looking the remote up would run libgit2's insteadOf
+	 * matching (see remote_new). */
+	if (git_remote_set_url(fgit_raw(r), "origin", url) < 0)
+		return ferror_set(FACTORY_ERR, "cannot set the origin URL: %s", git_msg());
+	if (git_repository_config(&cfg, fgit_raw(r)) < 0)
+		return ferror_set(FACTORY_ERR, "cannot read the repository's config: %s", git_msg());
+	if (git_config_get_entry(&e, cfg, "remote.origin.fetch") < 0 &&
+	    git_remote_add_fetch(fgit_raw(r), "origin", "+refs/heads/*:refs/remotes/origin/*") < 0)
+		error = ferror_set(FACTORY_ERR, "cannot add the origin fetch refspec: %s", git_msg());
+	git_config_entry_free(e);
+	git_config_free(cfg);
+	return error;
 }
 
 int gitops_is_shallow(fgit_repo *r)
@@ -340,7 +372,7 @@ int gitops_fetch(fgit_repo *r, const gitops_remote *rem, const char *const *bran
 		specs.count = i + 1;
 	}
 	op_init(&c, rem);
-	if (git_remote_create_anonymous(&remote, repo, rem->url) < 0) {
+	if (remote_new(&remote, repo, NULL, rem->url) < 0) {
 		error = ferror_set(FACTORY_ERR, "cannot fetch from %s: %s", rem->url, git_msg());
 		goto cleanup;
 	}
@@ -687,7 +719,7 @@ int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const
 	specs.count = 1;
 	op_init(&c, rem);
 	c.expect = force ? expect : NULL;
-	if (git_remote_create_anonymous(&remote, repo, rem->url) < 0) {
+	if (remote_new(&remote, repo, NULL, rem->url) < 0) {
 		error = ferror_set(FACTORY_ERR, "%s: %s", what, git_msg());
 		goto cleanup;
 	}

@@ -83,13 +83,14 @@ class ConcurrencyTest(unittest.TestCase):
               "just taken: %d" % (ROUNDS, counts, lost, skipped))
 
     def test_claims_posted_at_once_are_decided_by_the_notes(self):
-        """Both jobs' first read of #1's notes is held back until both have
-        asked, so both post a claim: the earliest note wins, the other job
-        takes its claim back and moves on to #2."""
+        """Claims on #1 are held back by the double for 1.5 s, so both jobs
+        read #1's notes before either claim exists and both post one: the
+        earliest note wins, the other job takes its claim back and moves on
+        to #2."""
         scripts = [edit_script("README.md", "# demo", "# Demo %d" % k) for k in range(2)]
         for rnd in range(max(1, ROUNDS // 2)):
             self.fresh([issue("Task %d" % i, iid=i, position=i * 10) for i in (1, 2)])
-            self.d.faults([{"method": "GET", "path_regex": r"/issues/1/notes\?", "delay_ms": 400, "times": 2}])
+            self.d.faults([{"method": "POST", "path_regex": r"/issues/1/notes$", "delay_ms": 1500, "times": 2}])
             with LLMDouble(scripts[0]) as a, LLMDouble(scripts[1]) as b:
                 results = run_together(self.d, [a, b])
             self.check_round(results, 2)
