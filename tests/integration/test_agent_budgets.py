@@ -3,6 +3,7 @@ tokens, wall time and cost. The run stops cleanly with what it has: the work
 tree keeps the changes made so far, the transcript ends with an end record
 naming the limit, the report has the usage, and the exit code is 1."""
 import os
+import re
 import time
 import unittest
 
@@ -99,19 +100,23 @@ class AgentBudgetsTest(unittest.TestCase):
             self.assertIn("cost: unknown", r.stdout)
 
     def test_wall_time_limit_while_the_model_thinks(self):
-        script = edits(1) + [turn(calls=[call("git_diff")], fault={"slow_ms": 4000})]
+        script = edits(1) + [turn(calls=[call("git_diff")], fault={"slow_ms": 8000})]
         r = self.run_budget(script, {"FACTORY_AGENT_MAX_WALL_S": "2"})
-        self.check_stopped(r, "wall time limit reached (2 s)")
-        self.assertLess(self.elapsed, 3.8, "the slow answer was not waited out")
+        # Cut during the request, not after an answer that was waited out.
+        self.check_stopped(r, "wall time limit reached (2 s) while waiting for the model")
         self.assertTrue(os.path.exists(os.path.join(self.repo, "notes0.txt")))
 
     def test_wall_time_limit_bounds_commands(self):
         script = [turn(calls=[call("run_command", command="sleep 30", timeout_s=600)]),
                   finish(expect={"tool_results": [{"contains": "timed out", "is_error": True}]})]
         r = self.run_budget(script, {"FACTORY_AGENT_MAX_WALL_S": "3"})
-        self.assertLess(self.elapsed, 8)
-        # The command was cut at what was left of the wall budget, then the
-        # budget stopped the run (or finish came first, if the clock allowed).
+        # The command's timeout was cut to what was left of the wall budget
+        # (not the 600 s asked for), then the budget stopped the run, or
+        # finish came first if the clock allowed.
+        said = r.records("tool")[0]["content"]
+        m = re.search(r"timed out after ([0-9.]+) s", said)
+        self.assertTrue(m, said)
+        self.assertLessEqual(float(m.group(1)), 3.0)
         self.assertIn(r.agent["outcome"], ("budget", "finished"), r)
 
     def test_command_timeout_is_capped(self):

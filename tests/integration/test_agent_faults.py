@@ -59,7 +59,7 @@ class AgentFaultsTest(unittest.TestCase):
         self.assertEqual(self.statuses, [200, 200])
 
     def test_slow_answer_past_the_timeout_is_tried_again(self):
-        r = self.run_faulty({"slow_ms": 2500, "times": 1}, env={"FACTORY_LLM_TIMEOUT_MS": "800"})
+        r = self.run_faulty({"slow_ms": 6000, "times": 1}, env={"FACTORY_LLM_TIMEOUT_MS": "1500"})
         self.assertEqual(r.returncode, 0, r)
         self.assertIn("timed out", r.stderr)
         # The first request was given up (its answer, if it ever comes, is too late).
