@@ -1857,11 +1857,12 @@ static long score_of(const cilog *c, const region *g, long target_step, long anc
 		score -= AFTER_PENALTY;
 	if (g->ok)
 		score -= OK_PENALTY;
-	/* a network, runner, permission or dependency error ends a job at once
-	 * when it is fatal: one followed by much more work was survived */
+	/* a network, runner, permission, dependency or configuration error (a
+	 * missing command) ends a job at once when it is fatal: one followed by
+	 * much more work was survived */
 	if (anchor && g->first <= anchor && anchor - g->last > RECOVERED_LINES &&
 	    (g->klass == CILOG_NETWORK || g->klass == CILOG_RUNNER || g->klass == CILOG_PERMISSION ||
-	     g->klass == CILOG_DEPENDENCY))
+	     g->klass == CILOG_DEPENDENCY || g->klass == CILOG_CONFIG))
 		score -= RECOVERED_PENALTY;
 	return score;
 }
