@@ -245,6 +245,21 @@ static int grow(tri_run *r)
 
 static int retriage(tri_run *r, tri_item *it, const char *ours, const char *why);
 
+/* Issues the Factory keeps for itself (the pipeline job's failure ledger)
+ * are not work to triage: the setting triage.skip_labels (comma-separated,
+ * default "factory::ledger") names the labels that leave an issue out. */
+static int skipped(const tri_run *r, const cJSON *issue)
+{
+	const char *list = fconfig_get_str(r->job->cfg, "triage.skip_labels", "factory::ledger");
+	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(issue, "labels"), *l;
+
+	cJSON_ArrayForEach(l, labels) {
+		if (cJSON_IsString(l) && *l->valuestring && csv_has(list, l->valuestring))
+			return 1;
+	}
+	return 0;
+}
+
 static int scan_cb(void *vctx, const cJSON *issue)
 {
 	tri_run *r = vctx;
@@ -254,6 +269,8 @@ static int scan_cb(void *vctx, const cJSON *issue)
 	const char *s;
 	int error;
 
+	if (skipped(r, issue))
+		return 0;
 	if ((error = grow(r)) < 0)
 		return error;
 	it = &r->v[r->n++];
