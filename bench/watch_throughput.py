@@ -9,8 +9,9 @@ parsed, classified, masked, templated and counted in the friction windows.
 Every line is at error level, the worst case (info lines skip the mining).
 Runs 1M and 10M lines and reports lines/s and peak RSS for each, so memory
 can be seen to stay flat as the log grows; then the 1M lines again as JSON
-lines, for comparison. Wall-clock figures depend on what else the machine
-runs; lines per CPU second less so.
+lines, for comparison. Each is run several times and the fastest run is
+reported (all wall times are kept): wall-clock figures depend on what else
+the shared machine runs; lines per CPU second less so.
 
 Writes bench/results/watch.json.
 
@@ -78,6 +79,15 @@ def generate(path, lines, seed=1, fmt="logfmt"):
     return t0 + lines
 
 
+def best_of(n, binary, path, lines, end_ms, fmt="logfmt"):
+    """The run with the shortest wall time of n (the machine is shared: the
+    fastest run is the one least disturbed); all wall times are kept."""
+    runs = [run_scan(binary, path, lines, end_ms, fmt) for _ in range(n)]
+    best = min(runs, key=lambda r: r["elapsed_s"])
+    best["repeats_elapsed_s"] = [r["elapsed_s"] for r in runs]
+    return best
+
+
 def run_scan(binary, path, lines, end_ms, fmt="logfmt"):
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(end_ms // 1000 + 1)) + "Z"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "CI_"))}
@@ -138,7 +148,7 @@ def main():
             with open(path, "w") as out:
                 subprocess.run(["head", "-n", str(n), big], stdout=out, check=True)
         end = 1795773600000 + n
-        r = run_scan(binary, path, n, end)
+        r = best_of(3 if n <= 1000000 else 2, binary, path, n, end)
         runs.append(r)
         print("%9d lines (%.0f B avg): %.2fs, %d lines/s (%d per CPU second), peak RSS %d KiB, %s fingerprints"
               % (n, r["avg_line_bytes"], r["elapsed_s"], r["lines_per_s"], r["lines_per_cpu_s"] or 0,
@@ -146,7 +156,7 @@ def main():
     # the same lines as JSON (cJSON parses each), for comparison
     json_path = os.path.join(workdir, "json.log")
     generate(json_path, min(counts), fmt="json")
-    r = run_scan(binary, json_path, min(counts), 1795773600000 + min(counts), fmt="json")
+    r = best_of(3, binary, json_path, min(counts), 1795773600000 + min(counts), fmt="json")
     json_run = r
     print("%9d JSON lines (%.0f B avg): %.2fs, %d lines/s (%d per CPU second), peak RSS %d KiB"
           % (r["lines"], r["avg_line_bytes"], r["elapsed_s"], r["lines_per_s"], r["lines_per_cpu_s"] or 0,
