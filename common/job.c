@@ -257,8 +257,8 @@ int job_connect(job_ctx *ctx)
 		ctx->project = strdup(project);
 	else if ((project = env_nonempty("CI_PROJECT_ID")) || (project = env_nonempty("CI_PROJECT_PATH")))
 		ctx->project = strdup(project);
-	else if ((project = fconfig_get(ctx->cfg, "scope", NULL)) && !strncmp(project, "group:", 6))
-		; /* a group scope needs no project of its own (common/scope.h) */
+	else if ((project = fconfig_get(ctx->cfg, "scope", NULL)) && *project && strcmp(project, "project") != 0)
+		; /* a group scope needs no project of its own; a bad scope is the job's to report (common/scope.h) */
 	else {
 		error = ferror_set(FACTORY_ECONFIG, "missing setting project: set CI_PROJECT_ID (inside GitLab CI it "
 						    "is set for you), FACTORY_PROJECT or --project");

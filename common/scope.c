@@ -256,6 +256,22 @@ static int read_project_file(fbuf *text, gitlab *gl, scope_project *p)
 	return error;
 }
 
+/* Whether the project's own file (already loaded, so valid) has
+ * factory.enabled. */
+static int file_sets_enabled(const fbuf *text)
+{
+	cJSON *doc = NULL;
+	const cJSON *f;
+	int set = 0;
+
+	if (fconfig_yaml_to_json(&doc, text->ptr, text->len, SCOPE_PROJECT_FILE) < 0)
+		return 0;
+	f = cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "factory") : NULL;
+	set = cJSON_IsObject(f) && cJSON_GetObjectItemCaseSensitive(f, "enabled") != NULL;
+	cJSON_Delete(doc);
+	return set;
+}
+
 /* Mark `p` left out for a broken settings file, keeping the message. */
 static void broken(scope_project *p)
 {
@@ -293,9 +309,20 @@ static int settle_project(scope_project *p, const fconfig *cfg, const fbuf *text
 		return 0;
 	}
 	if (!enabled) {
+		fconfig_source src = CONFIG_FILE;
+		char where[160];
+
 		p->enabled = 0;
-		snprintf(p->why, sizeof(p->why), "factory.enabled is false in %.400s",
-		         p->has_file ? name : "the group's settings");
+		fconfig_get(p->cfg, "factory.enabled", &src);
+		if (src == CONFIG_FILE && p->has_file && file_sets_enabled(text)) {
+			snprintf(p->why, sizeof(p->why), "factory.enabled is false in %.400s", name);
+		} else if (src == CONFIG_FILE) {
+			snprintf(p->why, sizeof(p->why), "factory.enabled is false in the group's settings and %s",
+			         p->has_file ? "its own .factory.yml does not say true" : "it has no .factory.yml");
+		} else {
+			source_words(where, sizeof(where), "factory.enabled", src);
+			snprintf(p->why, sizeof(p->why), "factory.enabled is false (from %s)", where);
+		}
 	}
 	return 0;
 }

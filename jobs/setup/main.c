@@ -2,7 +2,16 @@
  * factory-setup - create or update, idempotently, the labels and the board
  * the Factory runs on. A second run makes no write at all and says so.
  *
- *   factory-setup [--dry-run] [--print-board]
+ *   factory-setup [--dry-run] [--print-board] [--scope group:PATH]
+ *
+ * With a group scope (scope: group:<full path>, common/scope.h) the labels
+ * are group labels and the board a group board, shared by every project of
+ * the group and its subgroups: GET/POST/PUT /groups/:id/labels,
+ * /groups/:id/boards and /groups/:id/boards/:board_id/lists. A label a
+ * parent group already has is used as it is. A group board besides the
+ * group's first one is a paid feature (POST /groups/:id/boards is 403 on
+ * Free): then the Factory's lists go on the group's existing board, which
+ * later runs recognise by those lists.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,18 +19,21 @@
 #include <strings.h>
 
 #include "board.h"
+#include "buf.h"
 #include "error.h"
 #include "job.h"
 #include "log.h"
+#include "scope.h"
 
 static const job_option options[] = {
 	{"print-board", "setup.print_board", 0, "print the board after setting it up"},
+	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH for group labels and a group board"},
 	{NULL, NULL, 0, NULL},
 };
 
 static const job_spec spec = {
 	"setup",
-	"Create or update the Factory's labels and its board in a GitLab project (idempotent).",
+	"Create or update the Factory's labels and its board in a GitLab project or group (idempotent).",
 	NULL,
 	options,
 };
@@ -174,14 +186,352 @@ cleanup:
 	return error;
 }
 
+/* ---- group scope ---- */
+
+/* The three list labels are all on `board`. */
+static int has_factory_lists(const cJSON *board)
+{
+	const cJSON *list;
+	size_t i, found = 0;
+
+	for (i = 0; board_list_labels[i]; i++) {
+		cJSON_ArrayForEach(list, cJSON_GetObjectItemCaseSensitive(board, "lists")) {
+			const char *n = str_of(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
+			if (n && !strcmp(n, board_list_labels[i])) {
+				found++;
+				break;
+			}
+		}
+	}
+	return found == i;
+}
+
+/* A label for the dry run's bookkeeping: named, id 0. */
+static int add_fake_label(cJSON *labels, const char *name)
+{
+	cJSON *l = cJSON_CreateObject();
+
+	if (!l || !cJSON_AddStringToObject(l, "name", name) || !cJSON_AddNumberToObject(l, "id", 0) ||
+	    !cJSON_AddItemToArray(labels, l)) {
+		cJSON_Delete(l);
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/*
+ * Group labels: create what neither the group nor a parent group has, fix
+ * the group's own labels whose colour or description differ, leave a
+ * parent's as they are. *labels_out gets every label the group sees.
+ */
+static int setup_group_labels(job_ctx *ctx, const char *group, const char *gpath, cJSON **labels_out)
+{
+	cJSON *own = NULL, *seen = NULL, *made = NULL, *body = NULL;
+	const board_label *want;
+	int error;
+
+	log_section_start("factory_labels", "group labels", 1);
+	if ((error = gitlab_list_all(&own, ctx->gl, gpath, "include_ancestor_groups=false", 0)) < 0 ||
+	    (error = gitlab_list_all(&seen, ctx->gl, gpath, "include_ancestor_groups=true", 0)) < 0)
+		goto cleanup;
+	for (want = board_labels; want->name; want++) {
+		const cJSON *have = find_by_name(own, want->name), *inherited = find_by_name(seen, want->name);
+		const char *color, *desc;
+
+		if (!have && inherited) {
+			color = str_of(inherited, "color");
+			desc = str_of(inherited, "description");
+			if (!color || strcasecmp(color, want->color) || !desc || strcmp(desc, want->description))
+				log_warn("label %s comes from a parent group with another colour or description: "
+					 "left as it is",
+					 want->name);
+			continue;
+		}
+		if (!have) {
+			if (!(body = cJSON_CreateObject()) || !cJSON_AddStringToObject(body, "name", want->name) ||
+			    !cJSON_AddStringToObject(body, "color", want->color) ||
+			    !cJSON_AddStringToObject(body, "description", want->description)) {
+				error = ferror_set(FACTORY_ENOMEM, "out of memory");
+				goto cleanup;
+			}
+			if ((error = gitlab_request(&made, ctx->gl, "POST", body, "%s", gpath)) < 0)
+				goto cleanup;
+			cJSON_Delete(body);
+			body = NULL;
+			report_action(ctx->rep, "label.create", want->name, "group %s, color %s", group, want->color);
+			log_info("%sgroup label %s created", ctx->dry_run ? "dry-run: " : "", want->name);
+			if (made) {
+				cJSON_AddItemToArray(seen, made);
+				made = NULL;
+			} else if ((error = add_fake_label(seen, want->name)) < 0) {
+				goto cleanup;
+			}
+			continue;
+		}
+		color = str_of(have, "color");
+		desc = str_of(have, "description");
+		if (color && !strcasecmp(color, want->color) && desc && !strcmp(desc, want->description))
+			continue;
+		if (!(body = cJSON_CreateObject()) || !cJSON_AddStringToObject(body, "color", want->color) ||
+		    !cJSON_AddStringToObject(body, "description", want->description)) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		if ((error = gitlab_request(&made, ctx->gl, "PUT", body, "%s/%ld", gpath, num_of(have, "id"))) < 0)
+			goto cleanup;
+		cJSON_Delete(body);
+		body = NULL;
+		cJSON_Delete(made);
+		made = NULL;
+		report_action(ctx->rep, "label.update", want->name, "group %s, color %s, description set", group,
+			      want->color);
+		log_info("%sgroup label %s updated", ctx->dry_run ? "dry-run: " : "", want->name);
+	}
+	*labels_out = seen;
+	seen = NULL;
+	error = 0;
+cleanup:
+	log_section_end("factory_labels");
+	cJSON_Delete(own);
+	cJSON_Delete(seen);
+	cJSON_Delete(made);
+	cJSON_Delete(body);
+	return error;
+}
+
+/*
+ * The group board: "Factory", or the board that already carries the
+ * Factory's lists, or a new "Factory" board; on a tier without more than
+ * one group board (403), the group's first board. Then its three lists.
+ */
+static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath, const cJSON *labels)
+{
+	cJSON *boards = NULL, *made = NULL, *body = NULL;
+	const cJSON *board = NULL, *b, *lists;
+	long board_id;
+	size_t i;
+	int error;
+
+	log_section_start("factory_board", "group board", 1);
+	if ((error = gitlab_list_all(&boards, ctx->gl, gpath, NULL, 0)) < 0)
+		goto cleanup;
+	cJSON_ArrayForEach(b, boards) {
+		const char *n = str_of(b, "name");
+		if (n && !strcmp(n, BOARD_NAME)) {
+			board = b;
+			break;
+		}
+	}
+	cJSON_ArrayForEach(b, boards) {
+		if (!board && has_factory_lists(b))
+			board = b;
+	}
+	if (!board) {
+		if (!(body = cJSON_CreateObject()) || !cJSON_AddStringToObject(body, "name", BOARD_NAME)) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		error = gitlab_request(&made, ctx->gl, "POST", body, "%s", gpath);
+		if (error == FACTORY_EAUTH && gitlab_last_status(ctx->gl) == 403 && cJSON_GetArraySize(boards) > 0) {
+			board = cJSON_GetArrayItem(boards, 0);
+			log_warn("group %s cannot have a board named %s (more than one group board needs GitLab "
+				 "Premium): the Factory's lists go on its board %s",
+				 group, BOARD_NAME, str_of(board, "name") ? str_of(board, "name") : "?");
+			report_action(ctx->rep, "board.use", str_of(board, "name") ? str_of(board, "name") : "?",
+				      "group %s: its one board takes the Factory's lists", group);
+		} else if (error < 0) {
+			goto cleanup;
+		} else {
+			report_action(ctx->rep, "board.create", BOARD_NAME, "group %s: board created", group);
+			log_info("%sgroup board %s created", ctx->dry_run ? "dry-run: " : "", BOARD_NAME);
+			if (!made) { /* dry run */
+				for (i = 0; board_list_labels[i]; i++) {
+					report_action(ctx->rep, "board.list.create", board_list_labels[i],
+						      "list on group board %s", BOARD_NAME);
+					log_info("dry-run: list %s added", board_list_labels[i]);
+				}
+				error = 0;
+				goto cleanup;
+			}
+			board = made;
+		}
+	}
+	board_id = num_of(board, "id");
+	lists = cJSON_GetObjectItemCaseSensitive(board, "lists");
+	for (i = 0; board_list_labels[i]; i++) {
+		const cJSON *list, *label = find_by_name(labels, board_list_labels[i]);
+		cJSON *fields, *answer = NULL;
+		int present = 0;
+
+		cJSON_ArrayForEach(list, lists) {
+			const char *n = str_of(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
+			if (n && !strcmp(n, board_list_labels[i]))
+				present = 1;
+		}
+		if (present)
+			continue;
+		if (!label) {
+			error = ferror_set(FACTORY_ERR, "label %s is missing after it was created", board_list_labels[i]);
+			goto cleanup;
+		}
+		if (!(fields = cJSON_CreateObject()) ||
+		    !cJSON_AddNumberToObject(fields, "label_id", (double)num_of(label, "id"))) {
+			cJSON_Delete(fields);
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		error = gitlab_request(&answer, ctx->gl, "POST", fields, "%s/%ld/lists", gpath, board_id);
+		cJSON_Delete(fields);
+		cJSON_Delete(answer);
+		if (error < 0)
+			goto cleanup;
+		report_action(ctx->rep, "board.list.create", board_list_labels[i], "list on group board %s",
+			      str_of(board, "name") ? str_of(board, "name") : BOARD_NAME);
+		log_info("%slist %s added to group board %s", ctx->dry_run ? "dry-run: " : "", board_list_labels[i],
+			 str_of(board, "name") ? str_of(board, "name") : BOARD_NAME);
+	}
+	error = 0;
+cleanup:
+	log_section_end("factory_board");
+	cJSON_Delete(boards);
+	cJSON_Delete(made);
+	cJSON_Delete(body);
+	return error;
+}
+
+/*
+ * Which projects of the group the Factory works on (common/scope.h), in
+ * the report: data.projects and a table in report.md. A project whose own
+ * .factory.yml cannot be used is an error (FACTORY_ECONFIG naming it),
+ * after everything else is done and reported.
+ */
+static int report_projects(job_ctx *ctx, const char *group, size_t *taking_part, size_t *found)
+{
+	scope *sc = NULL;
+	cJSON *arr = NULL, *item;
+	const scope_project *p;
+	const char *first_bad = NULL, *first_why = NULL;
+	size_t i, bad = 0;
+	int error;
+
+	log_section_start("factory_projects", "projects of the group", 1);
+	if ((error = scope_load(&sc, ctx->gl, ctx->cfg, group)) < 0)
+		goto cleanup;
+	*taking_part = scope_enabled(sc);
+	*found = scope_count(sc);
+	if (!(arr = cJSON_CreateArray())) {
+		error = ferror_set(FACTORY_ENOMEM, "out of memory");
+		goto cleanup;
+	}
+	report_markdown(ctx->rep, "\n### Projects of group %s\n\n| project | Factory | why not | own .factory.yml |\n"
+				  "|---|---|---|---|\n",
+			group);
+	for (i = 0; i < scope_count(sc); i++) {
+		p = scope_at(sc, i);
+		if (!(item = cJSON_CreateObject()) || !cJSON_AddItemToArray(arr, item) ||
+		    !cJSON_AddNumberToObject(item, "id", (double)p->id) ||
+		    !cJSON_AddStringToObject(item, "path", p->path) ||
+		    !cJSON_AddBoolToObject(item, "enabled", p->enabled) ||
+		    !cJSON_AddStringToObject(item, "why", p->why) ||
+		    !cJSON_AddBoolToObject(item, "own_settings", p->has_file) ||
+		    !cJSON_AddBoolToObject(item, "settings_error", p->error != 0)) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		report_markdown(ctx->rep, "| %s | %s | %s | %s |\n", p->path, p->enabled ? "yes" : "no",
+				p->why[0] ? p->why : "", p->has_file ? "yes" : "no");
+		if (p->error && !bad++) {
+			first_bad = p->path;
+			first_why = p->why;
+		}
+	}
+	report_counter_set(ctx->rep, "projects", (long)scope_count(sc));
+	report_counter_set(ctx->rep, "projects_taking_part", (long)scope_enabled(sc));
+	cJSON_AddItemToObject(report_data(ctx->rep), "projects", arr);
+	arr = NULL;
+	error = 0;
+	if (bad)
+		error = ferror_set(FACTORY_ECONFIG, "%zu project%s of group %s cannot be used as %s; the first, %s: %s",
+				   bad, bad == 1 ? "" : "s", group, bad == 1 ? "its settings are" : "their settings are",
+				   first_bad, first_why);
+cleanup:
+	log_section_end("factory_projects");
+	cJSON_Delete(arr);
+	scope_free(sc);
+	return error;
+}
+
+static int run_group(job_ctx *ctx, const char *group, int print)
+{
+	cJSON *info = NULL, *labels = NULL;
+	fbuf base, labels_path, boards_path;
+	size_t taking_part = 0, found = 0;
+	int changes, error, projects_error;
+
+	fbuf_init(&base, 4096);
+	fbuf_init(&labels_path, 4096);
+	fbuf_init(&boards_path, 4096);
+	if (print) {
+		error = ferror_set(FACTORY_ECONFIG, "--print-board prints a project's board; with scope group:%s "
+						    "it is not available",
+				   group);
+		goto cleanup;
+	}
+	if ((error = fbuf_puts(&base, "groups/")) < 0 || (error = http_escape(&base, group)) < 0 ||
+	    (error = fbuf_printf(&labels_path, "%s/labels", base.ptr)) < 0 ||
+	    (error = fbuf_printf(&boards_path, "%s/boards", base.ptr)) < 0)
+		goto cleanup;
+	if ((error = gitlab_request(&info, ctx->gl, "GET", NULL, "%s", base.ptr)) < 0)
+		goto cleanup;
+	log_info("group %s (id %ld)", str_of(info, "full_path") ? str_of(info, "full_path") : group, num_of(info, "id"));
+	if ((error = setup_group_labels(ctx, group, labels_path.ptr, &labels)) < 0)
+		goto cleanup;
+	if ((error = setup_group_board(ctx, group, boards_path.ptr, labels)) < 0)
+		goto cleanup;
+	projects_error = report_projects(ctx, group, &taking_part, &found);
+	if (projects_error < 0 && projects_error != FACTORY_ECONFIG) {
+		error = projects_error;
+		goto cleanup;
+	}
+	changes = report_action_count(ctx->rep);
+	if (!changes) {
+		report_summary(ctx->rep,
+			       "already set up: %d labels and board %s of group %s checked, no write made; %zu of %zu "
+			       "projects take part",
+			       board_label_count(), BOARD_NAME, group, taking_part, found);
+		log_info("already set up: no write made");
+	} else {
+		report_summary(ctx->rep, "%s%d change%s to the labels and board of group %s; %zu of %zu projects take part",
+			       ctx->dry_run ? "dry run: would make " : "", changes, changes == 1 ? "" : "s", group,
+			       taking_part, found);
+		log_info("%s%d change%s made", ctx->dry_run ? "dry run: " : "", changes, changes == 1 ? "" : "s");
+	}
+	log_info("%zu of %zu projects of group %s take part", taking_part, found, group);
+	error = projects_error;
+cleanup:
+	cJSON_Delete(info);
+	cJSON_Delete(labels);
+	fbuf_release(&base);
+	fbuf_release(&labels_path);
+	fbuf_release(&boards_path);
+	return error;
+}
+
 static int run(job_ctx *ctx)
 {
 	cJSON *project = NULL, *labels = NULL;
+	char *group = NULL;
 	int print = 0, error;
 	int changes;
 
 	if ((error = fconfig_get_bool(&print, ctx->cfg, "setup.print_board", 0)) < 0)
 		goto cleanup;
+	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
+		goto cleanup;
+	if (group) {
+		error = run_group(ctx, group, print);
+		goto cleanup;
+	}
 	if ((error = gitlab_request(&project, ctx->gl, "GET", NULL, "projects/:id")) < 0)
 		goto cleanup;
 	log_info("project %s (id %ld)", str_of(project, "path_with_namespace") ? str_of(project, "path_with_namespace") : "?",
@@ -209,6 +559,7 @@ static int run(job_ctx *ctx)
 cleanup:
 	cJSON_Delete(project);
 	cJSON_Delete(labels);
+	free(group);
 	return error;
 }
 
