@@ -278,6 +278,24 @@ class PipelineRunTest(unittest.TestCase):
         self.assertEqual(self.run_pipeline(None, extra=extra).returncode, 0)
         self.assertEqual(len(self.issues("factory::ci-proposal", state="all")), 1)
 
+    def test_gitlab_unavailable_is_exit_3_and_a_missing_log_is_skipped(self):
+        self.start([pipeline("main", [job("deploy", UNKNOWN_LOG)])])
+        self.d.faults([{"path_regex": r"/jobs/\d+/trace", "status": 503, "times": -1}])
+        r = self.run_pipeline(None, extra={"FACTORY_HTTP_MAX_RETRIES": "1"})
+        self.assertEqual(r.returncode, 3, r)
+        self.assertIn("trace", r.stderr)
+        self.assertEqual(self.failure_issues(), [])
+        self.d.clear_faults()
+        self.d.faults([{"path_regex": r"/jobs/\d+/trace", "status": 404, "times": -1}])
+        r = self.run_pipeline(None)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("cannot be read", r.stderr)
+        self.assertEqual(self.failure_issues(), [])
+        self.d.clear_faults()
+        r = self.run_pipeline(None)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(len(self.failure_issues()), 1)
+
     def test_bad_settings_are_usage_errors(self):
         self.start([])
         r = self.run_pipeline(None, "--mode", "sideways")
