@@ -55,7 +55,7 @@ static void usage(FILE *f, const job_ctx *ctx)
 		   "Exit codes: 0 done, 1 failed, 2 usage or configuration error, 3 GitLab unavailable.\n");
 }
 
-int job_start(job_ctx *ctx, const job_spec *spec, int argc, char **argv)
+static int start(job_ctx *ctx, const job_spec *spec, int argc, char **argv)
 {
 	struct option longopts[MAX_OPTIONS + 3];
 	const job_option *table[MAX_OPTIONS];
@@ -143,6 +143,20 @@ int job_start(job_ctx *ctx, const job_spec *spec, int argc, char **argv)
 		return EXIT_FAILED;
 	}
 	return JOB_CONTINUE;
+}
+
+int job_start(job_ctx *ctx, const job_spec *spec, int argc, char **argv)
+{
+	int rc = start(ctx, spec, argc, argv);
+
+	/* --help, --version or a usage error: nothing follows, free what was made. */
+	if (rc != JOB_CONTINUE) {
+		report_free(ctx->rep);
+		fconfig_free(ctx->cfg);
+		ctx->rep = NULL;
+		ctx->cfg = NULL;
+	}
+	return rc;
 }
 
 static const char *env_nonempty(const char *name)
