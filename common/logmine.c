@@ -51,7 +51,7 @@ void logmine_fingerprint(char out[17], const char *tmpl, size_t len)
 
 /* ---------------------------------------------------------------- masking */
 
-enum { C_SPACE = 1, C_DIGIT = 2, C_ALPHA = 4, C_HEX = 8, C_PUNCT = 16, C_MASKABLE = 32 };
+enum { C_SPACE = 1, C_DIGIT = 2, C_ALPHA = 4, C_HEX = 8, C_PUNCT = 16, C_MASKABLE = 32, C_EQUALS = 64 };
 
 static unsigned char cls[256];
 
@@ -82,6 +82,7 @@ static void cls_init(void)
 		cls[c] |= C_MASKABLE;
 	for (p = "@:=\"'"; *p; p++)
 		cls[(unsigned char)*p] |= C_MASKABLE;
+	cls['='] |= C_EQUALS;
 	done = 1;
 }
 
@@ -235,9 +236,32 @@ static int is_hex(const char *s, size_t n)
 	return count_digits(s, n) > 0;
 }
 
+/* fbuf_put and fbuf_putc with the common case inline: the miner's scratch
+ * buffer is reused, so there is almost always room already. */
+static inline int oput(fbuf *o, const void *p, size_t n)
+{
+	if (o->ptr && o->len + n < o->alloc && o->len + n <= o->max) {
+		memcpy(o->ptr + o->len, p, n);
+		o->len += n;
+		o->ptr[o->len] = '\0';
+		return 0;
+	}
+	return fbuf_put(o, p, n);
+}
+
+static inline int oputc(fbuf *o, char c)
+{
+	if (o->ptr && o->len + 1 < o->alloc && o->len + 1 <= o->max) {
+		o->ptr[o->len++] = c;
+		o->ptr[o->len] = '\0';
+		return 0;
+	}
+	return fbuf_putc(o, c);
+}
+
 static int put_wild(fbuf *out)
 {
-	return fbuf_put(out, LOGMINE_WILDCARD, 3);
+	return oput(out, LOGMINE_WILDCARD, 3);
 }
 
 /* The end of a key=value value starting at s[i]: a quoted value ends at
@@ -278,13 +302,12 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 		    s[i - 1] != '<' && s[i - 1] != '>') {
 			/* 9. key=value: the value is one variable */
 			j = value_end(s, i + 1, n);
-			if (fbuf_putc(out, '=') < 0)
+			if (oputc(out, '=') < 0)
 				return FACTORY_ENOMEM;
 			if (j > i + 1) {
 				int quoted = s[i + 1] == '"' || s[i + 1] == '\'';
 				if (quoted && j - i - 1 >= 2 && s[j - 1] == s[i + 1]) {
-					if (fbuf_putc(out, s[i + 1]) < 0 || put_wild(out) < 0 ||
-					    fbuf_putc(out, s[i + 1]) < 0)
+					if (oputc(out, s[i + 1]) < 0 || put_wild(out) < 0 || oputc(out, s[i + 1]) < 0)
 						return FACTORY_ENOMEM;
 				} else if (put_wild(out) < 0) {
 					return FACTORY_ENOMEM;
@@ -294,7 +317,7 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 			continue;
 		}
 		if (IS(c, C_PUNCT) || c == '&') {
-			if (fbuf_putc(out, c) < 0)
+			if (oputc(out, c) < 0)
 				return FACTORY_ENOMEM;
 			i++;
 			continue;
@@ -311,7 +334,7 @@ static int mask_words(fbuf *out, const char *s, size_t n)
 			       ((before == '"' || before == '\'') && after == before) ||
 			       (before == ':' && i >= 2 && IS(s[i - 2], C_ALPHA) && (i < 3 || s[i - 3] != ':'));
 		}
-		if (mask ? put_wild(out) : fbuf_put(out, s + i, j - i)) {
+		if (mask ? put_wild(out) : oput(out, s + i, j - i)) {
 			return FACTORY_ENOMEM;
 		}
 		i = j;
@@ -339,34 +362,31 @@ static int mask_url(fbuf *out, const char *s, size_t n)
 	path_end = host_end;
 	while (path_end < n && s[path_end] != '?' && s[path_end] != '#')
 		path_end++;
-	if (fbuf_put(out, s, host_start) < 0)
+	if (oput(out, s, host_start) < 0)
 		return FACTORY_ENOMEM;
 	if (memchr(s + host_start, '@', host_end - host_start) || count_digits(s + host_start, host_end - host_start)) {
 		if (put_wild(out) < 0)
 			return FACTORY_ENOMEM;
-	} else if (fbuf_put(out, s + host_start, host_end - host_start) < 0) {
+	} else if (oput(out, s + host_start, host_end - host_start) < 0) {
 		return FACTORY_ENOMEM;
 	}
 	if (mask_words(out, s + host_end, path_end - host_end) < 0)
 		return FACTORY_ENOMEM;
-	if (path_end < n && (fbuf_putc(out, s[path_end]) < 0 || put_wild(out) < 0))
+	if (path_end < n && (oputc(out, s[path_end]) < 0 || put_wild(out) < 0))
 		return FACTORY_ENOMEM;
 	return 0;
 }
 
 /* Mask one blank-free token, appending to out. */
-static int mask_token(fbuf *out, const char *s, size_t n)
+static int mask_token(fbuf *out, const char *s, size_t n, unsigned char classes)
 {
 	size_t a = 0, b = n;
 	const char *core;
 	size_t cn;
 	int rc;
 
-	for (a = 0; a < n && !IS(s[a], C_MASKABLE); a++)
-		;
-	if (a == n) /* no digit, '@', ':', '=' or quote: nothing to mask */
-		return fbuf_put(out, s, n) < 0 ? FACTORY_ENOMEM : 0;
-	a = 0;
+	if (!(classes & C_MASKABLE)) /* no digit, '@', ':', '=' or quote: nothing to mask */
+		return oput(out, s, n) < 0 ? FACTORY_ENOMEM : 0;
 	while (a < b && is_lead(s[a]))
 		a++;
 	while (b > a && is_trail(s[b - 1]))
@@ -380,7 +400,7 @@ static int mask_token(fbuf *out, const char *s, size_t n)
 		if (!whole)
 			whole = is_ip(core, cn) || is_hex(core, cn);
 		if (whole) {
-			if (fbuf_put(out, s, a) < 0 || put_wild(out) < 0 || fbuf_put(out, s + b, n - b) < 0)
+			if (oput(out, s, a) < 0 || put_wild(out) < 0 || oput(out, s + b, n - b) < 0)
 				return FACTORY_ENOMEM;
 			return 0;
 		}
@@ -417,6 +437,7 @@ static size_t quoted_value_end(const char *msg, size_t i, size_t j, size_t len)
 
 int logmine_mask(fbuf *out, const char *msg, size_t len)
 {
+	unsigned char classes;
 	size_t i = 0, start_len = out->len, prev_tok = (size_t)-1;
 
 	cls_init();
@@ -430,17 +451,23 @@ int logmine_mask(fbuf *out, const char *msg, size_t len)
 		if (i >= len)
 			break;
 		j = i;
+		classes = 0;
 		while (j < len && !IS(msg[j], C_SPACE) && msg[j])
-			j++;
-		j = quoted_value_end(msg, i, j, len);
+			classes |= cls[(unsigned char)msg[j++]];
+		if (classes & C_EQUALS) {
+			size_t k = quoted_value_end(msg, i, j, len);
+			if (k != j)
+				classes |= C_MASKABLE;
+			j = k;
+		}
 		if (j == i) { /* a NUL byte: skip it */
 			i++;
 			continue;
 		}
-		if (out->len > start_len && fbuf_putc(out, ' ') < 0)
+		if (out->len > start_len && oputc(out, ' ') < 0)
 			return FACTORY_ENOMEM;
 		tok_start = out->len;
-		if (mask_token(out, msg + i, j - i) < 0)
+		if (mask_token(out, msg + i, j - i, classes) < 0)
 			return FACTORY_ENOMEM;
 		/* fold "<*> <*>" into "<*>" */
 		if (out->len - tok_start == 3 && !memcmp(out->ptr + tok_start, LOGMINE_WILDCARD, 3)) {

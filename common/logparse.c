@@ -807,12 +807,21 @@ static int parse_logfmt(logparse *p, fields_found *f, const char *s, size_t n)
 		if (i < n && s[i] == '"') {
 			size_t start = ++i, off = p->store.len;
 			int escaped = 0;
-			while (i < n && s[i] != '"') {
-				if (s[i] == '\\' && i + 1 < n) {
-					escaped = 1;
-					i++;
+			{
+				/* the closing quote; escapes are rare, so look for both with memchr */
+				const char *q = memchr(s + i, '"', n - i);
+				size_t end = q ? (size_t)(q - s) : n;
+				if (!memchr(s + i, '\\', end - i)) {
+					i = end;
+				} else {
+					while (i < n && s[i] != '"') {
+						if (s[i] == '\\' && i + 1 < n) {
+							escaped = 1;
+							i++;
+						}
+						i++;
+					}
 				}
-				i++;
 			}
 			if (matched >= 0 && f->off[matched] == (size_t)-1) {
 				if (!escaped) {
