@@ -1255,7 +1255,7 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
-Test(http, jobs_sharing_a_token_stay_under_the_limit, .timeout = 60)
+Test(http, jobs_sharing_a_token_stay_under_the_limit)
 {
 	/* Three jobs at once against one shared limit of 20 requests a
 	 * second, 20 requests each (60 in all, three windows at least): with
