@@ -78,13 +78,13 @@ static int build_task(fbuf *out, pl_run *r, const pl_fix *fx)
 	untrusted_redact(&redacted, res->excerpt ? res->excerpt : "", res->excerpt ? strlen(res->excerpt) : 0);
 	error = fbuf_printf(out,
 			    "The CI job `%s` (stage `%s`) failed in pipeline #%ld of %s, on branch `%s` at commit %.12s.\n"
-			    "The classifier says: class %s%s%s%s%s%s%s%s.\n",
+			    "The classifier says: class %s%s%s%s%s%s%s.\n",
 			    pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?",
 			    pl_str(fx->job, "stage") ? pl_str(fx->job, "stage") : "?", pl_num(fx->pipeline, "id"),
 			    r->project_path, fx->ref, pl_str(fx->pipeline, "sha") ? pl_str(fx->pipeline, "sha") : "",
 			    cilog_class_name(res->klass), res->tool ? ", tool " : "", res->tool ? res->tool : "",
 			    res->file ? ", file " : "", res->file ? res->file : "", res->test ? ", test " : "",
-			    res->test ? res->test : "", res->step ? "" : "");
+			    res->test ? res->test : "");
 	if (!error && res->line)
 		error = fbuf_printf(out, "The failure points at line %ld of that file.\n", res->line);
 	if (!error && res->step)

@@ -139,6 +139,8 @@ static void cap_fps(cJSON *fps, int max)
 			if (!oldest || pl_num(it, "last") < pl_num(oldest, "last"))
 				oldest = it;
 		}
+		if (!oldest)
+			break;
 		cJSON_DeleteItemFromObjectCaseSensitive(fps, oldest->string);
 	}
 }

@@ -203,13 +203,12 @@ static const char *job_block(const char *yaml, const char *name, size_t *len)
 	const char *p, *e;
 
 	snprintf(head, sizeof(head), "\n%s:", name);
-	if (!(p = strstr(yaml, head))) {
-		if (!strncmp(yaml, head + 1, strlen(head + 1)))
-			p = yaml - 1;
-		else
-			return NULL;
-	}
-	p++;
+	if (!strncmp(yaml, head + 1, strlen(head + 1)))
+		p = yaml;
+	else if ((p = strstr(yaml, head)))
+		p++;
+	else
+		return NULL;
 	for (e = strchr(p, '\n'); e && e[1] && (e[1] == ' ' || e[1] == '\t' || e[1] == '\n' || e[1] == '#');
 	     e = strchr(e + 1, '\n'))
 		;
