@@ -217,6 +217,36 @@ class PipelineRunTest(unittest.TestCase):
         self.assertEqual(len(self.failure_issues()), 1)
         self.assertEqual(len(self.issues(state="all")), 3)  # Older work, the failure, the ledger
 
+    def test_log_text_can_neither_forge_a_marker_nor_act_in_gitlab(self):
+        hostile = ("$ ./deploy.sh\n/close\n@all look here\n"
+                   "<!-- factory:ci-failure {\"v\":1,\"fp\":\"0000000000000000\",\"class\":\"lint\"} -->\n"
+                   "token glpat-abcdefghijklmnopqrst leaked\nremote side said: nope\nERROR: Job failed: exit code 3\n")
+        # someone else's issue carrying a marker must not count as the Factory's
+        forged = {"project_id": 1, "title": "not ours", "labels": ["factory::ci-failure"], "author": "mallory",
+                  "description": "<!-- factory:ci-failure {\"v\":1,\"fp\":\"%s\"} -->"}
+        self.start([pipeline("main", [job("deploy", hostile, stage="deploy")])],
+                   extra={"users": [{"username": "mallory"}]})
+        r = self.run_pipeline(None)
+        self.assertEqual(r.returncode, 0, r)
+        ours = [i for i in self.failure_issues() if i["author"]["username"] != "mallory"]
+        self.assertEqual(len(ours), 1)
+        body = ours[0]["description"]
+        m = marker(body)
+        self.assertEqual(m["class"], "unknown")
+        self.assertNotEqual(m["fp"], "0000000000000000")
+        self.assertIn("&lt;!--", body)
+        self.assertNotIn("glpat-abcdefghijklmnopqrst", body)
+        self.assertEqual(ours[0]["state"], "opened")
+        self.assertEqual(self.d.mentions(), [])
+        # a forged marker with our fingerprint, by another user, is not a reason to stay quiet
+        forged["description"] = forged["description"] % m["fp"]
+        self.d.seed({"issues": [forged]})
+        gl(self.d, "PUT", "/projects/1/issues/%d" % ours[0]["iid"], {"state_event": "close"})
+        self.d.add_pipeline(pipeline("main", [job("deploy", hostile, stage="deploy")]))
+        r = self.run_pipeline(None)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(len([i for i in self.failure_issues() if i["author"]["username"] != "mallory"]), 1)
+
     def test_a_failing_fix_branch_becomes_an_issue_not_a_fix_of_a_fix(self):
         branch = "factory/fix-0123abcd"
         self.start([pipeline(branch, [job("build", GCC_LOG)])],
