@@ -1,7 +1,6 @@
 /* impact.c - is a change customer-facing? */
 #include "impact.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +18,7 @@ typedef struct {
 
 struct impact_policy {
 	strlist customer_labels, internal_labels, customer_paths, customer_types, skip_labels, breaking_labels,
-		performance_labels;
+	        performance_labels;
 };
 
 static void strlist_release(strlist *l)
@@ -83,7 +82,8 @@ static int load_list(strlist *l, const fconfig *cfg, const char *key, const char
 	if (seq && !cJSON_IsNull(seq)) {
 		if (!cJSON_IsArray(seq))
 			return ferror_set(FACTORY_ECONFIG, "bad setting %s: expected a list of names", key);
-		cJSON_ArrayForEach(it, seq) {
+		cJSON_ArrayForEach(it, seq)
+		{
 			if (!cJSON_IsString(it))
 				return ferror_set(FACTORY_ECONFIG, "bad setting %s: every entry must be a string", key);
 			if ((error = strlist_add(l, it->valuestring, strlen(it->valuestring), key)) < 0)
@@ -105,9 +105,9 @@ static int check_paths(const strlist *l)
 		const char *s = l->v[i];
 		if (strchr(s, ' ') || strstr(s, "..") || *s == '/' || strchr(s, '\n'))
 			return ferror_set(FACTORY_ECONFIG,
-					  "bad setting release.customer_paths: '%s' (a path in the repository, no "
-					  "leading '/', no blank or '..')",
-					  s);
+			                  "bad setting release.customer_paths: '%s' (a path in the repository, no "
+			                  "leading '/', no blank or '..')",
+			                  s);
 	}
 	return 0;
 }
@@ -116,8 +116,8 @@ int impact_policy_new(impact_policy **out, const fconfig *cfg)
 {
 	static const char *const d_customer[] = {"source::customer", "customer-facing", NULL};
 	static const char *const d_internal[] = {"type::chore", "internal", NULL};
-	static const char *const d_types[] = {"security", "feature", "bug", "performance",
-					      "changed", "deprecated", "removed", NULL};
+	static const char *const d_types[] = {"security", "feature",    "bug",     "performance",
+	                                      "changed",  "deprecated", "removed", NULL};
 	static const char *const d_skip[] = {"duplicate", "wontfix", "won't fix", "invalid", NULL};
 	static const char *const d_breaking[] = {"breaking", "breaking change", NULL};
 	static const char *const d_perf[] = {"performance", "type::performance", NULL};
@@ -203,7 +203,8 @@ static const char *label_in(const cJSON *issue, const strlist *l)
 {
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(issue, "labels"), *it;
 
-	cJSON_ArrayForEach(it, labels) {
+	cJSON_ArrayForEach(it, labels)
+	{
 		const char *name = cJSON_IsString(it) ? it->valuestring : NULL;
 		if (!name && cJSON_IsObject(it)) {
 			const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
@@ -231,29 +232,23 @@ static const char *issue_type(const cJSON *issue)
 {
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(issue, "labels"), *it;
 
-	cJSON_ArrayForEach(it, labels) {
+	cJSON_ArrayForEach(it, labels)
+	{
 		if (cJSON_IsString(it) && !strncasecmp(it->valuestring, "type::", 6) && it->valuestring[6])
 			return it->valuestring + 6;
 	}
 	return NULL;
 }
 
-static void verdict(impact_verdict *out, int customer, int strong, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void verdict(impact_verdict *out, int customer, int strong, const char *fmt, ...)
+/* Set the verdict; the reason is the parts a, b and c (b and c may be NULL) joined. */
+static void verdict(impact_verdict *out, int customer, int strong, const char *a, const char *b, const char *c)
 {
-	va_list ap;
-
 	out->customer = customer;
 	out->strong = strong;
-	va_start(ap, fmt);
-	vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
-	va_end(ap);
+	snprintf(out->reason, sizeof(out->reason), "%s%s%s", a, b ? b : "", c ? c : "");
 }
 
-int impact_assess_issue(impact_verdict *out, const impact_policy *p, const cJSON *issue, int has_mr,
-			const char *path)
+int impact_assess_issue(impact_verdict *out, const impact_policy *p, const cJSON *issue, int has_mr, const char *path)
 {
 	const char *type = issue_type(issue), *l;
 
@@ -272,32 +267,32 @@ int impact_assess_issue(impact_verdict *out, const impact_policy *p, const cJSON
 
 	if ((l = label_in(issue, &p->skip_labels))) {
 		out->skip = 1;
-		verdict(out, 0, 1, "labelled %s: not a change", l);
+		verdict(out, 0, 1, "labelled ", l, ": not a change");
 		return 0;
 	}
 	if (!has_mr && type && (!strcasecmp(type, "support") || !strcasecmp(type, "feedback"))) {
 		out->skip = 1;
-		verdict(out, 0, 1, "type::%s closed without a merge request: not a change", type);
+		verdict(out, 0, 1, "type::", type, " closed without a merge request: not a change");
 		return 0;
 	}
 	if (has_label(issue, LABEL_RELEASE_CUSTOMER))
-		verdict(out, 1, 1, "labelled " LABEL_RELEASE_CUSTOMER);
+		verdict(out, 1, 1, "labelled " LABEL_RELEASE_CUSTOMER, NULL, NULL);
 	else if (has_label(issue, LABEL_RELEASE_INTERNAL))
-		verdict(out, 0, 1, "labelled " LABEL_RELEASE_INTERNAL);
+		verdict(out, 0, 1, "labelled " LABEL_RELEASE_INTERNAL, NULL, NULL);
 	else if (out->group == NOTES_SECURITY)
-		verdict(out, 1, 1, "a security fix concerns every customer");
+		verdict(out, 1, 1, "a security fix concerns every customer", NULL, NULL);
 	else if ((l = label_in(issue, &p->customer_labels)))
-		verdict(out, 1, 1, "labelled %s", l);
+		verdict(out, 1, 1, "labelled ", l, NULL);
 	else if ((l = label_in(issue, &p->internal_labels)))
-		verdict(out, 0, 1, "labelled %s", l);
+		verdict(out, 0, 1, "labelled ", l, NULL);
 	else if (path)
-		verdict(out, 1, 1, "changes %s", path);
+		verdict(out, 1, 1, "changes ", path, NULL);
 	else if (type && in_list(&p->customer_types, type))
-		verdict(out, 1, 0, "type::%s is customer-facing by default", type);
+		verdict(out, 1, 0, "type::", type, " is customer-facing by default");
 	else if (type)
-		verdict(out, 0, 0, "type::%s is internal by default", type);
+		verdict(out, 0, 0, "type::", type, " is internal by default");
 	else
-		verdict(out, 0, 0, "no type, customer label or customer path");
+		verdict(out, 0, 0, "no type, customer label or customer path", NULL, NULL);
 	return 0;
 }
 
@@ -307,14 +302,17 @@ int impact_assess_commit(impact_verdict *out, const impact_policy *p, const char
 
 	memset(out, 0, sizeof(*out));
 	out->group = notes_category_group(category, &out->breaking);
-	type = !category ? "other" : !strcmp(category, "added") ? "feature" : !strcmp(category, "fixed") ? "bug" : category;
+	type = !category                    ? "other"
+	       : !strcmp(category, "added") ? "feature"
+	       : !strcmp(category, "fixed") ? "bug"
+	                                    : category;
 	if (out->group == NOTES_SECURITY)
-		verdict(out, 1, 1, "a security fix concerns every customer");
+		verdict(out, 1, 1, "a security fix concerns every customer", NULL, NULL);
 	else if (path)
-		verdict(out, 1, 1, "changes %s", path);
+		verdict(out, 1, 1, "changes ", path, NULL);
 	else if (in_list(&p->customer_types, type))
-		verdict(out, 1, 0, "Changelog: %s is customer-facing by default", category ? category : "other");
+		verdict(out, 1, 0, "Changelog: ", category ? category : "other", " is customer-facing by default");
 	else
-		verdict(out, 0, 0, "Changelog: %s is internal by default", category ? category : "other");
+		verdict(out, 0, 0, "Changelog: ", category ? category : "other", " is internal by default");
 	return 0;
 }

@@ -63,12 +63,12 @@ const char *const *impact_policy_paths(const impact_policy *p, size_t *n);
 cJSON *impact_policy_json(const impact_policy *p);
 
 typedef struct {
-	int customer;      /* 1 customer-facing, 0 internal */
-	int strong;        /* decided by a label, the security type or a path */
-	int skip;          /* not a change: leave it out of the release */
+	int customer; /* 1 customer-facing, 0 internal */
+	int strong;   /* decided by a label, the security type or a path */
+	int skip;     /* not a change: leave it out of the release */
 	int breaking;
 	notes_group group;
-	char reason[200];  /* one sentence for people */
+	char reason[200]; /* one sentence for people */
 } impact_verdict;
 
 /*
@@ -76,8 +76,7 @@ typedef struct {
  * merge request closed it. `path` (may be NULL): a customer path one of its
  * merge requests changed. Always succeeds (0).
  */
-int impact_assess_issue(impact_verdict *out, const impact_policy *p, const cJSON *issue, int has_mr,
-			const char *path);
+int impact_assess_issue(impact_verdict *out, const impact_policy *p, const cJSON *issue, int has_mr, const char *path);
 
 /* Judge a commit by its Changelog category (see notes.h) and `path` (a
  * customer path it changed, or NULL). Always succeeds (0). */

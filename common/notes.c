@@ -120,9 +120,9 @@ static const char *neutral_line(notes_group g)
 /* ---- plain lines ---- */
 
 static const char *const prefix_words[] = {
-	"feat", "feature", "fix", "bugfix", "hotfix", "bug", "perf", "performance", "chore", "docs", "doc",
-	"refactor", "build", "ci", "test", "tests", "style", "security", "revert", "improvement", "enhancement",
-	"change", "changed", "added", "fixed", "removed", NULL,
+        "feat",   "feature",     "fix",         "bugfix", "hotfix",  "bug",   "perf",  "performance", "chore",
+        "docs",   "doc",         "refactor",    "build",  "ci",      "test",  "tests", "style",       "security",
+        "revert", "improvement", "enhancement", "change", "changed", "added", "fixed", "removed",     NULL,
 };
 
 /* Length of a leading "[tag] " or "word(scope)!: " to drop, 0 if none. */
@@ -208,7 +208,7 @@ static int url_ok(const char *u)
 {
 	const unsigned char *p;
 
-	if (!u || (strncmp(u, "https://", 8) && strncmp(u, "http://", 7)))
+	if (!u || (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0))
 		return 0;
 	for (p = (const unsigned char *)u; *p; p++)
 		if (*p <= ' ' || *p == '(' || *p == ')' || *p == '<' || *p == '>' || *p == '[' || *p == ']' ||
@@ -227,16 +227,18 @@ static int md_links(fbuf *out, const notes_item *it)
 	if ((error = fbuf_puts(out, " (")) < 0)
 		return error;
 	if (it->is_commit) {
-		error = url_ok(it->url) ? fbuf_printf(out, "[%.8s](%s)", it->sha, it->url) : fbuf_printf(out, "%.8s", it->sha);
+		error = url_ok(it->url) ? fbuf_printf(out, "[%.8s](%s)", it->sha, it->url)
+		                        : fbuf_printf(out, "%.8s", it->sha);
 		first = 0;
 	} else {
-		error = url_ok(it->url) ? fbuf_printf(out, "[#%ld](%s)", it->iid, it->url) : fbuf_printf(out, "#%ld", it->iid);
+		error = url_ok(it->url) ? fbuf_printf(out, "[#%ld](%s)", it->iid, it->url)
+		                        : fbuf_printf(out, "#%ld", it->iid);
 		first = 0;
 	}
 	for (i = 0; !error && i < it->nmrs; i++) {
 		const notes_link *l = &it->mrs[i];
 		error = url_ok(l->url) ? fbuf_printf(out, "%s[!%ld](%s)", first ? "" : ", ", l->iid, l->url)
-				       : fbuf_printf(out, "%s!%ld", first ? "" : ", ", l->iid);
+		                       : fbuf_printf(out, "%s!%ld", first ? "" : ", ", l->iid);
 		first = 0;
 	}
 	return error ? error : fbuf_putc(out, ')');
@@ -276,13 +278,16 @@ int notes_render_markdown(fbuf *out, const notes_meta *m, const notes_item *item
 			return error;
 		if (g == NOTES_SECURITY) {
 			error = nsec == 1 ? fbuf_puts(out, "- A security issue was fixed. We recommend upgrading.\n")
-					  : fbuf_printf(out, "- %zu security issues were fixed. We recommend upgrading.\n", nsec);
+			                  : fbuf_printf(out,
+			                                "- %zu security issues were fixed. We recommend upgrading.\n",
+			                                nsec);
 			if (error < 0)
 				return error;
 			continue;
 		}
 		for (i = 0; i < n; i++)
-			if (items[i].customer && items[i].group == (notes_group)g && (error = md_item(out, &items[i])) < 0)
+			if (items[i].customer && items[i].group == (notes_group)g &&
+			    (error = md_item(out, &items[i])) < 0)
 				return error;
 	}
 	if (ncustomer < n) {
@@ -339,7 +344,7 @@ int notes_render_chat(fbuf *out, const notes_meta *m, const notes_item *items, s
 		error = fbuf_puts(out, "* is out.");
 	if (!error && nsec)
 		error = fbuf_printf(out, "\n\u2022 Security: %zu security issue%s fixed, we recommend upgrading", nsec,
-				    nsec == 1 ? "" : "s");
+		                    nsec == 1 ? "" : "s");
 	for (g = NOTES_FEATURE; !error && g < NOTES_NGROUPS; g++) {
 		for (i = 0; !error && i < n; i++) {
 			const notes_item *it = &items[i];
@@ -375,8 +380,8 @@ int notes_render_email(fbuf *out, const notes_meta *m, const notes_item *const *
 	int error;
 
 	error = fbuf_printf(out,
-			    "Hello,\n\nthank you for telling us about %s. It is part of %s %s, released on %s:\n\n",
-			    n == 1 ? "this" : "these", m->project, m->version, m->date);
+	                    "Hello,\n\nthank you for telling us about %s. It is part of %s %s, released on %s:\n\n",
+	                    n == 1 ? "this" : "these", m->project, m->version, m->date);
 	for (i = 0; !error && i < n; i++) {
 		if (!(error = fbuf_puts(out, "- ")) && !(error = notes_plain_line(out, mine[i])))
 			error = fbuf_printf(out, " (%s)\n", group_singular(mine[i]->group));
@@ -384,9 +389,10 @@ int notes_render_email(fbuf *out, const notes_meta *m, const notes_item *const *
 	if (!error && url_ok(m->release_url))
 		error = fbuf_printf(out, "\nThe release notes: %s\n", m->release_url);
 	if (!error)
-		error = fbuf_printf(out, "\nThank you,\n%s\n\n-- \nYou receive this one message because you left your "
-					 "email address when you reported this.\n",
-				    sign && *sign ? sign : "The team");
+		error = fbuf_printf(out,
+		                    "\nThank you,\n%s\n\n-- \nYou receive this one message because you left your "
+		                    "email address when you reported this.\n",
+		                    sign && *sign ? sign : "The team");
 	return error;
 }
 
@@ -398,7 +404,8 @@ static int marker_word_ok(const char *s, int allow_colon)
 		return 0;
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (!(isalnum(c) || c == '.' || c == '-' || c == '+' || c == '_' || c == '=' || (allow_colon && c == ':')))
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '+' || c == '_' || c == '=' ||
+		      (allow_colon && c == ':')))
 			return 0;
 	}
 	return 1;
@@ -436,7 +443,7 @@ int notes_state_format(fbuf *out, const notes_state *s)
 	if (!marker_word_ok(s->version, 0) || !marker_word_ok(s->until, 1))
 		return ferror_set(FACTORY_EINVALID, "release marker: bad version or cut-off");
 	error = fbuf_printf(out, "%sversion=%s until=%s state=%s webhook=%d items=", MARK_V1, s->version, s->until,
-			    s->done ? "done" : "publishing", s->webhook ? 1 : 0);
+	                    s->done ? "done" : "publishing", s->webhook ? 1 : 0);
 	if (!error && !s->nitems)
 		error = fbuf_putc(out, '-');
 	for (i = 0; !error && i < s->nitems; i++) {
@@ -473,7 +480,8 @@ static int parse_items(notes_state *s, const char *v, size_t len)
 
 		memset(&r, 0, sizeof(r));
 		if (n < 4 || p[n - 2] != ':' || (p[n - 1] != 'c' && p[n - 1] != 'i'))
-			return ferror_set(FACTORY_EINVALID, "release marker: bad item '%.*s'", (int)(n > 60 ? 60 : n), p);
+			return ferror_set(FACTORY_EINVALID, "release marker: bad item '%.*s'", (int)(n > 60 ? 60 : n),
+			                  p);
 		r.customer = p[n - 1] == 'c';
 		if (*p == '#') {
 			char *num_end;
@@ -486,7 +494,8 @@ static int parse_items(notes_state *s, const char *v, size_t len)
 			memcpy(r.sha, p + 1, 40);
 			r.sha[40] = '\0';
 		} else {
-			return ferror_set(FACTORY_EINVALID, "release marker: bad item '%.*s'", (int)(n > 60 ? 60 : n), p);
+			return ferror_set(FACTORY_EINVALID, "release marker: bad item '%.*s'", (int)(n > 60 ? 60 : n),
+			                  p);
 		}
 		if (s->nitems >= STATE_MAX_ITEMS)
 			return ferror_set(FACTORY_ETOOBIG, "release marker: more than %d items", STATE_MAX_ITEMS);
@@ -518,7 +527,7 @@ static int parse_state_line(notes_state *s, const char *line, size_t llen)
 
 	while (end > p && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t'))
 		end--;
-	if (end - p < 4 || strncmp(end - 4, " -->", 4))
+	if (end - p < 4 || strncmp(end - 4, " -->", 4) != 0)
 		return ferror_set(FACTORY_EINVALID, "release marker: not closed with ' -->'");
 	end -= 4;
 	while (p < end) {
@@ -527,7 +536,8 @@ static int parse_state_line(notes_state *s, const char *line, size_t llen)
 
 		eq = memchr(p, '=', n);
 		if (!eq)
-			return ferror_set(FACTORY_EINVALID, "release marker: '%.*s' is not key=value", (int)(n > 40 ? 40 : n), p);
+			return ferror_set(FACTORY_EINVALID, "release marker: '%.*s' is not key=value",
+			                  (int)(n > 40 ? 40 : n), p);
 		{
 			size_t klen = (size_t)(eq - p), vlen = n - klen - 1;
 			const char *v = eq + 1;
@@ -650,7 +660,8 @@ int notes_marker(fbuf *out, const char *what, const char *version, const char *e
 {
 	if (!marker_word_ok(what, 0) || !marker_word_ok(version, 0) || (extra && !marker_word_ok(extra, 0)))
 		return ferror_set(FACTORY_EINVALID, "release marker: a part holds a character a marker cannot carry");
-	return fbuf_printf(out, "%s%s version=%s%s%s -->", MARK_V1, what, version, extra ? " " : "", extra ? extra : "");
+	return fbuf_printf(out, "%s%s version=%s%s%s -->", MARK_V1, what, version, extra ? " " : "",
+	                   extra ? extra : "");
 }
 
 int notes_has_marker(const char *text, const char *what, const char *version, const char *extra)
@@ -681,8 +692,8 @@ int notes_has_marker(const char *text, const char *what, const char *version, co
 
 /* ---- reading what GitLab gives ---- */
 
-static const char *const categories[] = {"added", "fixed", "changed", "deprecated", "removed",
-					 "security", "performance", "other", NULL};
+static const char *const categories[] = {"added",    "fixed",       "changed", "deprecated", "removed",
+                                         "security", "performance", "other",   NULL};
 
 static int set_category(char *out, size_t len, const char *v, size_t n)
 {
@@ -710,7 +721,8 @@ int notes_commit_category(char *out, size_t len, const cJSON *commit)
 	const cJSON *t;
 	const char *m, *para, *p;
 
-	cJSON_ArrayForEach(t, trailers) {
+	cJSON_ArrayForEach(t, trailers)
+	{
 		if (t->string && !strcasecmp(t->string, "changelog") && cJSON_IsString(t))
 			return set_category(out, len, t->valuestring, strlen(t->valuestring));
 	}
@@ -779,7 +791,7 @@ static long read_iid(const char *p, size_t *n)
 	long v = 0;
 	size_t i = 0;
 
-	while (isdigit((unsigned char)p[i]) && i < 10) {
+	while (i < 10 && isdigit((unsigned char)p[i])) {
 		v = v * 10 + (p[i] - '0');
 		i++;
 	}
@@ -859,9 +871,10 @@ static void add_ref(long *out, size_t max, size_t *count, long iid)
 /* The length of a closing keyword (with its ':' and blanks after) at p, 0 if none. */
 static size_t closing_keyword(const char *p)
 {
-	static const char *const words[] = {"closes", "closed", "closing", "close", "fixes", "fixed", "fixing", "fix",
-					    "resolves", "resolved", "resolving", "resolve", "implements",
-					    "implemented", "implementing", "implement", NULL};
+	static const char *const words[] = {"closes",    "closed",  "closing",    "close",       "fixes",
+	                                    "fixed",     "fixing",  "fix",        "resolves",    "resolved",
+	                                    "resolving", "resolve", "implements", "implemented", "implementing",
+	                                    "implement", NULL};
 	size_t i, n;
 	const char *q;
 

@@ -43,25 +43,25 @@ typedef enum {
 } notes_group;
 
 #define NOTES_MAX_MRS 8
-#define NOTES_TITLE_MAX 200       /* bytes of a rendered line's text */
+#define NOTES_TITLE_MAX 200 /* bytes of a rendered line's text */
 #define NOTES_VERSION_MAX 63
 
 typedef struct {
 	long iid;
-	char *url;       /* web_url, may be NULL */
+	char *url; /* web_url, may be NULL */
 } notes_link;
 
 typedef struct {
-	int is_commit;         /* 0: an issue; 1: a commit with a Changelog trailer */
-	long iid;              /* the issue */
-	char sha[41];          /* the commit */
+	int is_commit; /* 0: an issue; 1: a commit with a Changelog trailer */
+	long iid;      /* the issue */
+	char sha[41];  /* the commit */
 	notes_group group;
-	int customer;          /* 1 customer-facing, 0 internal */
-	int confidential;      /* a confidential issue */
+	int customer;     /* 1 customer-facing, 0 internal */
+	int confidential; /* a confidential issue */
 	int breaking;
-	char *title;           /* as GitLab has it (not yet cleaned) */
-	char *summary;         /* a plain line from a person or a model, or NULL */
-	char *url;             /* web_url of the issue or commit, or NULL */
+	char *title;   /* as GitLab has it (not yet cleaned) */
+	char *summary; /* a plain line from a person or a model, or NULL */
+	char *url;     /* web_url of the issue or commit, or NULL */
 	notes_link mrs[NOTES_MAX_MRS];
 	size_t nmrs;
 } notes_item;
@@ -93,10 +93,10 @@ const char *notes_group_name(notes_group g);
 int notes_plain_line(fbuf *out, const notes_item *it);
 
 typedef struct {
-	const char *project;      /* the project's name, for the chat text and email */
-	const char *version;      /* "1.2.0" */
-	const char *date;         /* "2026-11-27" */
-	const char *release_url;  /* may be NULL */
+	const char *project;     /* the project's name, for the chat text and email */
+	const char *version;     /* "1.2.0" */
+	const char *date;        /* "2026-11-27" */
+	const char *release_url; /* may be NULL */
 } notes_meta;
 
 /*

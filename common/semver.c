@@ -25,11 +25,13 @@ static int parse_number(long *out, const char **p, const char *text, const char 
 	if (!is_digit(*s))
 		return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s is not a number", text, what);
 	if (*s == '0' && is_digit(s[1]))
-		return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s has a leading zero", text, what);
+		return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s has a leading zero", text,
+		                  what);
 	while (is_digit(*s)) {
 		v = v * 10 + (*s - '0');
 		if (v > SEMVER_NUMBER_MAX)
-			return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s is too large", text, what);
+			return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s is too large", text,
+			                  what);
 		s++;
 	}
 	*out = v;
@@ -50,27 +52,28 @@ static int parse_ids(char *out, const char **p, const char *text, const char *wh
 			int numeric = len > 0;
 
 			if (!len)
-				return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': empty %s identifier",
-						  text, what);
+				return ferror_set(FACTORY_EINVALID,
+				                  "not a semantic version '%.80s': empty %s identifier", text, what);
 			for (i = 0; i < len; i++)
 				numeric &= is_digit(id[i]);
 			if (numeric_rule && numeric && len > 1 && id[0] == '0')
-				return ferror_set(FACTORY_EINVALID,
-						  "not a semantic version '%.80s': numeric %s identifier with a leading zero",
-						  text, what);
+				return ferror_set(
+				        FACTORY_EINVALID,
+				        "not a semantic version '%.80s': numeric %s identifier with a leading zero",
+				        text, what);
 			if (*s != '.')
 				break;
 			id = s + 1;
 			continue;
 		}
 		if (!is_alnum_dash(*s))
-			return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': bad character in the %s", text,
-					  what);
+			return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': bad character in the %s",
+			                  text, what);
 	}
 	n = (size_t)(s - *p);
 	if (n > SEMVER_LABEL_MAX)
-		return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s longer than %d bytes", text, what,
-				  SEMVER_LABEL_MAX);
+		return ferror_set(FACTORY_EINVALID, "not a semantic version '%.80s': %s longer than %d bytes", text,
+		                  what, SEMVER_LABEL_MAX);
 	memcpy(out, *p, n);
 	out[n] = '\0';
 	*p = s;
@@ -130,7 +133,8 @@ static int cmp_id(const char *a, size_t alen, const char *b, size_t blen)
 	for (i = 0; i < blen; i++)
 		bn &= is_digit(b[i]);
 	if (an && bn) /* no leading zeros: the longer number is larger */
-		return alen != blen ? cmp_long((long)alen, (long)blen) : (memcmp(a, b, alen) > 0) - (memcmp(a, b, alen) < 0);
+		return alen != blen ? cmp_long((long)alen, (long)blen)
+		                    : (memcmp(a, b, alen) > 0) - (memcmp(a, b, alen) < 0);
 	if (an != bn)
 		return an ? -1 : 1;
 	c = memcmp(a, b, alen < blen ? alen : blen);
@@ -198,7 +202,7 @@ int semver_bump(semver *out, const semver *cur, semver_change change)
 int semver_format(char *out, size_t len, const semver *v, const char *prefix)
 {
 	int n = snprintf(out, len, "%s%ld.%ld.%ld%s%s%s%s", prefix ? prefix : "", v->major, v->minor, v->patch,
-			 v->pre[0] ? "-" : "", v->pre, v->build[0] ? "+" : "", v->build);
+	                 v->pre[0] ? "-" : "", v->pre, v->build[0] ? "+" : "", v->build);
 
 	if (n < 0 || (size_t)n >= len) {
 		if (len)

@@ -30,15 +30,15 @@
 
 typedef struct {
 	long major, minor, patch;
-	char pre[SEMVER_LABEL_MAX + 1];    /* "" when none */
-	char build[SEMVER_LABEL_MAX + 1];  /* "" when none */
+	char pre[SEMVER_LABEL_MAX + 1];   /* "" when none */
+	char build[SEMVER_LABEL_MAX + 1]; /* "" when none */
 } semver;
 
 /* What a release needs, smallest first. */
 typedef enum {
-	SEMVER_PATCH = 0,  /* fixes only */
-	SEMVER_MINOR,      /* something new */
-	SEMVER_BREAKING,   /* a breaking change: major, or minor before 1.0.0 */
+	SEMVER_PATCH = 0, /* fixes only */
+	SEMVER_MINOR,     /* something new */
+	SEMVER_BREAKING,  /* a breaking change: major, or minor before 1.0.0 */
 } semver_change;
 
 /*

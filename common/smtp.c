@@ -21,11 +21,11 @@
 
 struct smtp {
 	char *url;
-	char *from;       /* as configured */
-	char *from_addr;  /* the address alone */
+	char *from;      /* as configured */
+	char *from_addr; /* the address alone */
 	char *username;
 	char *password;
-	char *domain;     /* of the sender, for Message-ID */
+	char *domain; /* of the sender, for Message-ID */
 	smtp_tls tls;
 	long timeout_ms, connect_timeout_ms, backoff_ms;
 	int max_retries;
@@ -204,7 +204,7 @@ static int put_base64(fbuf *out, const unsigned char *p, size_t n)
 
 	for (i = 0; i + 2 < n && !error; i += 3) {
 		char q[4] = {b64[p[i] >> 2], b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)],
-			     b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)], b64[p[i + 2] & 63]};
+		             b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)], b64[p[i + 2] & 63]};
 		error = fbuf_put(out, q, 4);
 	}
 	if (!error && n - i == 1) {
@@ -327,13 +327,13 @@ static int put_qp(fbuf *out, const char *text)
 		col += n;
 		p++;
 	}
-	if (!error && (out->len < start + 2 || strcmp(out->ptr + out->len - 2, "\r\n")))
+	if (!error && (out->len < start + 2 || strcmp(out->ptr + out->len - 2, "\r\n") != 0))
 		error = fbuf_puts(out, "\r\n");
 	return error;
 }
 
 int smtp_format(fbuf *out, const char *from, const char *to, const char *subject, const char *text, time_t date,
-		const char *message_id)
+                const char *message_id)
 {
 	char *name = NULL, *addr = NULL, datebuf[64];
 	struct tm tm;
@@ -362,8 +362,8 @@ int smtp_format(fbuf *out, const char *from, const char *to, const char *subject
 		error = fbuf_printf(out, "Message-ID: <%s>\r\n", message_id);
 	if (!error)
 		error = fbuf_puts(out, "MIME-Version: 1.0\r\nAuto-Submitted: auto-generated\r\n"
-				       "Content-Type: text/plain; charset=UTF-8\r\n"
-				       "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+		                       "Content-Type: text/plain; charset=UTF-8\r\n"
+		                       "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
 	if (!error)
 		error = put_qp(out, text ? text : "");
 	free(name);
@@ -407,17 +407,19 @@ int smtp_new(smtp **out, const smtp_options *o)
 	int failed = 0, error;
 
 	*out = NULL;
-	if (!o->url || (strncasecmp(o->url, "smtp://", 7) && strncasecmp(o->url, "smtps://", 8)) ||
+	if (!o->url || (strncasecmp(o->url, "smtp://", 7) != 0 && strncasecmp(o->url, "smtps://", 8) != 0) ||
 	    strpbrk(o->url, " \r\n"))
-		return ferror_set(FACTORY_ECONFIG, "bad setting smtp.url: expected smtp://host:port or smtps://host:port");
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting smtp.url: expected smtp://host:port or smtps://host:port");
 	if (strchr(o->url + 7, '@'))
 		return ferror_set(FACTORY_ECONFIG, "bad setting smtp.url: put credentials in smtp.username and "
-						   "smtp.password, not in the URL");
+		                                   "smtp.password, not in the URL");
 	if (o->password && !o->username)
 		return ferror_set(FACTORY_ECONFIG, "smtp.password is set but smtp.username is not");
-	if (o->password && o->tls == SMTP_TLS_NONE && strncasecmp(o->url, "smtps://", 8) && !loopback_host(o->url))
-		return ferror_set(FACTORY_ECONFIG, "refusing to send SMTP credentials without TLS to a host that is not "
-						   "this machine (smtp.tls=none)");
+	if (o->password && o->tls == SMTP_TLS_NONE && strncasecmp(o->url, "smtps://", 8) != 0 && !loopback_host(o->url))
+		return ferror_set(FACTORY_ECONFIG,
+		                  "refusing to send SMTP credentials without TLS to a host that is not "
+		                  "this machine (smtp.tls=none)");
 	if (!(s = calloc(1, sizeof(*s))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	if ((error = split_from(&name, &s->from_addr, o->from ? o->from : "")) < 0) {
@@ -471,7 +473,7 @@ void smtp_get_stats(smtp_stats *out, const smtp *s)
 typedef struct {
 	const char *data;
 	size_t len, pos;
-	int started;   /* the body began to go out: the server may have it */
+	int started; /* the body began to go out: the server may have it */
 } upload;
 
 static size_t read_cb(char *buf, size_t size, size_t nitems, void *ctx)
@@ -489,16 +491,26 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ctx)
 
 static int message_id(char *out, size_t len, const char *domain)
 {
+	static const char hexd[] = "0123456789abcdef";
 	unsigned char r[12];
+	char hex[2 * sizeof(r) + 1];
 	size_t i;
 	int n;
 
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		return ferror_set(FACTORY_ERR, "no randomness for a Message-ID");
-	n = snprintf(out, len, "factory.%ld.", (long)time(NULL));
-	for (i = 0; i < sizeof(r) && n > 0 && (size_t)n + 2 < len; i++)
-		n += snprintf(out + n, len - (size_t)n, "%02x", r[i]);
-	snprintf(out + n, len - (size_t)n, "@%s", domain);
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		ferror_set(FACTORY_ERR, "no randomness for a Message-ID");
+		return FACTORY_ERR;
+	}
+	for (i = 0; i < sizeof(r); i++) {
+		hex[2 * i] = hexd[r[i] >> 4];
+		hex[2 * i + 1] = hexd[r[i] & 15];
+	}
+	hex[2 * sizeof(r)] = '\0';
+	n = snprintf(out, len, "factory.%ld.%s@%s", (long)time(NULL), hex, domain);
+	if (n < 0 || (size_t)n >= len) {
+		ferror_set(FACTORY_ETOOBIG, "the sender's domain is too long for a Message-ID");
+		return FACTORY_ETOOBIG;
+	}
 	return 0;
 }
 
@@ -551,27 +563,28 @@ static int attempt(smtp *s, const char *to, upload *u, int *transient)
 		return 0;
 	if (rc == CURLE_LOGIN_DENIED || code == 530 || code == 534 || code == 535 || code == 538) {
 		error = ferror_set(FACTORY_EAUTH, "the mail server refused the credentials: %ld (%s)", code,
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		                   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (code >= 500 && code < 600 && (strstr(errbuf, "RCPT") || u->started)) {
 		/* this recipient, or this message: final */
 		error = ferror_set(FACTORY_EINVALID, "the mail server refused the message: %ld (%s)", code,
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		                   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (code >= 500 && code < 600) {
 		/* the greeting or the sender: every message would fail the same way */
 		error = ferror_set(FACTORY_ECONFIG, "the mail server refused the sender or the session: %ld (%s)", code,
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		                   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (code >= 400 && code < 500) {
 		*transient = 1; /* the server said "not now": it did not take the message */
 		error = ferror_set(FACTORY_EUPSTREAM, "the mail server answered %ld (%s)", code,
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		                   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	} else if (rc == CURLE_USE_SSL_FAILED) {
-		error = ferror_set(FACTORY_ECONFIG, "the mail server does not offer STARTTLS (set smtp.tls=none only for "
-						    "a relay on this machine)");
+		error = ferror_set(FACTORY_ECONFIG,
+		                   "the mail server does not offer STARTTLS (set smtp.tls=none only for "
+		                   "a relay on this machine)");
 	} else {
 		*transient = !u->started && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-					     rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_GOT_NOTHING);
+		                             rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_GOT_NOTHING);
 		error = ferror_set(FACTORY_EUPSTREAM, "cannot reach the mail server: %s",
-				   errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		                   errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	}
 	return error;
 }
@@ -589,8 +602,10 @@ int smtp_send(smtp *s, const char *to, const char *subject, const char *text)
 		return ferror_set(FACTORY_EINVALID, "not an email address this sender accepts");
 	}
 	fbuf_init(&msg, MESSAGE_MAX);
-	if ((error = message_id(mid, sizeof(mid), s->domain)) < 0 ||
-	    (error = smtp_format(&msg, s->from, to, subject, text, time(NULL), mid)) < 0)
+	error = message_id(mid, sizeof(mid), s->domain);
+	if (error == 0)
+		error = smtp_format(&msg, s->from, to, subject, text, time(NULL), mid);
+	if (error < 0)
 		goto cleanup;
 	for (tries = 0;; tries++) {
 		memset(&u, 0, sizeof(u));

@@ -48,16 +48,16 @@
 typedef enum { SMTP_TLS_STARTTLS = 0, SMTP_TLS_NONE = 1 } smtp_tls;
 
 typedef struct {
-	const char *url;       /* NULL: email is off */
-	const char *from;      /* "Name <address>" or "address" */
-	const char *username;  /* may be NULL */
-	const char *password;  /* may be NULL; copied by smtp_new */
+	const char *url;      /* NULL: email is off */
+	const char *from;     /* "Name <address>" or "address" */
+	const char *username; /* may be NULL */
+	const char *password; /* may be NULL; copied by smtp_new */
 	smtp_tls tls;
 	long timeout_ms;
 	long connect_timeout_ms;
 	int max_retries;
 	long backoff_ms;
-	const char *ca_file;   /* may be NULL */
+	const char *ca_file; /* may be NULL */
 } smtp_options;
 
 void smtp_options_init(smtp_options *o);
@@ -88,7 +88,7 @@ int smtp_address_valid(const char *addr);
  * value with a line break.
  */
 int smtp_format(fbuf *out, const char *from, const char *to, const char *subject, const char *text, time_t date,
-		const char *message_id);
+                const char *message_id);
 
 /*
  * Send one message to `to`. Returns 0 when the server accepted it,
@@ -101,10 +101,10 @@ int smtp_format(fbuf *out, const char *from, const char *to, const char *subject
 int smtp_send(smtp *s, const char *to, const char *subject, const char *text);
 
 typedef struct {
-	long sent;      /* accepted messages */
-	long refused;   /* final 5xx */
-	long failed;    /* not delivered after retries */
-	long attempts;  /* SMTP transactions tried */
+	long sent;     /* accepted messages */
+	long refused;  /* final 5xx */
+	long failed;   /* not delivered after retries */
+	long attempts; /* SMTP transactions tried */
 } smtp_stats;
 
 void smtp_get_stats(smtp_stats *out, const smtp *s);

@@ -37,7 +37,8 @@ static int release_note(rel_run *r, rel_item *it)
 			error = notes_release_note(&line, str_of(c->commit, "message"));
 	}
 	for (i = 0; error == FACTORY_ENOTFOUND && i < it->item.nmrs; i++) {
-		cJSON_ArrayForEach(mr, r->mrs) {
+		cJSON_ArrayForEach(mr, r->mrs)
+		{
 			const cJSON *iid = cJSON_GetObjectItemCaseSensitive(mr, "iid");
 			if (cJSON_IsNumber(iid) && (long)iid->valuedouble == it->item.mrs[i].iid) {
 				error = notes_release_note(&line, str_of(mr, "description"));
@@ -121,8 +122,8 @@ int rel_assess(rel_run *r)
 
 		notes_item_key(key, sizeof(key), &it->item);
 		log_info("%s: %s, %s (%s%s%s)", key, notes_group_name(it->item.group),
-			 it->item.customer ? "customer-facing" : "internal", it->v.reason, it->model ? "; model: " : "",
-			 it->model ? it->model_reason : "");
+		         it->item.customer ? "customer-facing" : "internal", it->v.reason, it->model ? "; model: " : "",
+		         it->model ? it->model_reason : "");
 		if ((error = record(r, it)) < 0)
 			return error;
 	}
@@ -141,32 +142,34 @@ int rel_choose_version(rel_run *r)
 		if (it->item.breaking)
 			r->change = SEMVER_BREAKING;
 		else if ((it->item.group == NOTES_FEATURE || !strcmp(it->category, "deprecated")) &&
-			 r->change < SEMVER_MINOR)
+		         r->change < SEMVER_MINOR)
 			r->change = SEMVER_MINOR;
 	}
 	if (r->version_given && *r->version_given) {
-		if ((error = semver_parse(&v, r->version_given, r->tag_prefix)) < 0)
+		if (semver_parse(&v, r->version_given, r->tag_prefix) < 0)
 			return ferror_set(FACTORY_ECONFIG, "bad setting release.version: %s", ferror_last());
 		if (r->have_prev && r->prev_semver && semver_compare(&v, &r->prev_version) <= 0)
-			return ferror_set(FACTORY_ECONFIG, "bad setting release.version=%s: not after the last release %s",
-					  r->version_given, r->prev_tag);
+			return ferror_set(FACTORY_ECONFIG,
+			                  "bad setting release.version=%s: not after the last release %s",
+			                  r->version_given, r->prev_tag);
 	} else if (r->have_prev) {
 		if (!r->prev_semver)
-			return ferror_set(FACTORY_ECONFIG,
-					  "the last release's tag '%s' is not a semantic version with prefix '%s': give "
-					  "--release-version",
-					  r->prev_tag, r->tag_prefix);
+			return ferror_set(
+			        FACTORY_ECONFIG,
+			        "the last release's tag '%s' is not a semantic version with prefix '%s': give "
+			        "--release-version",
+			        r->prev_tag, r->tag_prefix);
 		if ((error = semver_bump(&v, &r->prev_version, r->change)) < 0)
 			return error;
-	} else if ((error = semver_parse(&v, r->initial_version, r->tag_prefix)) < 0) {
+	} else if (semver_parse(&v, r->initial_version, r->tag_prefix) < 0) {
 		return ferror_set(FACTORY_ECONFIG, "bad setting release.initial_version: %s", ferror_last());
 	}
-	if ((error = semver_format(r->version, sizeof(r->version), &v, NULL)) < 0 ||
+	if (semver_format(r->version, sizeof(r->version), &v, NULL) < 0 ||
 	    snprintf(r->tag, sizeof(r->tag), "%s%s", r->tag_prefix, r->version) >= (int)sizeof(r->tag))
 		return ferror_set(FACTORY_ECONFIG, "version too long");
 	log_info("version %s (%s%s)", r->version,
-		 r->version_given && *r->version_given ? "given" : semver_change_name(r->change),
-		 r->have_prev ? "" : ", first release");
+	         r->version_given && *r->version_given ? "given" : semver_change_name(r->change),
+	         r->have_prev ? "" : ", first release");
 	cJSON_AddStringToObject(report_data(r->job->rep), "version", r->version);
 	cJSON_AddStringToObject(report_data(r->job->rep), "tag", r->tag);
 	cJSON_AddStringToObject(report_data(r->job->rep), "change", semver_change_name(r->change));

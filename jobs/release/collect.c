@@ -68,7 +68,8 @@ int rel_project(rel_run *r)
 	if (!(r->project_path = dup_str(str_of(p, "path_with_namespace"))) ||
 	    !(r->project_name = dup_str(str_of(p, "name") ? str_of(p, "name") : str_of(p, "path_with_namespace"))) ||
 	    !(r->web_url = dup_str(str_of(p, "web_url")))) {
-		error = str_of(p, "web_url") ? oom() : ferror_set(FACTORY_EINVALID, "GET projects/:id: no web_url or path");
+		error = str_of(p, "web_url") ? oom()
+		                             : ferror_set(FACTORY_EINVALID, "GET projects/:id: no web_url or path");
 		goto cleanup;
 	}
 	def = str_of(p, "default_branch");
@@ -123,7 +124,7 @@ int rel_find_last(rel_run *r)
 	int error;
 
 	error = gitlab_list_each(r->gl, "projects/:id/releases", "order_by=released_at&sort=desc", NULL, 1, first_cb,
-				 &rel);
+	                         &rel);
 	if (error < 0)
 		goto cleanup;
 	if (!rel) {
@@ -133,13 +134,15 @@ int rel_find_last(rel_run *r)
 			char buf[64];
 			snprintf(buf, sizeof(buf), strlen(r->since) == 10 ? "%sT00:00:00Z" : "%s", r->since);
 			if ((r->prev_cutoff = claim_parse_time(buf)) < 0) {
-				error = ferror_set(FACTORY_ECONFIG, "bad setting release.since=%s: expected a date or an "
-								    "ISO 8601 time",
-						   r->since);
+				error = ferror_set(FACTORY_ECONFIG,
+				                   "bad setting release.since=%s: expected a date or an "
+				                   "ISO 8601 time",
+				                   r->since);
 				goto cleanup;
 			}
 		}
-		log_info("no release yet: everything closed %s counts", r->prev_cutoff >= 0 ? "since release.since" : "so far");
+		log_info("no release yet: everything closed %s counts",
+		         r->prev_cutoff >= 0 ? "since release.since" : "so far");
 		error = 0;
 		goto cleanup;
 	}
@@ -153,15 +156,16 @@ int rel_find_last(rel_run *r)
 	r->prev_semver = semver_parse(&r->prev_version, tag, r->tag_prefix) == 0;
 	error = notes_state_parse(&r->state, desc ? desc : "");
 	if (error == FACTORY_EINVALID) {
-		error = ferror_set(FACTORY_EINVALID, "release %s: its factory-release marker does not parse (%s); fix or "
-						     "remove that line",
-				   tag, ferror_last());
+		error = ferror_set(FACTORY_EINVALID,
+		                   "release %s: its factory-release marker does not parse (%s); fix or "
+		                   "remove that line",
+		                   tag, ferror_last());
 		goto cleanup;
 	}
 	if (error == FACTORY_ENOTFOUND) {
 		r->prev_cutoff = release_time(rel);
 		log_info("last release %s (not made by the Factory): issues closed after %s count", tag,
-			 str_of(rel, "released_at") ? str_of(rel, "released_at") : "?");
+		         str_of(rel, "released_at") ? str_of(rel, "released_at") : "?");
 	} else if (error < 0) {
 		goto cleanup;
 	} else if (r->state.done) {
@@ -173,7 +177,7 @@ int rel_find_last(rel_run *r)
 		snprintf(r->version, sizeof(r->version), "%s", r->state.version);
 		snprintf(r->tag, sizeof(r->tag), "%s", tag);
 		day_of(r->date, sizeof(r->date), release_time(rel));
-		if (!(r->description = strdup(desc))) {
+		if (!(r->description = strdup(desc ? desc : ""))) {
 			error = oom();
 			goto cleanup;
 		}
@@ -237,6 +241,7 @@ const rel_commit *rel_commit_find(const rel_run *r, const char *sha)
 
 	if (!sha || strlen(sha) != REL_SHA_LEN || !r->by_sha)
 		return NULL;
+	memset(&key, 0, sizeof(key));
 	memcpy(key.sha, sha, REL_SHA_LEN + 1);
 	return bsearch(&key, r->by_sha, r->ncommits, sizeof(key), cmp_commit);
 }
@@ -287,7 +292,8 @@ static int sorted_shas(rel_commit **out, size_t *n, const cJSON *list)
 		return 0;
 	if (!(*out = calloc(cap, sizeof(**out))))
 		return oom();
-	cJSON_ArrayForEach(c, list) {
+	cJSON_ArrayForEach(c, list)
+	{
 		const char *id = str_of(c, "id");
 		if (!id || strlen(id) != REL_SHA_LEN)
 			continue;
@@ -328,6 +334,7 @@ static int new_commits(rel_run *r)
 
 		if (!id || strlen(id) != REL_SHA_LEN)
 			continue;
+		memset(&key, 0, sizeof(key));
 		memcpy(key.sha, id, REL_SHA_LEN + 1);
 		if (olds && bsearch(&key, olds, nold, sizeof(key), cmp_commit))
 			continue;
@@ -354,7 +361,8 @@ static int parents_of(long *out, const rel_run *r, size_t i)
 	const cJSON *ps = cJSON_GetObjectItemCaseSensitive(r->by_sha[i].commit, "parent_ids"), *p;
 	int n = 0;
 
-	cJSON_ArrayForEach(p, ps) {
+	cJSON_ArrayForEach(p, ps)
+	{
 		long k;
 		if (n >= MAX_PARENTS || !cJSON_IsString(p))
 			break;
@@ -403,6 +411,8 @@ static int mr_commits(const rel_run *r, const cJSON *mr, unsigned char *mark)
 	size_t i;
 	int error;
 
+	if (!mark || !r->ncommits)
+		return 0;
 	memset(mark, 0, r->ncommits);
 	if (m >= 0 && parents_of(ps, r, (size_t)m) >= 2 && ps[1] >= 0) {
 		if ((error = walk(r, mark, ps[0], 1)) < 0 || (error = walk(r, mark, ps[1], 2)) < 0)
@@ -439,14 +449,15 @@ static int link_mrs(rel_run *r, unsigned char *covered, unsigned char *scratch)
 		error = gitlab_list_all(&r->mrs, r->gl, "projects/:id/merge_requests", fbuf_cstr(&q), MAX_MRS);
 	if (error < 0)
 		goto cleanup;
-	cJSON_ArrayForEach(mr, r->mrs) {
+	cJSON_ArrayForEach(mr, r->mrs)
+	{
 		long refs[MAX_REFS];
 		size_t n, i, k;
 		int linked = 0;
 
 		fbuf_reset(&text);
 		fbuf_printf(&text, "%s\n%s", str_of(mr, "title") ? str_of(mr, "title") : "",
-			    str_of(mr, "description") ? str_of(mr, "description") : "");
+		            str_of(mr, "description") ? str_of(mr, "description") : "");
 		n = notes_issue_refs(refs, MAX_REFS, fbuf_cstr(&text), r->project_path, 1);
 		for (i = 0; i < n; i++) {
 			rel_item *it = issue_item(r, refs[i]);
@@ -457,7 +468,7 @@ static int link_mrs(rel_run *r, unsigned char *covered, unsigned char *scratch)
 			it->has_mr = 1;
 			linked = 1;
 		}
-		if (!linked || !r->ncommits)
+		if (!linked || !r->ncommits || !scratch || !covered)
 			continue;
 		if ((error = mr_commits(r, mr, scratch)) < 0)
 			goto cleanup;
@@ -510,7 +521,7 @@ static int trailer_items(rel_run *r, const unsigned char *covered)
 		}
 		if (error < 0)
 			return error;
-		if (k >= 0 && covered[k])
+		if (k >= 0 && covered && covered[k])
 			continue;
 		nrefs = notes_issue_refs(refs, MAX_REFS, msg, r->project_path, 0);
 		for (j = 0; j < nrefs && !mine; j++)
@@ -539,7 +550,7 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 	unsigned char *touched = NULL;
 	int error = 0;
 
-	if (!np || !r->ncommits)
+	if (!np || !r->ncommits || !scratch)
 		return 0;
 	if (!(touched = calloc(r->ncommits, 1)))
 		return oom();
@@ -551,7 +562,8 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 		memset(touched, 0, r->ncommits);
 		if ((error = list_commits(&list, r, r->ref_sha, since, paths[p])) < 0)
 			goto cleanup;
-		cJSON_ArrayForEach(c, list) {
+		cJSON_ArrayForEach(c, list)
+		{
 			long idx = commit_index(r, str_of(c, "id"));
 			if (idx >= 0)
 				touched[idx] = 1;
@@ -565,7 +577,8 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 				snprintf(it->path, sizeof(it->path), "%s", paths[p]);
 		}
 		/* issues: through their merge requests' commits */
-		cJSON_ArrayForEach(mr, r->mrs) {
+		cJSON_ArrayForEach(mr, r->mrs)
+		{
 			long refs[MAX_REFS];
 			size_t n, j;
 			int hit = 0;
@@ -573,7 +586,7 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 
 			fbuf_init(&text, (size_t)2 << 20);
 			fbuf_printf(&text, "%s\n%s", str_of(mr, "title") ? str_of(mr, "title") : "",
-				    str_of(mr, "description") ? str_of(mr, "description") : "");
+			            str_of(mr, "description") ? str_of(mr, "description") : "");
 			n = notes_issue_refs(refs, MAX_REFS, fbuf_cstr(&text), r->project_path, 1);
 			fbuf_release(&text);
 			for (j = 0; j < n && !hit; j++)
@@ -600,7 +613,8 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 
 			if (!touched[k])
 				continue;
-			n = notes_issue_refs(refs, MAX_REFS, str_of(r->by_sha[k].commit, "message"), r->project_path, 1);
+			n = notes_issue_refs(refs, MAX_REFS, str_of(r->by_sha[k].commit, "message"), r->project_path,
+			                     1);
 			for (j = 0; j < n; j++) {
 				rel_item *it = issue_item(r, refs[j]);
 				if (it && !it->path[0])
@@ -627,7 +641,8 @@ int rel_collect(rel_run *r)
 	r->until = (long)time(NULL) - 1;
 	log_section_start("release_collect", "what changed", 1);
 	if ((error = http_escape(&q, r->ref)) < 0 ||
-	    (error = gitlab_request(&head, r->gl, "GET", NULL, "projects/:id/repository/commits/%s", fbuf_cstr(&q))) < 0)
+	    (error = gitlab_request(&head, r->gl, "GET", NULL, "projects/:id/repository/commits/%s", fbuf_cstr(&q))) <
+	            0)
 		goto cleanup;
 	if (!str_of(head, "id") || strlen(str_of(head, "id")) != REL_SHA_LEN) {
 		error = ferror_set(FACTORY_EINVALID, "GET repository/commits/%s: no commit id", r->ref);
@@ -657,8 +672,8 @@ int rel_collect(rel_run *r)
 	    (error = customer_paths(r, scratch)) < 0)
 		goto cleanup;
 	log_info("%s%s: %zu issue%s closed, %zu new commit%s, %zu with a Changelog trailer no issue covers",
-		 r->have_prev ? "since " : "", r->have_prev ? r->prev_tag : "first release", nissues,
-		 nissues == 1 ? "" : "s", r->ncommits, r->ncommits == 1 ? "" : "s", r->nitems - nissues);
+	         r->have_prev ? "since " : "", r->have_prev ? r->prev_tag : "first release", nissues,
+	         nissues == 1 ? "" : "s", r->ncommits, r->ncommits == 1 ? "" : "s", r->nitems - nissues);
 	report_counter_set(r->job->rep, "issues_closed", (long)nissues);
 	report_counter_set(r->job->rep, "commits_new", (long)r->ncommits);
 	report_counter_set(r->job->rep, "merge_requests_merged", (long)cJSON_GetArraySize(r->mrs));

@@ -24,21 +24,22 @@
 #include "release_job.h"
 
 static const job_option options[] = {
-	{"release-version", "release.version", 1, "X.Y.Z  the version to release (default: the next one, from the changes)"},
-	{"tag-prefix", "release.tag_prefix", 1, "TEXT     put before the version in the tag name (default \"v\")"},
-	{"ref", "release.ref", 1, "REF      what to tag: branch, tag or commit (default: the default branch)"},
-	{"branch", "release.branch", 1, "NAME     where CHANGELOG.md is committed (default: the default branch)"},
-	{"since", "release.since", 1, "TIME     for a first release: only issues closed after TIME (ISO 8601)"},
-	{"no-llm", "release.no_llm", 0, "judge with the rules alone even when a model is configured"},
-	{NULL, NULL, 0, NULL},
+        {"release-version", "release.version", 1,
+         "X.Y.Z  the version to release (default: the next one, from the changes)"},
+        {"tag-prefix", "release.tag_prefix", 1, "TEXT     put before the version in the tag name (default \"v\")"},
+        {"ref", "release.ref", 1, "REF      what to tag: branch, tag or commit (default: the default branch)"},
+        {"branch", "release.branch", 1, "NAME     where CHANGELOG.md is committed (default: the default branch)"},
+        {"since", "release.since", 1, "TIME     for a first release: only issues closed after TIME (ISO 8601)"},
+        {"no-llm", "release.no_llm", 0, "judge with the rules alone even when a model is configured"},
+        {NULL, NULL, 0, NULL},
 };
 
 static const job_spec spec = {
-	"release",
-	"Release what changed since the last release: notes grouped by type, a GitLab release and tag, "
-	"CHANGELOG.md, and the customers told once (issue notes, email, chat webhook).",
-	NULL,
-	options,
+        "release",
+        "Release what changed since the last release: notes grouped by type, a GitLab release and tag, "
+        "CHANGELOG.md, and the customers told once (issue notes, email, chat webhook).",
+        NULL,
+        options,
 };
 
 void rel_item_free_all(rel_run *r)
@@ -60,10 +61,11 @@ int rel_add_item(rel_item **out, rel_run *r)
 	rel_item *p;
 
 	if ((long)r->nitems >= r->max_items)
-		return ferror_set(FACTORY_ETOOBIG,
-				  "more than %ld changes for one release (raise release.max_items, or set release.since "
-				  "for a first release)",
-				  r->max_items);
+		return ferror_set(
+		        FACTORY_ETOOBIG,
+		        "more than %ld changes for one release (raise release.max_items, or set release.since "
+		        "for a first release)",
+		        r->max_items);
 	if (!(p = realloc(r->items, (r->nitems + 1) * sizeof(*p))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	r->items = p;
@@ -111,13 +113,14 @@ static int open_run(rel_run *r, job_ctx *ctx)
 		r->webhook_url = NULL;
 	if (r->webhook_url) {
 		log_add_secret(r->webhook_url); /* chat webhook URLs are credentials */
-		if (strncmp(r->webhook_url, "https://", 8) && strncmp(r->webhook_url, "http://", 7))
+		if (strncmp(r->webhook_url, "https://", 8) != 0 && strncmp(r->webhook_url, "http://", 7) != 0)
 			return ferror_set(FACTORY_ECONFIG, "bad setting release.webhook_url: expected an http(s) URL");
 	}
 	if (strlen(r->tag_prefix) > 16 || strpbrk(r->tag_prefix, " ~^:?*[\\"))
-		return ferror_set(FACTORY_ECONFIG, "bad setting release.tag_prefix=%s: at most 16 characters a tag name "
-						   "may hold",
-				  r->tag_prefix);
+		return ferror_set(FACTORY_ECONFIG,
+		                  "bad setting release.tag_prefix=%s: at most 16 characters a tag name "
+		                  "may hold",
+		                  r->tag_prefix);
 	if ((error = fconfig_get_bool(&r->changelog, ctx->cfg, "release.changelog", 1)) < 0 ||
 	    (error = fconfig_get_bool(&r->changelog_skip_ci, ctx->cfg, "release.changelog_skip_ci", 1)) < 0 ||
 	    (error = fconfig_get_long(&r->lookback_days, ctx->cfg, "release.lookback_days", 90, 0, 3650)) < 0 ||
@@ -127,7 +130,7 @@ static int open_run(rel_run *r, job_ctx *ctx)
 	if (strpbrk(r->changelog_file, "\n\r") || strstr(r->changelog_file, "..") || *r->changelog_file == '/' ||
 	    !*r->changelog_file)
 		return ferror_set(FACTORY_ECONFIG, "bad setting release.changelog_file=%s: a path in the repository",
-				  r->changelog_file);
+		                  r->changelog_file);
 	if ((error = impact_policy_new(&r->policy, ctx->cfg)) < 0)
 		return error;
 	if (!no_llm && (error = rel_model_open(&r->model, ctx)) < 0)
@@ -144,7 +147,7 @@ static int open_run(rel_run *r, job_ctx *ctx)
 		if ((error = fconfig_get_long(&retries, ctx->cfg, "http.max_retries", 3, 0, 20)) < 0 ||
 		    (error = fconfig_get_long(&ho.backoff_base_ms, ctx->cfg, "http.backoff_ms", 500, 1, 600000)) < 0 ||
 		    (error = fconfig_get_long(&ho.retry_budget_ms, ctx->cfg, "http.retry_budget_ms", 60000, 0,
-					      3600000)) < 0)
+		                              3600000)) < 0)
 			return error;
 		ho.max_retries = (int)retries;
 	}
@@ -153,8 +156,8 @@ static int open_run(rel_run *r, job_ctx *ctx)
 	if (r->webhook_url && (error = http_client_new(&r->http, &ho)) < 0)
 		return error;
 	log_info("release: tags %s<version>, email %s, chat webhook %s, model %s", r->tag_prefix,
-		 r->mail ? "on" : "off (smtp.url not set)", r->webhook_url ? "on" : "off (release.webhook_url not set)",
-		 r->model ? "asked for a second opinion" : "not asked");
+	         r->mail ? "on" : "off (smtp.url not set)", r->webhook_url ? "on" : "off (release.webhook_url not set)",
+	         r->model ? "asked for a second opinion" : "not asked");
 	return 0;
 }
 
@@ -214,10 +217,10 @@ static void summarise(rel_run *r, int error)
 		report_summary(rep, "no release: nothing changed since %s", r->have_prev ? r->prev_tag : "the start");
 	} else if (r->version[0]) {
 		report_summary(rep, "%s%s %s: %zu change%s (%ld customer-facing), %d action%s%s%s",
-			       r->job->dry_run ? "dry run: " : "", r->resume ? "finished release" : "release", r->tag,
-			       r->nitems, r->nitems == 1 ? "" : "s", customer, report_action_count(rep),
-			       report_action_count(rep) == 1 ? "" : "s", r->failures ? ", some failed" : "",
-			       error < 0 ? " (stopped early)" : "");
+		               r->job->dry_run ? "dry run: " : "", r->resume ? "finished release" : "release", r->tag,
+		               r->nitems, r->nitems == 1 ? "" : "s", customer, report_action_count(rep),
+		               report_action_count(rep) == 1 ? "" : "s", r->failures ? ", some failed" : "",
+		               error < 0 ? " (stopped early)" : "");
 	}
 }
 
@@ -239,7 +242,8 @@ static int run(job_ctx *ctx)
 			error = 0;
 			goto cleanup;
 		}
-		if ((error = rel_choose_version(&r)) < 0 || (error = rel_render(&r)) < 0 || (error = rel_create(&r)) < 0)
+		if ((error = rel_choose_version(&r)) < 0 || (error = rel_render(&r)) < 0 ||
+		    (error = rel_create(&r)) < 0)
 			goto cleanup;
 	}
 	if (r.resume && (error = rel_load_resume(&r)) < 0)
@@ -255,9 +259,10 @@ static int run(job_ctx *ctx)
 	if ((error = rel_update_state(&r)) < 0)
 		goto cleanup;
 	if (r.failures) {
-		error = ferror_set(FACTORY_ERR, "%ld step%s failed; the next run finishes release %s without telling "
-						"anyone twice",
-				   r.failures, r.failures == 1 ? "" : "s", r.tag);
+		error = ferror_set(FACTORY_ERR,
+		                   "%ld step%s failed; the next run finishes release %s without telling "
+		                   "anyone twice",
+		                   r.failures, r.failures == 1 ? "" : "s", r.tag);
 		goto cleanup;
 	}
 	log_info("%srelease %s %s", ctx->dry_run ? "dry run: " : "", r.tag, r.resume ? "finished" : "done");
@@ -277,7 +282,8 @@ int main(int argc, char **argv)
 	if (rc != JOB_CONTINUE)
 		return rc;
 	if (ctx.nargs > 0)
-		return job_finish(&ctx, ferror_set(FACTORY_ECONFIG, "unexpected argument '%s' (see --help)", ctx.args[0]));
+		return job_finish(&ctx,
+		                  ferror_set(FACTORY_ECONFIG, "unexpected argument '%s' (see --help)", ctx.args[0]));
 	if ((rc = job_connect(&ctx)) == 0)
 		rc = run(&ctx);
 	return job_finish(&ctx, rc);

@@ -129,10 +129,11 @@ static int pick_up(rel_run *r)
 	    (error = gitlab_request(&rel, r->gl, "GET", NULL, "projects/:id/releases/%s", fbuf_cstr(&q))) < 0)
 		goto cleanup;
 	error = notes_state_parse(&st, str_of(rel, "description") ? str_of(rel, "description") : "");
-	if (error < 0 || strcmp(st.version, r->version) || st.done) {
-		error = ferror_set(FACTORY_ECONFLICT, "release %s already exists and is not one this job left unfinished: "
-						      "give another --release-version",
-				   r->tag);
+	if (error < 0 || strcmp(st.version, r->version) != 0 || st.done) {
+		error = ferror_set(FACTORY_ECONFLICT,
+		                   "release %s already exists and is not one this job left unfinished: "
+		                   "give another --release-version",
+		                   r->tag);
 		goto cleanup;
 	}
 	log_info("release %s already exists, begun by an earlier run: finishing it", r->tag);
@@ -274,7 +275,7 @@ int rel_load_resume(rel_run *r)
 	cJSON_AddStringToObject(report_data(r->job->rep), "tag", r->tag);
 	cJSON_AddBoolToObject(report_data(r->job->rep), "resumed", 1);
 	log_info("release %s: %zu changes as recorded; %s", r->tag, r->nitems,
-		 r->state.webhook ? "chat announcement already made" : "chat announcement not made yet");
+	         r->state.webhook ? "chat announcement already made" : "chat announcement not made yet");
 	return 0;
 }
 
@@ -378,14 +379,14 @@ int rel_changelog(rel_run *r)
 	if ((error = http_escape(&q, r->changelog_file)) < 0 || (error = http_escape(&b, r->branch)) < 0)
 		goto cleanup;
 	error = gitlab_get_raw(r->gl, sink_cb, &old, "projects/:id/repository/files/%s/raw?ref=%s", fbuf_cstr(&q),
-			       fbuf_cstr(&b));
+	                       fbuf_cstr(&b));
 	if (error == FACTORY_ENOTFOUND) {
 		exists = 0;
 		fbuf_reset(&old);
 	} else if (error == FACTORY_ETOOBIG) {
-		error = rel_step_failed(r, ferror_set(FACTORY_ETOOBIG, "%s is over %zu bytes", r->changelog_file,
-						      CHANGELOG_MAX),
-					"updating the changelog");
+		error = rel_step_failed(
+		        r, ferror_set(FACTORY_ETOOBIG, "%s is over %zu bytes", r->changelog_file, CHANGELOG_MAX),
+		        "updating the changelog");
 		goto cleanup;
 	} else if (error < 0) {
 		error = rel_step_failed(r, error, "reading the changelog");
@@ -418,9 +419,9 @@ int rel_changelog(rel_run *r)
 		goto cleanup;
 	}
 	report_action(r->job->rep, "commit", r->changelog_file, "%s %s on %s", exists ? "updated for" : "created with",
-		      r->version, r->branch);
-	log_info("%s%s %s on %s", r->job->dry_run ? "dry-run: " : "", r->changelog_file,
-		 exists ? "updated" : "created", r->branch);
+	              r->version, r->branch);
+	log_info("%s%s %s on %s", r->job->dry_run ? "dry-run: " : "", r->changelog_file, exists ? "updated" : "created",
+	         r->branch);
 cleanup:
 	cJSON_Delete(body);
 	cJSON_Delete(made);
@@ -438,7 +439,8 @@ static int has_label(const cJSON *issue, const char *name)
 {
 	const cJSON *l;
 
-	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels")) {
+	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels"))
+	{
 		if (cJSON_IsString(l) && !strcmp(l->valuestring, name))
 			return 1;
 	}
@@ -459,7 +461,8 @@ int rel_labels(rel_run *r)
 
 		if (!it->issue || (has_label(it->issue, want) && !has_label(it->issue, other)))
 			continue;
-		error = gitlab_issue_move_labels(&out, r->gl, it->item.iid, want, has_label(it->issue, other) ? other : NULL);
+		error = gitlab_issue_move_labels(&out, r->gl, it->item.iid, want,
+		                                 has_label(it->issue, other) ? other : NULL);
 		cJSON_Delete(out);
 		snprintf(what, sizeof(what), "labelling #%ld", it->item.iid);
 		if (error < 0) {
@@ -496,7 +499,7 @@ int rel_update_state(rel_run *r)
 	if ((error = gitlab_request(&out, r->gl, "PUT", body, "projects/:id/releases/%s", fbuf_cstr(&q))) < 0)
 		goto cleanup;
 	report_action(r->job->rep, "release.update", r->tag, "state %s%s", r->state.done ? "done" : "publishing",
-		      r->state.webhook ? ", chat announcement made" : "");
+	              r->state.webhook ? ", chat announcement made" : "");
 	free(r->description);
 	if (!(r->description = fbuf_detach(&desc)))
 		error = oom();

@@ -36,27 +36,27 @@ typedef struct rel_model rel_model;
 typedef struct {
 	char submission[FEEDBACK_ID_LEN + 1];
 	char email[256];
-	int told;        /* a mailed marker for this version exists */
+	int told; /* a mailed marker for this version exists */
 } rel_reporter;
 
 typedef struct {
 	notes_item item;
-	cJSON *issue;            /* the issue as GitLab gave it (owned), NULL for a commit */
+	cJSON *issue; /* the issue as GitLab gave it (owned), NULL for a commit */
 	impact_verdict v;
-	char path[256];          /* a customer path it changed, "" if none */
-	char category[16];       /* a commit's Changelog category */
+	char path[256];    /* a customer path it changed, "" if none */
+	char category[16]; /* a commit's Changelog category */
 	int has_mr;
-	int model;               /* the model changed the verdict */
+	int model; /* the model changed the verdict */
 	char model_reason[200];
 	/* tell.c */
 	rel_reporter *reporters;
 	size_t nreporters;
-	int announced;           /* an announce note for this version exists */
+	int announced; /* an announce note for this version exists */
 } rel_item;
 
 typedef struct {
 	char sha[REL_SHA_LEN + 1];
-	const cJSON *commit;     /* borrowed from rel_run.commits */
+	const cJSON *commit; /* borrowed from rel_run.commits */
 } rel_commit;
 
 typedef struct {
@@ -64,16 +64,16 @@ typedef struct {
 	gitlab *gl;
 	impact_policy *policy;
 	rel_model *model;
-	long me;                 /* the Factory's user id (its own markers count only) */
+	long me; /* the Factory's user id (its own markers count only) */
 
 	/* settings */
 	const char *tag_prefix;
-	const char *ref;         /* what to tag (a branch, tag or sha) */
-	const char *branch;      /* where CHANGELOG.md is committed */
+	const char *ref;    /* what to tag (a branch, tag or sha) */
+	const char *branch; /* where CHANGELOG.md is committed */
 	const char *version_given;
 	const char *initial_version;
 	const char *changelog_file;
-	const char *since;       /* cut-off for a first release, or NULL */
+	const char *since; /* cut-off for a first release, or NULL */
 	const char *sign;
 	const char *webhook_url;
 	int changelog;
@@ -85,43 +85,43 @@ typedef struct {
 	char *project_path;
 	char *project_name;
 	char *web_url;
-	char *default_branch;    /* owned; branch and ref may point here */
+	char *default_branch; /* owned; branch and ref may point here */
 
 	/* the last release */
 	int have_prev;
 	char *prev_tag;
-	long prev_cutoff;        /* unix time: issues closed after it are new */
+	long prev_cutoff; /* unix time: issues closed after it are new */
 	int prev_semver;
 	semver prev_version;
 
 	/* this release */
-	int resume;              /* finishing a release an earlier run began */
-	int nothing;             /* nothing changed: no release */
-	long until;              /* unix time: issues closed up to it are in */
+	int resume;  /* finishing a release an earlier run began */
+	int nothing; /* nothing changed: no release */
+	long until;  /* unix time: issues closed up to it are in */
 	char ref_sha[REL_SHA_LEN + 1];
 	char version[NOTES_VERSION_MAX + 1];
 	char tag[NOTES_VERSION_MAX + 32];
 	char date[16];
 	char *release_url;
-	char *description;       /* the release description as published (marker included) */
+	char *description; /* the release description as published (marker included) */
 	notes_state state;
-	fbuf notes;              /* the release notes, Markdown, no markers */
+	fbuf notes; /* the release notes, Markdown, no markers */
 	semver_change change;
 
 	rel_item *items;
 	size_t nitems;
 	long skipped;
 
-	cJSON *mrs;              /* merged merge requests (owned) */
-	cJSON *commits;          /* new commits, newest first (owned) */
-	rel_commit *by_sha;      /* the same, sorted by sha */
+	cJSON *mrs;         /* merged merge requests (owned) */
+	cJSON *commits;     /* new commits, newest first (owned) */
+	rel_commit *by_sha; /* the same, sorted by sha */
 	size_t ncommits;
 
 	/* telling */
 	smtp *mail;
 	char *smtp_password;
 	http_client *http;
-	long failures;           /* steps that failed and the next run will retry */
+	long failures; /* steps that failed and the next run will retry */
 } rel_run;
 
 /* main.c */
@@ -130,13 +130,13 @@ int rel_add_item(rel_item **out, rel_run *r);
 
 /* collect.c */
 int rel_project(rel_run *r);
-int rel_find_last(rel_run *r);          /* sets have_prev / prev_*, or resume (+ state, description) */
-int rel_collect(rel_run *r);            /* issues, merge requests, commits; items with paths and links */
+int rel_find_last(rel_run *r); /* sets have_prev / prev_*, or resume (+ state, description) */
+int rel_collect(rel_run *r);   /* issues, merge requests, commits; items with paths and links */
 const rel_commit *rel_commit_find(const rel_run *r, const char *sha);
 void rel_format_time(char *out, size_t len, long t);
 
 /* assess.c */
-int rel_assess(rel_run *r);             /* verdicts, the model, drops skipped issues */
+int rel_assess(rel_run *r); /* verdicts, the model, drops skipped issues */
 int rel_choose_version(rel_run *r);
 
 /* model.c */
@@ -146,13 +146,13 @@ int rel_model_ask(rel_model *m, rel_run *r);
 void rel_model_counters(const rel_model *m, long *asked, long *changed, long *ignored);
 
 /* publish.c */
-int rel_render(rel_run *r);             /* notes + description for a new release */
-int rel_create(rel_run *r);             /* POST the release (or pick up one a lost answer made) */
-int rel_load_resume(rel_run *r);        /* items of an unfinished release from its marker */
+int rel_render(rel_run *r);      /* notes + description for a new release */
+int rel_create(rel_run *r);      /* POST the release (or pick up one a lost answer made) */
+int rel_load_resume(rel_run *r); /* items of an unfinished release from its marker */
 int rel_artifact(rel_run *r);
 int rel_changelog(rel_run *r);
 int rel_labels(rel_run *r);
-int rel_update_state(rel_run *r);       /* PUT the description with the current state */
+int rel_update_state(rel_run *r); /* PUT the description with the current state */
 
 /* tell.c */
 int rel_read_issue_notes(rel_run *r);

@@ -37,7 +37,7 @@ static int is_customer_issue(const rel_item *it)
 typedef struct {
 	rel_run *r;
 	rel_item *it;
-	fbuf mailed;   /* bodies of our notes with a mailed marker */
+	fbuf mailed; /* bodies of our notes with a mailed marker */
 	int error;
 } notes_walk;
 
@@ -74,7 +74,7 @@ static int note_cb(void *ctx, const cJSON *note)
 	const cJSON *body = cJSON_GetObjectItemCaseSensitive(note, "body");
 	int system = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(note, "system"));
 	int internal = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(note, "internal")) ||
-		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(note, "confidential"));
+	               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(note, "confidential"));
 	int mine = author_of(note) == w->r->me;
 	char id[FEEDBACK_ID_LEN + 1], email[256];
 	int error;
@@ -143,8 +143,8 @@ int rel_announce(rel_run *r)
 			continue;
 		}
 		fbuf_init(&body, 64 * 1024);
-		error = fbuf_printf(&body, "This is part of [%s %s](%s), released on %s.\n\n", r->project_name, r->version,
-				    r->release_url, r->date);
+		error = fbuf_printf(&body, "This is part of [%s %s](%s), released on %s.\n\n", r->project_name,
+		                    r->version, r->release_url, r->date);
 		if (!error)
 			error = notes_marker(&body, "announce", r->version, NULL);
 		if (!error)
@@ -202,14 +202,15 @@ static int record_mailed(rel_run *r, const char *email, const char *text)
 			continue;
 		for (j = 0; j < it->nreporters; j++) {
 			rel_reporter *rp = &it->reporters[j];
-			if (strcasecmp(rp->email, email) || rp->told)
+			if (strcasecmp(rp->email, email) != 0 || rp->told)
 				continue;
 			error = mailed_note(r, it->item.iid, rp->submission, text);
 			if (error < 0) {
 				if (first)
-					log_error("#%ld: the email went out but could not be recorded: the next run may "
-						  "send it again",
-						  it->item.iid);
+					log_error(
+					        "#%ld: the email went out but could not be recorded: the next run may "
+					        "send it again",
+					        it->item.iid);
 				return error;
 			}
 			rp->told = 1;
@@ -233,7 +234,7 @@ int rel_email(rel_run *r)
 		return 0;
 	if (!r->mail) {
 		log_info("%ld reporter%s left an address but email is off (smtp.url not set)", waiting,
-			 waiting == 1 ? "" : "s");
+		         waiting == 1 ? "" : "s");
 		return 0;
 	}
 	for (i = 0; i < r->nitems; i++) {
@@ -251,11 +252,12 @@ int rel_email(rel_run *r)
 			/* everything this address reported in the release; told once for all of it */
 			for (a = 0; a < r->nitems; a++)
 				for (b = 0; b < r->items[a].nreporters; b++)
-					if (is_customer_issue(&r->items[a]) && !strcasecmp(r->items[a].reporters[b].email, rp->email))
+					if (is_customer_issue(&r->items[a]) &&
+					    !strcasecmp(r->items[a].reporters[b].email, rp->email))
 						told |= r->items[a].reporters[b].told;
 			if (told)
 				continue; /* an earlier run told this address (one of its submissions is marked) */
-			if (!(mine = calloc(r->nitems, sizeof(*mine))))
+			if (!(mine = calloc(r->nitems ? r->nitems : 1, sizeof(const notes_item *))))
 				return oom();
 			for (a = 0; a < r->nitems; a++) {
 				int hit = 0;
@@ -270,7 +272,7 @@ int rel_email(rel_run *r)
 			error = notes_render_email(&text, &m, mine, nmine, r->sign);
 			if (!error)
 				error = fbuf_printf(&subject, "%s %s: what you reported is released", r->project_name,
-						    r->version);
+				                    r->version);
 			free(mine);
 			snprintf(what, sizeof(what), "emailing the reporter of #%ld", r->items[i].item.iid);
 			if (error < 0) {
@@ -279,9 +281,10 @@ int rel_email(rel_run *r)
 				return error;
 			}
 			if (r->job->dry_run) {
-				log_info("dry-run: would email the reporter of #%ld about %zu change%s", r->items[i].item.iid,
-					 nmine, nmine == 1 ? "" : "s");
-				report_action(r->job->rep, "email", what + 26, "the reporter, about release %s", r->version);
+				log_info("dry-run: would email the reporter of #%ld about %zu change%s",
+				         r->items[i].item.iid, nmine, nmine == 1 ? "" : "s");
+				report_action(r->job->rep, "email", what + 26, "the reporter, about release %s",
+				              r->version);
 				for (a = 0; a < r->nitems; a++)
 					for (b = 0; b < r->items[a].nreporters; b++)
 						if (!strcasecmp(r->items[a].reporters[b].email, rp->email))
@@ -295,14 +298,16 @@ int rel_email(rel_run *r)
 			fbuf_release(&subject);
 			if (error == 0) {
 				sent++;
-				report_action(r->job->rep, "email", what + 26, "the reporter, about release %s", r->version);
+				report_action(r->job->rep, "email", what + 26, "the reporter, about release %s",
+				              r->version);
 				log_info("#%ld: the reporter was emailed about %s", r->items[i].item.iid, r->version);
 				error = record_mailed(r, rp->email, "The reporter was emailed about this release.");
 			} else if (error == FACTORY_EINVALID) {
 				char msg[400];
-				log_warn("#%ld: %s: the reporter cannot be emailed", r->items[i].item.iid, ferror_last());
+				log_warn("#%ld: %s: the reporter cannot be emailed", r->items[i].item.iid,
+				         ferror_last());
 				snprintf(msg, sizeof(msg), "The reporter could not be emailed about this release: %s.",
-					 ferror_last());
+				         ferror_last());
 				error = record_mailed(r, rp->email, msg);
 			} else if (error == FACTORY_EAUTH || error == FACTORY_ECONFIG) {
 				/* every other email would fail the same way */
@@ -373,7 +378,7 @@ int rel_webhook(rel_run *r)
 	}
 	if (error == 0 || error == FACTORY_EUPSTREAM)
 		error = ferror_set(FACTORY_ERR, "the chat webhook answered %ld%s", resp.status,
-				   resp.status ? "" : " (no answer)");
+		                   resp.status ? "" : " (no answer)");
 	error = rel_step_failed(r, error, "posting to the chat webhook");
 cleanup:
 	free(json);

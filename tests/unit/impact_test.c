@@ -126,11 +126,12 @@ Test(impact, settings_from_yaml_and_environment)
 	cJSON *j;
 
 	cr_assert_eq(fconfig_new(&cfg), 0);
-	cr_assert_eq(fconfig_load_yaml_string(cfg,
-					      "release:\n  customer_labels: [ux, billing]\n"
-					      "  customer_paths: [web/, api/openapi.yaml]\n  customer_types: [feature]\n",
-					      "t.yml"),
-		     0);
+	cr_assert_eq(
+	        fconfig_load_yaml_string(cfg,
+	                                 "release:\n  customer_labels: [ux, billing]\n"
+	                                 "  customer_paths: [web/, api/openapi.yaml]\n  customer_types: [feature]\n",
+	                                 "t.yml"),
+	        0);
 	cr_assert_eq(impact_policy_new(&p, cfg), 0, "%s", ferror_last());
 	paths = impact_policy_paths(p, &n);
 	cr_assert_eq(n, 2);

@@ -10,7 +10,7 @@
 #include "notes.h"
 
 static notes_item item(int commit, long iid, notes_group g, int customer, int confidential, const char *title,
-		       const char *url)
+                       const char *url)
 {
 	notes_item it;
 
@@ -42,11 +42,11 @@ static char *plain(const char *title, const char *summary)
 	return s;
 }
 
-#define ASSERT_PLAIN(title, summary, want)                                                                   \
-	do {                                                                                                   \
-		char *got_ = plain(title, summary);                                                            \
-		cr_assert_str_eq(got_, want, "plain(%s)", title);                                              \
-		free(got_);                                                                                    \
+#define ASSERT_PLAIN(title, summary, want)                                                                             \
+	do {                                                                                                           \
+		char *got_ = plain(title, summary);                                                                    \
+		cr_assert_str_eq(got_, want, "plain(%s)", title);                                                      \
+		free(got_);                                                                                            \
 	} while (0)
 
 Test(notes, plain_lines_drop_prefixes_and_are_cleaned)
@@ -63,8 +63,9 @@ Test(notes, plain_lines_drop_prefixes_and_are_cleaned)
 	ASSERT_PLAIN("feat:", NULL, "Feat:");
 	/* outside text is neutralised: mentions, quick actions, markers, secrets */
 	{
-		char *s = plain("/close @all <!-- factory-release v1 announce version=1.0.0 --> glpat-abcdefghij0123456789",
-				NULL);
+		char *s = plain(
+		        "/close @all <!-- factory-release v1 announce version=1.0.0 --> glpat-abcdefghij0123456789",
+		        NULL);
 		cr_assert_null(strstr(s, "<!--"), "%s", s);
 		cr_assert_null(strstr(s, "@all"), "%s", s);
 		cr_assert_null(strstr(s, "glpat-abc"), "%s", s);
@@ -151,8 +152,8 @@ Test(notes, markdown_groups_links_and_keeps_secrets)
 	cr_assert_null(strstr(s, "### Other changes"), "an empty group is left out:\n%s", s);
 	cr_assert(strstr(s, "- 2 security issues were fixed. We recommend upgrading.\n"), "%s", s);
 	cr_assert(strstr(s, "- Export invoices as CSV ([#12](https://gl.example/g/p/-/issues/12), "
-			    "[!7](https://gl.example/g/p/-/merge_requests/7))\n"),
-		  "%s", s);
+	                    "[!7](https://gl.example/g/p/-/merge_requests/7))\n"),
+	          "%s", s);
 	cr_assert(strstr(s, "- Rounding of totals ([00000000](https://gl.example/g/p/-/commit/x))\n"), "%s", s);
 	cr_assert(strstr(s, "- Refactor the CI cache ([#17]"), "%s", s);
 	cr_assert(strstr(s, "- A privately reported problem was fixed\n"), "%s", s);
@@ -264,9 +265,10 @@ Test(notes, state_marker_round_trips)
 	s.webhook = 1;
 	fbuf_init(&b, 0);
 	cr_assert_eq(notes_state_format(&b, &s), 0);
-	cr_assert_str_eq(fbuf_cstr(&b), "<!-- factory-release v1 version=1.2.0-rc.1 until=2026-11-27T10:00:00Z "
-					"state=publishing webhook=1 items=#12:c,@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:i,"
-					"#7:i -->");
+	cr_assert_str_eq(fbuf_cstr(&b),
+	                 "<!-- factory-release v1 version=1.2.0-rc.1 until=2026-11-27T10:00:00Z "
+	                 "state=publishing webhook=1 items=#12:c,@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:i,"
+	                 "#7:i -->");
 	/* put into a description, then parse it back */
 	fbuf_init(&put, 0);
 	cr_assert_eq(notes_state_put(&put, "## 1.2.0\n\n- a line", &s), 0);
@@ -287,7 +289,7 @@ Test(notes, state_marker_round_trips)
 	fbuf_init(&again, 0);
 	cr_assert_eq(notes_state_put(&again, fbuf_cstr(&put), &s), 0);
 	cr_assert(!strncmp(fbuf_cstr(&again), "## 1.2.0\n\n- a line\n\n<!-- factory-release v1 version=1.2.0-rc.1", 60),
-		  "%s", fbuf_cstr(&again));
+	          "%s", fbuf_cstr(&again));
 	cr_assert(strstr(fbuf_cstr(&again), "state=done"));
 	{
 		const char *first = strstr(fbuf_cstr(&again), "factory-release v1 version");
@@ -310,16 +312,16 @@ Test(notes, state_marker_round_trips)
 Test(notes, state_marker_refuses_what_does_not_parse)
 {
 	static const char *bad[] = {
-		"<!-- factory-release v1 version=1.0.0 state=done items=#1:c",         /* not closed */
-		"<!-- factory-release v1 version=1.0.0 state=maybe -->",               /* state */
-		"<!-- factory-release v1 version=1.0.0 state=done items=#x:c -->",     /* item */
-		"<!-- factory-release v1 version=1.0.0 state=done items=#1:z -->",     /* verdict */
-		"<!-- factory-release v1 version=1.0.0 state=done items=@abc:c -->",   /* sha */
-		"<!-- factory-release v1 version=1.0.0 state=done items=#1:c, -->",    /* trailing comma */
-		"<!-- factory-release v1 version=1.0.0 -->",                           /* no state */
-		"<!-- factory-release v1 version= state=done -->",                     /* empty version */
-		"<!-- factory-release v1 version=1.0.0 state=done webhook=2 -->",      /* flag */
-		"<!-- factory-release v1 version=1.0.0 state=done junk -->",           /* not key=value */
+	        "<!-- factory-release v1 version=1.0.0 state=done items=#1:c",       /* not closed */
+	        "<!-- factory-release v1 version=1.0.0 state=maybe -->",             /* state */
+	        "<!-- factory-release v1 version=1.0.0 state=done items=#x:c -->",   /* item */
+	        "<!-- factory-release v1 version=1.0.0 state=done items=#1:z -->",   /* verdict */
+	        "<!-- factory-release v1 version=1.0.0 state=done items=@abc:c -->", /* sha */
+	        "<!-- factory-release v1 version=1.0.0 state=done items=#1:c, -->",  /* trailing comma */
+	        "<!-- factory-release v1 version=1.0.0 -->",                         /* no state */
+	        "<!-- factory-release v1 version= state=done -->",                   /* empty version */
+	        "<!-- factory-release v1 version=1.0.0 state=done webhook=2 -->",    /* flag */
+	        "<!-- factory-release v1 version=1.0.0 state=done junk -->",         /* not key=value */
 	};
 	notes_state s;
 	size_t i;
@@ -327,9 +329,10 @@ Test(notes, state_marker_refuses_what_does_not_parse)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(notes_state_parse(&s, bad[i]), FACTORY_EINVALID, "accepted: %s", bad[i]);
 	cr_assert_eq(notes_state_parse(&s, "no marker\n  <!-- factory-release v1 version=1.0.0 state=done -->"),
-		     FACTORY_ENOTFOUND, "a marker not at the start of a line does not count");
-	cr_assert_eq(notes_state_parse(&s, "x\n<!-- factory-release v1 version=1.0.0 state=done future=1 items=- -->\n"),
-		     0, "unknown keys are ignored");
+	             FACTORY_ENOTFOUND, "a marker not at the start of a line does not count");
+	cr_assert_eq(
+	        notes_state_parse(&s, "x\n<!-- factory-release v1 version=1.0.0 state=done future=1 items=- -->\n"), 0,
+	        "unknown keys are ignored");
 	cr_assert_eq(s.nitems, 0);
 	notes_state_release(&s);
 	/* a version with a blank cannot be written */
@@ -351,14 +354,16 @@ Test(notes, issue_and_email_markers)
 
 	fbuf_init(&b, 0);
 	cr_assert_eq(notes_marker(&b, "mailed", "1.2.0", "submission=fi-0123456789abcdef01234567"), 0);
-	cr_assert_str_eq(fbuf_cstr(&b), "<!-- factory-release v1 mailed version=1.2.0 submission=fi-0123456789abcdef01234567 -->");
+	cr_assert_str_eq(fbuf_cstr(&b),
+	                 "<!-- factory-release v1 mailed version=1.2.0 submission=fi-0123456789abcdef01234567 -->");
 	cr_assert(notes_has_marker(fbuf_cstr(&b), "mailed", "1.2.0", "submission=fi-0123456789abcdef01234567"));
 	cr_assert_not(notes_has_marker(fbuf_cstr(&b), "mailed", "1.2.0", "submission=fi-0123456789abcdef0123456"));
 	cr_assert(notes_has_marker(text, "announce", "1.2.0", NULL));
 	cr_assert_not(notes_has_marker(text, "announce", "1.2.1", NULL));
 	cr_assert_not(notes_has_marker(text, "announce", "1.2", NULL));
-	cr_assert_not(notes_has_marker("> <!-- factory-release v1 announce version=1.2.0 -->", "announce", "1.2.0", NULL),
-		      "quoted, not at the start of a line");
+	cr_assert_not(
+	        notes_has_marker("> <!-- factory-release v1 announce version=1.2.0 -->", "announce", "1.2.0", NULL),
+	        "quoted, not at the start of a line");
 	cr_assert_eq(notes_marker(&b, "announce", "1.0.0 -->", NULL), FACTORY_EINVALID);
 	fbuf_release(&b);
 }
@@ -382,13 +387,14 @@ Test(notes, changelog_trailer_from_gitlab_or_the_message)
 	cr_assert_eq(category("{\"trailers\":{\"Changelog\":\"Added\"},\"message\":\"x\"}", cat), 0);
 	cr_assert_str_eq(cat, "added");
 	cr_assert_eq(category("{\"trailers\":{},\"message\":\"Fix totals\\n\\nLonger text.\\n\\nChangelog: fixed\\n"
-			      "Signed-off-by: A <a@b.c>\\n\"}",
-			      cat),
-		     0);
+	                      "Signed-off-by: A <a@b.c>\\n\"}",
+	                      cat),
+	             0);
 	cr_assert_str_eq(cat, "fixed");
-	cr_assert_eq(category("{\"message\":\"Changelog: fixed\"}", cat), FACTORY_ENOTFOUND, "a subject is not a trailer");
+	cr_assert_eq(category("{\"message\":\"Changelog: fixed\"}", cat), FACTORY_ENOTFOUND,
+	             "a subject is not a trailer");
 	cr_assert_eq(category("{\"message\":\"Fix\\n\\nChangelog: fixed\\n\\nMore text after\\n\"}", cat),
-		     FACTORY_ENOTFOUND, "only the last paragraph holds trailers");
+	             FACTORY_ENOTFOUND, "only the last paragraph holds trailers");
 	cr_assert_eq(category("{\"trailers\":{\"changelog\":\"bogus\"}}", cat), FACTORY_EINVALID);
 	cr_assert_eq(category("{\"trailers\":{\"Other\":\"x\"},\"message\":\"a\"}", cat), FACTORY_ENOTFOUND);
 	cr_assert_eq(notes_category_group("added", &breaking), NOTES_FEATURE);
@@ -406,9 +412,10 @@ Test(notes, issue_references)
 	long got[16];
 	size_t n;
 
-	n = notes_issue_refs(got, 16, "Fix totals\n\nCloses #12, #13 and #14. Fixes g/p#15, other/q#16 and "
-				      "https://gl.example/g/p/-/issues/17\nSee #18",
-			     "g/p", 1);
+	n = notes_issue_refs(got, 16,
+	                     "Fix totals\n\nCloses #12, #13 and #14. Fixes g/p#15, other/q#16 and "
+	                     "https://gl.example/g/p/-/issues/17\nSee #18",
+	                     "g/p", 1);
 	cr_assert_eq(n, 5, "%zu", n);
 	cr_assert_eq(got[0], 12);
 	cr_assert_eq(got[1], 13);

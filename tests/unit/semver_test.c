@@ -42,10 +42,29 @@ Test(semver, parses_every_part)
 
 Test(semver, refuses_what_is_not_a_version)
 {
-	static const char *bad[] = {"", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.03", "1.2.3-", "1.2.3-01",
-				    "1.2.3-a..b", "1.2.3+", "1.2.3+a_b", "1.2.3 ", " 1.2.3", "v", "vv1.2.3",
-				    "1.2.3-é", "-1.2.3", "1.2.-3", "1000000000.0.0", "1.2.3-rc.1+", "x1.2.3",
-				    "1.2.3-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+	static const char *bad[] = {"",
+	                            "1",
+	                            "1.2",
+	                            "1.2.3.4",
+	                            "01.2.3",
+	                            "1.02.3",
+	                            "1.2.03",
+	                            "1.2.3-",
+	                            "1.2.3-01",
+	                            "1.2.3-a..b",
+	                            "1.2.3+",
+	                            "1.2.3+a_b",
+	                            "1.2.3 ",
+	                            " 1.2.3",
+	                            "v",
+	                            "vv1.2.3",
+	                            "1.2.3-é",
+	                            "-1.2.3",
+	                            "1.2.-3",
+	                            "1000000000.0.0",
+	                            "1.2.3-rc.1+",
+	                            "x1.2.3",
+	                            "1.2.3-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
 	size_t i;
 	semver v;
 
@@ -63,9 +82,10 @@ Test(semver, refuses_what_is_not_a_version)
 Test(semver, precedence_follows_the_spec_example)
 {
 	/* semver.org section 11, in increasing order */
-	static const char *order[] = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
-				      "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.0.1", "1.1.0",
-				      "2.0.0", "10.0.0"};
+	static const char *order[] = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+	                              "1.0.0-beta",  "1.0.0-beta.2",  "1.0.0-beta.11",
+	                              "1.0.0-rc.1",  "1.0.0",         "1.0.1",
+	                              "1.1.0",       "2.0.0",         "10.0.0"};
 	size_t i, j, n = sizeof(order) / sizeof(order[0]);
 
 	for (i = 0; i < n; i++) {
@@ -89,13 +109,13 @@ Test(semver, bumps_like_npm)
 		semver_change c;
 		const char *to;
 	} cases[] = {
-		{"1.2.3", SEMVER_PATCH, "1.2.4"},        {"1.2.3", SEMVER_MINOR, "1.3.0"},
-		{"1.2.3", SEMVER_BREAKING, "2.0.0"},     {"1.2.3-rc.1", SEMVER_PATCH, "1.2.3"},
-		{"1.3.0-rc.1", SEMVER_MINOR, "1.3.0"},   {"1.2.3-rc.1", SEMVER_MINOR, "1.3.0"},
-		{"2.0.0-rc.1", SEMVER_BREAKING, "2.0.0"}, {"2.1.0-rc.1", SEMVER_BREAKING, "3.0.0"},
-		{"0.4.2", SEMVER_BREAKING, "0.5.0"},     {"0.4.2", SEMVER_MINOR, "0.5.0"},
-		{"0.4.2", SEMVER_PATCH, "0.4.3"},        {"1.2.3+b.9", SEMVER_PATCH, "1.2.4"},
-		{"0.0.0", SEMVER_PATCH, "0.0.1"},        {"9.99.999", SEMVER_MINOR, "9.100.0"},
+	        {"1.2.3", SEMVER_PATCH, "1.2.4"},         {"1.2.3", SEMVER_MINOR, "1.3.0"},
+	        {"1.2.3", SEMVER_BREAKING, "2.0.0"},      {"1.2.3-rc.1", SEMVER_PATCH, "1.2.3"},
+	        {"1.3.0-rc.1", SEMVER_MINOR, "1.3.0"},    {"1.2.3-rc.1", SEMVER_MINOR, "1.3.0"},
+	        {"2.0.0-rc.1", SEMVER_BREAKING, "2.0.0"}, {"2.1.0-rc.1", SEMVER_BREAKING, "3.0.0"},
+	        {"0.4.2", SEMVER_BREAKING, "0.5.0"},      {"0.4.2", SEMVER_MINOR, "0.5.0"},
+	        {"0.4.2", SEMVER_PATCH, "0.4.3"},         {"1.2.3+b.9", SEMVER_PATCH, "1.2.4"},
+	        {"0.0.0", SEMVER_PATCH, "0.0.1"},         {"9.99.999", SEMVER_MINOR, "9.100.0"},
 	};
 	size_t i;
 

@@ -55,13 +55,13 @@ Test(smtp, message_headers)
 
 	fbuf_init(&b, 0);
 	cr_assert_eq(smtp_format(&b, "Factory Bot <bot@example.com>", "jane@example.org", "Released: Demo 1.2.0",
-				 "Hello.\n", 1764237600, "abc.1@example.com"),
-		     0, "%s", ferror_last());
+	                         "Hello.\n", 1764237600, "abc.1@example.com"),
+	             0, "%s", ferror_last());
 	m = fbuf_cstr(&b);
 	{
 		const char *head = "From: \"Factory Bot\" <bot@example.com>\r\nTo: <jane@example.org>\r\n"
-				   "Subject: Released: Demo 1.2.0\r\nDate: Thu, 27 Nov 2025 10:00:00 +0000\r\n"
-				   "Message-ID: <abc.1@example.com>\r\nMIME-Version: 1.0\r\n";
+		                   "Subject: Released: Demo 1.2.0\r\nDate: Thu, 27 Nov 2025 10:00:00 +0000\r\n"
+		                   "Message-ID: <abc.1@example.com>\r\nMIME-Version: 1.0\r\n";
 		cr_assert(!strncmp(m, head, strlen(head)), "%s", m);
 	}
 	cr_assert(strstr(m, "Content-Type: text/plain; charset=UTF-8\r\n"));
@@ -83,11 +83,13 @@ Test(smtp, encoded_subject_and_name)
 	const char *m;
 
 	fbuf_init(&b, 0);
-	cr_assert_eq(smtp_format(&b, "L\xc3\xa9a \"the\" bot <bot@example.com>", "a@example.org",
-				 "Sortie : d\xc3\xa9mo 1.2.0 \xe2\x80\x94 ce que vous avez signal\xc3\xa9 est corrig\xc3\xa9 "
-				 "et disponible maintenant",
-				 "x", 0, NULL),
-		     0, "%s", ferror_last());
+	cr_assert_eq(
+	        smtp_format(
+	                &b, "L\xc3\xa9a \"the\" bot <bot@example.com>", "a@example.org",
+	                "Sortie : d\xc3\xa9mo 1.2.0 \xe2\x80\x94 ce que vous avez signal\xc3\xa9 est corrig\xc3\xa9 "
+	                "et disponible maintenant",
+	                "x", 0, NULL),
+	        0, "%s", ferror_last());
 	m = fbuf_cstr(&b);
 	cr_assert(strstr(m, "From: =?UTF-8?B?"), "%s", m);
 	cr_assert(strstr(m, "Subject: =?UTF-8?B?"), "%s", m);
@@ -113,12 +115,12 @@ Test(smtp, encoded_subject_and_name)
 Test(smtp, quoted_printable_bodies_survive)
 {
 	static const char *texts[] = {
-		"plain\nlines\n",
-		".\n.leading dot\n..two\nFrom the start\nFrom here\n",
-		"trailing blanks   \nand\ttabs\t\nend",
-		"caf\xc3\xa9 \xe2\x80\x94 na\xc3\xafve = equals\n",
-		"CRLF\r\nlines\r\n",
-		"",
+	        "plain\nlines\n",
+	        ".\n.leading dot\n..two\nFrom the start\nFrom here\n",
+	        "trailing blanks   \nand\ttabs\t\nend",
+	        "caf\xc3\xa9 \xe2\x80\x94 na\xc3\xafve = equals\n",
+	        "CRLF\r\nlines\r\n",
+	        "",
 	};
 	char longline[2000];
 	size_t i;
@@ -173,8 +175,9 @@ Test(smtp, quoted_printable_bodies_survive)
 
 Test(smtp, refuses_injection_and_bad_addresses)
 {
-	static const char *bad[] = {"", "a", "a@b", "a@.b.c", "a@b.c.", "a@b..c", "a b@c.d", "a@b.c\r\nBcc: x@y.z",
-				    "<a@b.c>", "a@b@c.d", "a,b@c.d", "\"a\"@b.c", "a@b.c;", NULL};
+	static const char *bad[] = {
+	        "",        "a",       "a@b",     "a@.b.c",    "a@b.c.", "a@b..c", "a b@c.d", "a@b.c\r\nBcc: x@y.z",
+	        "<a@b.c>", "a@b@c.d", "a,b@c.d", "\"a\"@b.c", "a@b.c;", NULL};
 	size_t i;
 	fbuf b;
 
@@ -185,7 +188,7 @@ Test(smtp, refuses_injection_and_bad_addresses)
 	cr_assert_eq(smtp_format(&b, "bot@example.com", "a@b.c\r\nBcc: x@y.z", "s", "x", 0, NULL), FACTORY_EINVALID);
 	cr_assert_eq(smtp_format(&b, "bot@example.com", "a@b.co", "s\r\nBcc: x@y.z", "x", 0, NULL), FACTORY_EINVALID);
 	cr_assert_eq(smtp_format(&b, "Bot <bot@example.com>\r\nBcc: x@y.z", "a@b.co", "s", "x", 0, NULL),
-		     FACTORY_EINVALID);
+	             FACTORY_EINVALID);
 	cr_assert_eq(smtp_format(&b, "Bot <not an address>", "a@b.co", "s", "x", 0, NULL), FACTORY_EINVALID);
 	cr_assert_eq(smtp_format(&b, "bot@example.com", "a@b.co", "s", "x", 0, "id>\r\nBcc: x"), FACTORY_EINVALID);
 	fbuf_release(&b);
