@@ -104,6 +104,20 @@ static int open_run(rel_run *r, job_ctx *ctx)
 	r->ref = fconfig_get_str(ctx->cfg, "release.ref", NULL);
 	r->branch = fconfig_get_str(ctx->cfg, "release.branch", NULL);
 	r->version_given = fconfig_get_str(ctx->cfg, "release.version", NULL);
+	/* a pipeline for a tag a person pushed: release that tag, as that version */
+	r->ci_tag = getenv("CI_COMMIT_TAG");
+	if (r->ci_tag && *r->ci_tag && !(r->ref && *r->ref) && !(r->version_given && *r->version_given)) {
+		semver v;
+		if (semver_parse(&v, r->ci_tag, r->tag_prefix) < 0) {
+			log_info("tag %s is not a version tag (prefix \"%s\"): no release", r->ci_tag, r->tag_prefix);
+			r->not_a_version = 1;
+		}
+		r->ref = r->ci_tag;
+		r->version_given = r->ci_tag;
+		log_info("tag pipeline for %s: releasing that tag", r->ci_tag);
+	} else {
+		r->ci_tag = NULL;
+	}
 	r->initial_version = fconfig_get_str(ctx->cfg, "release.initial_version", "0.1.0");
 	r->changelog_file = fconfig_get_str(ctx->cfg, "release.changelog_file", "CHANGELOG.md");
 	r->since = fconfig_get_str(ctx->cfg, "release.since", NULL);
@@ -161,6 +175,25 @@ static int open_run(rel_run *r, job_ctx *ctx)
 	return 0;
 }
 
+/* 1 when the CI tag already has a release, 0 when not, or an error. */
+static int tag_released(rel_run *r)
+{
+	cJSON *rel = NULL;
+	fbuf q;
+	int error;
+
+	fbuf_init(&q, 1024);
+	if ((error = http_escape(&q, r->ci_tag)) == 0)
+		error = gitlab_request(&rel, r->gl, "GET", NULL, "projects/:id/releases/%s", fbuf_cstr(&q));
+	fbuf_release(&q);
+	cJSON_Delete(rel);
+	if (error == FACTORY_ENOTFOUND)
+		return 0;
+	if (error == 0)
+		log_info("tag %s already has its release: nothing to do", r->ci_tag);
+	return error < 0 ? error : 1;
+}
+
 static void close_run(rel_run *r)
 {
 	rel_item_free_all(r);
@@ -213,7 +246,11 @@ static void summarise(rel_run *r, int error)
 		report_counter_set(rep, "emails_refused", st.refused);
 		report_counter_set(rep, "emails_failed", st.failed);
 	}
-	if (r->nothing) {
+	if (r->nothing && r->not_a_version) {
+		report_summary(rep, "no release: tag %s is not a version tag", r->ci_tag);
+	} else if (r->nothing && r->ci_tag) {
+		report_summary(rep, "no release: tag %s already has its release", r->ci_tag);
+	} else if (r->nothing) {
 		report_summary(rep, "no release: nothing changed since %s", r->have_prev ? r->prev_tag : "the start");
 	} else if (r->version[0]) {
 		report_summary(rep, "%s%s %s: %zu change%s (%ld customer-facing), %d action%s%s%s",
@@ -233,6 +270,17 @@ static int run(job_ctx *ctx)
 		goto cleanup;
 	if ((error = rel_project(&r)) < 0 || (error = rel_find_last(&r)) < 0)
 		goto cleanup;
+	if (!r.resume && r.not_a_version) {
+		r.nothing = 1;
+		goto cleanup;
+	}
+	if (!r.resume && r.ci_tag && (error = tag_released(&r)) != 0) {
+		if (error > 0) { /* its release exists (maybe this job made it, and the tag's pipeline runs now) */
+			r.nothing = 1;
+			error = 0;
+		}
+		goto cleanup;
+	}
 	if (!r.resume) {
 		if ((error = rel_collect(&r)) < 0 || (error = rel_assess(&r)) < 0)
 			goto cleanup;

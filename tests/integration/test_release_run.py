@@ -287,5 +287,36 @@ class SettingsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
 
 
+class TagPipelineTest(unittest.TestCase):
+    def test_a_pushed_version_tag_is_released_as_that_version(self):
+        w = World(self)
+        w.double.seed({"issues": [{"project_id": 1, "iid": 1, "title": "Faster export", "labels": ["type::feature"],
+                                   "state": "closed"}]})
+        head = w.commit("main", {"a.txt": "1"}, "work")
+        w.api("POST", "/projects/1/repository/tags", {"tag_name": "v2.3.4", "ref": head["id"]})
+        w.commit("main", {"b.txt": "2"}, "more work after the tag")
+        w.settle()
+        r = w.release(CI_COMMIT_TAG="v2.3.4")
+        self.assertEqual(r.returncode, 0, r)
+        rels = w.releases()
+        self.assertEqual([x["tag_name"] for x in rels], ["v2.3.4"])
+        self.assertEqual(rels[0]["commit"]["id"], head["id"], "the tag as pushed, not the branch head")
+        # the tag's own pipeline again (or the one GitLab runs for a tag the job made): nothing to do
+        w.double.clear_requests()
+        r = w.release(CI_COMMIT_TAG="v2.3.4")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(w.writes(), [])
+        self.assertIn("tag v2.3.4 already has its release", r.report["summary"])
+        # a tag that is not a version: no release
+        w.api("POST", "/projects/1/repository/tags", {"tag_name": "nightly", "ref": "main"})
+        w.double.seed({"issues": [{"project_id": 1, "title": "x", "labels": ["type::bug"], "state": "closed"}]})
+        w.settle()
+        w.double.clear_requests()
+        r = w.release(CI_COMMIT_TAG="nightly")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(w.writes(), [])
+        self.assertIn("not a version tag", r.report["summary"])
+
+
 if __name__ == "__main__":
     unittest.main()
