@@ -14,7 +14,8 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 
 def make_cert(tmp):
-    """A self-signed certificate for 127.0.0.1 (openssl), as CA and server."""
+    """A self-signed certificate for 127.0.0.1, as CA and server (the openssl
+    command: scripts/install-deps.sh test installs it)."""
     key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
@@ -22,7 +23,6 @@ def make_cert(tmp):
     return crt, key
 
 
-@unittest.skipUnless(shutil.which("openssl"), "needs the openssl command to make a test certificate")
 class SecureMailTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="release-tls-")
