@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "error.h"
 #include "log.h"
@@ -33,6 +34,8 @@ struct gitlab {
 	int dry_run;
 	long last_status;
 	gitlab_stats stats;
+	long note_interval_ms; /* note spacing (gitlab.h), 0: none */
+	long long last_note;   /* monotonic ms of the last note sent, 0: none yet */
 };
 
 /* One call as the layer below sees it. */
@@ -171,6 +174,8 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 	memcpy(gl->token_header, "PRIVATE-TOKEN: ", sizeof("PRIVATE-TOKEN: ") - 1);
 	memcpy(gl->token_header + sizeof("PRIVATE-TOKEN: ") - 1, opts->token, tlen + 1);
 	gl->dry_run = opts->dry_run;
+	if (opts->notes_per_minute > 0)
+		gl->note_interval_ms = (60000L + opts->notes_per_minute - 1) / opts->notes_per_minute;
 	if ((error = http_client_new(&gl->http, &opts->http)) < 0)
 		goto cleanup;
 	*out = gl;
@@ -680,6 +685,60 @@ static void log_dry_run(gitlab *gl, const char *method, const char *path, const 
 		log_info("dry-run: would %s %s%s%s", method, path, len ? " " : "", len ? body : "");
 }
 
+/* Whether segment [s, e) of a path is `word`. */
+static int segment_is(const char *s, const char *e, const char *word)
+{
+	return (size_t)(e - s) == strlen(word) && !strncmp(s, word, (size_t)(e - s));
+}
+
+/* Whether `path` creates a note: .../issues/:iid/notes or
+ * .../merge_requests/:iid/notes (no query). */
+static int is_note_path(const char *path)
+{
+	const char *end = path + strlen(path), *iid, *kind;
+
+	if (end - path < 6 || strcmp(end - 6, "/notes") != 0)
+		return 0;
+	end -= 6;
+	for (iid = end; iid > path && isdigit((unsigned char)iid[-1]); iid--)
+		;
+	if (iid == end || iid == path || iid[-1] != '/')
+		return 0;
+	end = iid - 1;
+	for (kind = end; kind > path && kind[-1] != '/'; kind--)
+		;
+	return segment_is(kind, end, "issues") || segment_is(kind, end, "merge_requests");
+}
+
+static long long mono_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Note spacing (gitlab.h): wait until the previous note is far enough. */
+static void space_note(gitlab *gl, const char *path)
+{
+	long long now, due;
+
+	if (!gl->note_interval_ms || !is_note_path(path))
+		return;
+	now = mono_now_ms();
+	if (gl->last_note) {
+		due = gl->last_note + gl->note_interval_ms;
+		if (due > now) {
+			log_debug("POST %s: note spacing: waiting %lld ms", path, due - now);
+			http_client_pause(gl->http, (long)(due - now));
+			gl->stats.paced++;
+			gl->stats.paced_ms += (long)(due - now);
+			now = mono_now_ms();
+		}
+	}
+	gl->last_note = now;
+}
+
 /* The body of gitlab_request, also used with out == NULL by wrappers that
  * need no answer (the body may then be empty). */
 static int request_v(cJSON **out, gitlab *gl, const char *method, const cJSON *body, const char *fmt, va_list ap)
@@ -714,6 +773,8 @@ static int request_v(cJSON **out, gitlab *gl, const char *method, const cJSON *b
 	call.path = path.ptr;
 	call.url = url.ptr;
 	call.body = json;
+	if (!strcasecmp(method, "POST"))
+		space_note(gl, path.ptr);
 	if ((error = gl_send(&resp, gl, &call)) < 0)
 		goto cleanup;
 	if ((error = parse_json(&parsed, &call, &resp, !out || !strcasecmp(method, "DELETE"))) < 0)

@@ -38,7 +38,19 @@ typedef struct {
 	const char *token;     /* copied; the caller should wipe its own copy */
 	int dry_run;
 	http_options http;     /* from http_options_init(), possibly adjusted */
+	int notes_per_minute;  /* space note creation to at most this many a minute; 0 (the
+				* default): no spacing. See "Note spacing" below. */
 } gitlab_options;
+
+/*
+ * Note spacing: GitLab limits note creation per user (60 a minute on
+ * GitLab.com, 300 by default on a self-managed instance), an application
+ * limit that the RateLimit-* headers do not show, so http.h's pacing cannot
+ * see it coming. With notes_per_minute = N, every POST to
+ * .../issues/:iid/notes or .../merge_requests/:iid/notes is sent at least
+ * 60000 / N ms after the previous one of this client; the wait goes through
+ * http_client_pause (counted as pacing). Dry-run writes are not spaced.
+ */
 
 void gitlab_options_init(gitlab_options *o);
 

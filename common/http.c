@@ -641,6 +641,15 @@ static void client_sleep(http_client *c, long ms)
 		c->pace_slept = ms > LONG_MAX - c->pace_slept ? LONG_MAX : c->pace_slept + ms;
 }
 
+void http_client_pause(http_client *c, long ms)
+{
+	if (ms <= 0)
+		return;
+	client_sleep(c, ms);
+	c->stats.paced++;
+	c->stats.paced_ms += ms;
+}
+
 /* Before a try: wait what the pacing plan still owes (http.h), at most the
  * retry budget, and say so when the budget cuts it. */
 static void pace_before(http_client *c, const http_request *req)

@@ -155,6 +155,12 @@ int http_escape(fbuf *out, const char *in);
  * decide whether a URL may receive credentials meant for the other. */
 int http_same_origin(const char *a, const char *b);
 
+/* Wait `ms` through the sleep hook below as pacing, for a caller that
+ * knows of a limit the headers do not show (gitlab.h's note spacing): it is
+ * counted in http_stats.paced/paced_ms and toward the wait the rate-limit
+ * plan still owes. */
+void http_client_pause(http_client *c, long ms);
+
 /* Sleep function used for backoff; tests may replace it to record waits. */
 typedef void (*http_sleep_fn)(long ms);
 void http_set_sleep(http_sleep_fn fn);

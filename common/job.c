@@ -309,6 +309,9 @@ int job_connect(job_ctx *ctx)
 	if ((error = fconfig_get_long(&v, ctx->cfg, "http.pace_reserve", opts.http.pace_reserve, -1, 1000000)) < 0)
 		goto cleanup;
 	opts.http.pace_reserve = v;
+	if ((error = fconfig_get_long(&v, ctx->cfg, "gitlab.notes_per_minute", 0, 0, 100000)) < 0)
+		goto cleanup;
+	opts.notes_per_minute = (int)v;
 	error = gitlab_new(&ctx->gl, &opts);
 cleanup:
 	if (token) {

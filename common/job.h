@@ -31,7 +31,9 @@
  * http.retry_budget_ms, http.backoff_ms (FACTORY_HTTP_TIMEOUT_MS, ...),
  * and the rate-limit pacing of http.h: http.pace_below_pct (default 10,
  * 0 = off) and http.pace_reserve (default -1: a tenth of the pacing zone;
- * set it to the number of jobs sharing the token, less one).
+ * set it to the number of jobs sharing the token, less one), and
+ * gitlab.notes_per_minute (default 0, no spacing; 60 on GitLab.com, whose
+ * note creation limit the headers do not show: see gitlab.h).
  *
  * A group scope (scope: group:<full path>, see common/scope.h) needs no
  * project: job_connect then leaves ctx->project NULL when none is set.

@@ -872,3 +872,60 @@ Test(gitlab, stats_carry_throttling_and_pacing)
 	gitlab_free(gl);
 	ts_stop(s);
 }
+
+static long spaced[16];
+static int nspaced;
+
+static void record_spacing(long ms)
+{
+	if (nspaced < 16)
+		spaced[nspaced] = ms;
+	nspaced++;
+}
+
+Test(gitlab, notes_are_spaced_when_asked)
+{
+	ts_server *s = ts_start();
+	gitlab_options o;
+	gitlab *gl = NULL;
+	gitlab_stats st;
+	cJSON *out = NULL;
+	char url[256];
+	int i;
+
+	nspaced = 0;
+	http_set_sleep(record_spacing);
+	ts_url(url, sizeof(url), s, "/api/v4");
+	gitlab_options_init(&o);
+	cr_assert_eq(o.notes_per_minute, 0);
+	o.api_url = url;
+	o.project = "5";
+	o.token = TOKEN;
+	o.notes_per_minute = 60;
+	cr_assert_eq(gitlab_new(&gl, &o), 0, "%s", ferror_last());
+	for (i = 0; i < 6; i++)
+		ts_reply(s, 201, "Created", NULL, "{\"id\":1}");
+	/* Three notes in a row: the second and third wait about a second. */
+	for (i = 0; i < 3; i++) {
+		cr_assert_eq(gitlab_note_create(&out, gl, i == 1 ? "merge_requests" : "issues", 4, "hello", 0), 0, "%s",
+		             ferror_last());
+		cJSON_Delete(out);
+	}
+	cr_assert_eq(nspaced, 2);
+	cr_assert(spaced[0] > 900 && spaced[0] <= 1000, "%ld", spaced[0]);
+	cr_assert(spaced[1] > 900 && spaced[1] <= 1000, "%ld", spaced[1]);
+	/* Other writes, and notes written through gitlab_request, by path. */
+	cr_assert_eq(gitlab_request(&out, gl, "POST", NULL, "projects/:id/issues"), 0);
+	cJSON_Delete(out);
+	cr_assert_eq(gitlab_request(&out, gl, "POST", NULL, "projects/:id/labels"), 0);
+	cJSON_Delete(out);
+	cr_assert_eq(nspaced, 2);
+	cr_assert_eq(gitlab_request(&out, gl, "POST", NULL, "projects/:id/issues/12/notes"), 0);
+	cJSON_Delete(out);
+	cr_assert_eq(nspaced, 3);
+	gitlab_get_stats(&st, gl);
+	cr_assert_eq(st.paced, 3);
+	cr_assert_eq(st.paced_ms, spaced[0] + spaced[1] + spaced[2]);
+	gitlab_free(gl);
+	ts_stop(s);
+}
