@@ -414,6 +414,11 @@ int rel_changelog(rel_run *r)
 		goto cleanup;
 	}
 	error = gitlab_request(&made, r->gl, "POST", body, "projects/:id/repository/commits");
+	if (error == FACTORY_EAUTH)
+		error = ferror_set(FACTORY_EAUTH,
+				   "%s (if %s is protected: let the token push to it, set release.branch, or set "
+				   "release.changelog to false)",
+				   ferror_last(), r->branch);
 	if (error < 0) {
 		error = rel_step_failed(r, error, "committing the changelog");
 		goto cleanup;

@@ -209,5 +209,24 @@ class FailEarlyTest(unittest.TestCase):
         self.assertEqual(w.sink.messages(), [])
 
 
+class ProtectedBranchTest(unittest.TestCase):
+    def test_a_changelog_that_cannot_be_pushed_is_said_clearly(self):
+        w = World(self)
+        w.build_first_release()
+        w.double.protect_branch(1, "main")
+        r = w.release()
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("committing the changelog", r.stderr)
+        self.assertIn("release.changelog to false", r.stderr)
+        self.assertEqual(len(w.sink.messages()), 3, "the customers are told anyway")
+        self.assertIn("state=publishing", w.releases()[0]["description"])
+        # with the changelog off, the next run finishes the release and tells nobody twice
+        r = w.release(FACTORY_RELEASE_CHANGELOG="false")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("state=done", w.releases()[0]["description"])
+        self.assertEqual(len(w.sink.messages()), 3)
+        self.assertEqual(len(w.hook.posts()), 1)
+
+
 if __name__ == "__main__":
     unittest.main()
