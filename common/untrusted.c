@@ -343,7 +343,8 @@ static int defuse(fbuf *out, const char *t, size_t n)
 			i++;
 			break;
 		case ':':
-			if ((k = url_end_at(t, n, i)) > url_end)
+			/* A URL starting inside another ends no later (same characters). */
+			if (i >= url_end && (k = url_end_at(t, n, i)) > url_end)
 				url_end = k;
 			i++;
 			break;
@@ -398,18 +399,32 @@ static size_t token_body(const char *t, size_t n, size_t i)
 	return j - i;
 }
 
+/*
+ * Where a failed scan ended, so that starts inside the same run are not
+ * scanned again (they would fail the same way): without it "sk-sk-sk-..."
+ * or "eyJeyJeyJ..." would take quadratic time.
+ */
+typedef struct {
+	size_t sk_until;
+	size_t jwt_until;
+} token_memo;
+
 /* Length of a JWT (eyJ<header>.eyJ<payload>.<signature>) at t[i], else 0. */
-static size_t jwt_at(const char *t, size_t n, size_t i)
+static size_t jwt_at(const char *t, size_t n, size_t i, token_memo *memo)
 {
 	size_t j = i, k, part;
 
+	if (i < memo->jwt_until)
+		return 0;
 	for (part = 0; part < 2; part++) {
 		if (!has_exact(t, n, j, "eyJ"))
 			return 0;
 		for (k = j + 3; k < n && is_tokchar((unsigned char)t[k]); k++)
 			;
-		if (k - j < 8 || k >= n || t[k] != '.')
+		if (k - j < 8 || k >= n || t[k] != '.') {
+			memo->jwt_until = k;
 			return 0;
+		}
 		j = k + 1;
 	}
 	while (j < n && is_tokchar((unsigned char)t[j]))
@@ -418,7 +433,7 @@ static size_t jwt_at(const char *t, size_t n, size_t i)
 }
 
 /* Length of a token-shaped secret at t[i], else 0. */
-static size_t token_at(const char *t, size_t n, size_t i)
+static size_t token_at(const char *t, size_t n, size_t i, token_memo *memo)
 {
 	unsigned char c = (unsigned char)t[i];
 	int after_alnum = i > 0 && is_alnum((unsigned char)t[i - 1]);
@@ -434,16 +449,23 @@ static size_t token_at(const char *t, size_t n, size_t i)
 				continue;
 			if (tokens[k].boundary && after_alnum)
 				return 0;
+			if (c == 's' && i < memo->sk_until)
+				return 0;
 			l = strlen(tokens[k].prefix);
 			body = token_body(t, n, i + l);
-			if (body < tokens[k].min_body)
+			if (body < tokens[k].min_body) {
+				if (c == 's')
+					memo->sk_until = i + l + body;
 				return 0;
+			}
 			if (!strcmp(tokens[k].prefix, "sk-")) {
 				/* "sk-" alone is common in words; an API key has digits. */
 				for (d = 0; d < body && !is_digit((unsigned char)t[i + l + d]); d++)
 					;
-				if (d == body)
+				if (d == body) {
+					memo->sk_until = i + l + body;
 					return 0;
+				}
 			}
 			return l + body;
 		}
@@ -459,7 +481,7 @@ static size_t token_at(const char *t, size_t n, size_t i)
 			return 0;
 		return 20;
 	case 'e':
-		return jwt_at(t, n, i);
+		return jwt_at(t, n, i, memo);
 	}
 	return 0;
 }
@@ -771,6 +793,7 @@ static int number_start(const char *t, size_t i)
 static int redact_raw(fbuf *out, const char *t, size_t n)
 {
 	size_t i = 0, copied = 0, skip, len;
+	token_memo memo = {0, 0};
 	match m;
 	int error, found;
 
@@ -790,7 +813,7 @@ static int redact_raw(fbuf *out, const char *t, size_t n)
 		} else if (c == '@') {
 			found = email_at(&m, t, n, i, copied);
 		} else {
-			if ((len = token_at(t, n, i)) > 0) {
+			if ((len = token_at(t, n, i, &memo)) > 0) {
 				m.start = i;
 				m.end = i + len;
 				m.with = "[secret]";

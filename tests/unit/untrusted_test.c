@@ -825,6 +825,8 @@ Test(big, one_mebibyte_inputs_of_every_shape, .timeout = 120)
 		"@", "@a", "a@", "a@b.", "/close\r\n", "<!--", "-->", "://", "a://b:", "password=",
 		"password=\"", "4", "4 ", "4111 1111 1111 1111 ", "glpat-", "eyJaaaaaaaaa.", "&#64;", "\0", "\xFF",
 		"\xE2\x80", "\r", "Bearer ", "Authorization: ", "x.y@", "a", "aaaaaaaaaaaaaaaaaaaa", "\"token\":",
+		"eyJ", "eyJabcdefgh.", "sk-", "sk-a", "http://a.b/", "https://a.b/x?", "xhttp://a.b/", "glpat-x",
+		"token='", "a@b.c", "@a.", "0", "4-", "&#0", "&#x", "ghp_", "GR1348941",
 		NULL,
 	};
 	size_t i;
