@@ -1,6 +1,6 @@
 #!/bin/sh
 # Load benchmark of factory-intake serve: wrk POSTs distinct submissions on
-# loopback for INTAKE_BENCH_SECONDS (default 10) over INTAKE_BENCH_CONNECTIONS
+# loopback (one wrk thread) for INTAKE_BENCH_SECONDS (default 10) over INTAKE_BENCH_CONNECTIONS
 # (default 32), with the rate limit lifted; then the spool is delivered to the
 # GitLab double and every issue is counted: each accepted submission must be
 # exactly one issue. Figures (accepted/s, p50/p99, memory before/after) go to
@@ -78,7 +78,7 @@ try:
     proc, url = start_intake(env)
     time.sleep(0.3)
     before = rss(proc.pid)
-    wrk = subprocess.run(["wrk", "-t2", "-c%d" % CONNS, "-d%ds" % SECONDS, "--latency", "-s",
+    wrk = subprocess.run(["wrk", "-t1", "-c%d" % CONNS, "-d%ds" % SECONDS, "--latency", "-s",
                           os.path.join(ROOT, "bench", "intake_post.lua"), url + "/"],
                          capture_output=True, text=True, check=True)
     after = rss(proc.pid)
@@ -122,7 +122,7 @@ try:
         nxt = re.search(r'<([^>]+)>;\s*rel="next"', r.headers.get("Link") or "")
         path = nxt.group(1).split("/api/v4", 1)[1] if nxt else None
     result = {
-        "tool": "wrk -t2 -c%d -d%ds (distinct JSON bodies, rate limit off)" % (CONNS, SECONDS),
+        "tool": "wrk -t1 -c%d -d%ds (one load thread: the box has 2 cores; distinct JSON bodies, rate limit off)" % (CONNS, SECONDS),
         "machine_cores": os.cpu_count(),
         "machine_load_avg_1m_before": round(load_before, 2),
         "fdatasync_ms_before": fsync_before,
