@@ -1137,7 +1137,11 @@ static void take_groups(cilog *c, region *g, const crule *r, const char *line, i
 			continue;
 		}
 		slot = k == 0 ? &g->file : k == 2 ? &g->test : &g->tool;
-		if (*slot && !replace)
+		/* a test named more fully elsewhere in the region ("tests/a.py::t"
+		 * for "t": the longer name ends with the shorter) is the better
+		 * name, whichever hit is surer */
+		if (*slot && !replace &&
+		    !(k == 2 && vl > strlen(*slot) && !memcmp(v + vl - strlen(*slot), *slot, strlen(*slot))))
 			continue;
 		free(*slot);
 		if (!(*slot = dup_capped(v, vl)))
