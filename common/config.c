@@ -38,16 +38,16 @@
 
 typedef struct {
 	char *key;
-	char *value[4];      /* one per fconfig_source */
-	int env_set;         /* value[CONFIG_ENV] was given with fconfig_set */
-	int from_load;       /* value[CONFIG_FILE] came from a loaded file */
-	const char *origin;  /* where value[CONFIG_FILE] came from (in origins) */
+	char *value[4];     /* one per fconfig_source */
+	int env_set;        /* value[CONFIG_ENV] was given with fconfig_set */
+	int from_load;      /* value[CONFIG_FILE] came from a loaded file */
+	const char *origin; /* where value[CONFIG_FILE] came from (in origins) */
 } setting;
 
 struct fconfig {
 	setting *v;
 	size_t n, alloc;
-	size_t *index;  /* open-addressing hash of keys: slot holds setting index + 1 */
+	size_t *index; /* open-addressing hash of keys: slot holds setting index + 1 */
 	size_t index_size;
 	cJSON *doc;     /* merged typed document */
 	cJSON *raw;     /* merged raw twin (see the top of this file) */
@@ -229,7 +229,7 @@ typedef struct {
 	frame stack[YAML_MAX_DEPTH];
 	int depth;
 	cJSON *root, *rroot;
-	int raw;      /* build the raw twin too */
+	int raw; /* build the raw twin too */
 	size_t origin;
 } converter;
 
@@ -251,7 +251,7 @@ static void offset_position(size_t *line, size_t *col, const char *text, size_t 
 }
 
 static int yaml_fail(const converter *cv, const yaml_mark_t *m, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 static int yaml_fail(const converter *cv, const yaml_mark_t *m, const char *fmt, ...)
 {
@@ -262,7 +262,7 @@ static int yaml_fail(const converter *cv, const yaml_mark_t *m, const char *fmt,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return ferror_set(FACTORY_ECONFIG, "bad yaml in %s at line %zu, column %zu: %s", cv->name, m->line + 1,
-			  m->column + 1, msg);
+	                  m->column + 1, msg);
 }
 
 static int parser_fail(const converter *cv, const yaml_parser_t *p)
@@ -275,16 +275,17 @@ static int parser_fail(const converter *cv, const yaml_parser_t *p)
 	case YAML_READER_ERROR:
 		offset_position(&line, &col, cv->text, cv->len, p->problem_offset);
 		return ferror_set(FACTORY_ECONFIG, "bad yaml in %s at line %zu, column %zu: %s", cv->name, line, col,
-				  p->problem ? p->problem : "unreadable input");
+		                  p->problem ? p->problem : "unreadable input");
 	default:
 		if (p->context)
-			return ferror_set(FACTORY_ECONFIG, "bad yaml in %s at line %zu, column %zu: %s %s (from line %zu, column %zu)",
-					  cv->name, p->problem_mark.line + 1, p->problem_mark.column + 1,
-					  p->problem ? p->problem : "syntax error", p->context, p->context_mark.line + 1,
-					  p->context_mark.column + 1);
+			return ferror_set(FACTORY_ECONFIG,
+			                  "bad yaml in %s at line %zu, column %zu: %s %s (from line %zu, column %zu)",
+			                  cv->name, p->problem_mark.line + 1, p->problem_mark.column + 1,
+			                  p->problem ? p->problem : "syntax error", p->context,
+			                  p->context_mark.line + 1, p->context_mark.column + 1);
 		return ferror_set(FACTORY_ECONFIG, "bad yaml in %s at line %zu, column %zu: %s", cv->name,
-				  p->problem_mark.line + 1, p->problem_mark.column + 1,
-				  p->problem ? p->problem : "syntax error");
+		                  p->problem_mark.line + 1, p->problem_mark.column + 1,
+		                  p->problem ? p->problem : "syntax error");
 	}
 }
 
@@ -495,7 +496,8 @@ static int seen_add(converter *cv, const cJSON *map, const char *key)
 		for (j = 0; j < cv->seen_size; j++) {
 			if (!cv->seen[j].key)
 				continue;
-			for (i = seen_hash(cv->seen[j].map, cv->seen[j].key) & (size - 1); t[i].key; i = (i + 1) & (size - 1))
+			for (i = seen_hash(cv->seen[j].map, cv->seen[j].key) & (size - 1); t[i].key;
+			     i = (i + 1) & (size - 1))
 				;
 			t[i] = cv->seen[j];
 		}
@@ -671,7 +673,8 @@ static int convert(cJSON **out, cJSON **raw_out, size_t origin, const char *yaml
 			done = 1;
 			break;
 		case YAML_ALIAS_EVENT:
-			error = yaml_fail(&cv, &ev.start_mark, "aliases are not allowed (*%.100s)", ev.data.alias.anchor);
+			error = yaml_fail(&cv, &ev.start_mark, "aliases are not allowed (*%.100s)",
+			                  ev.data.alias.anchor);
 			goto cleanup;
 		case YAML_SCALAR_EVENT:
 			if ((error = on_scalar(&cv, &ev)) < 0)
@@ -823,7 +826,7 @@ static int load_text(fconfig *c, const char *text, size_t len, const char *name)
 	}
 	if (!cJSON_IsObject(doc)) {
 		error = ferror_set(FACTORY_ECONFIG, "bad settings file %s: the top level must be a mapping of settings",
-				   name);
+		                   name);
 		goto cleanup;
 	}
 	if (!(origin = strdup(name)) || !(origins = realloc(c->origins, (c->norigins + 1) * sizeof(*origins)))) {
@@ -889,7 +892,7 @@ int fconfig_load_yaml(fconfig *c, const char *path, int required)
 	}
 	if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > YAML_MAX_BYTES) {
 		error = ferror_set(FACTORY_ECONFIG, "settings file %s is too big: %jd bytes, the limit is 1 MiB", path,
-				   (intmax_t)st.st_size);
+		                   (intmax_t)st.st_size);
 		goto cleanup;
 	}
 	/* Read at most one byte past the cap: a pipe or a growing file says no size up front. */

@@ -303,8 +303,8 @@ static int add_string(cJSON *obj, const char *name, const char *value)
 /* The CI context present in the environment. */
 static int add_ci(cJSON *root)
 {
-	static const char *const vars[] = {"CI_PROJECT_PATH", "CI_DEFAULT_BRANCH", "CI_PIPELINE_ID", "CI_JOB_ID",
-					   "CI_JOB_URL", NULL};
+	static const char *const vars[] = {"CI_PROJECT_PATH", "CI_DEFAULT_BRANCH", "CI_PIPELINE_ID",
+	                                   "CI_JOB_ID",       "CI_JOB_URL",        NULL};
 	cJSON *ci = NULL;
 	const char *v;
 	size_t i;
@@ -427,8 +427,8 @@ static char *build_markdown(const report *r, time_t finished, int exit_code)
 	e |= fbuf_printf(&b, "# %s%s report\n\n", strncmp(job, "factory-", 8) ? "factory-" : "", job);
 	if (r->summary && *r->summary)
 		e |= fbuf_printf(&b, "%s\n\n", r->summary);
-	e |= fbuf_printf(&b, "- started: %s\n- finished: %s\n- exit code: %d\n- dry run: %s\n- version: %s\n\n", started,
-			 done, exit_code, r->dry_run ? "yes" : "no", FACTORY_VERSION);
+	e |= fbuf_printf(&b, "- started: %s\n- finished: %s\n- exit code: %d\n- dry run: %s\n- version: %s\n\n",
+	                 started, done, exit_code, r->dry_run ? "yes" : "no", FACTORY_VERSION);
 
 	e |= fbuf_puts(&b, "## Counters\n\n");
 	if (!r->ncounters) {
@@ -458,7 +458,8 @@ static char *build_markdown(const report *r, time_t finished, int exit_code)
 			e |= fbuf_puts(&b, " |\n");
 		}
 		if (r->nactions > MD_ACTION_ROWS)
-			e |= fbuf_printf(&b, "\n%zu more actions are listed in report.json.\n", r->nactions - MD_ACTION_ROWS);
+			e |= fbuf_printf(&b, "\n%zu more actions are listed in report.json.\n",
+			                 r->nactions - MD_ACTION_ROWS);
 		e |= fbuf_puts(&b, "\n");
 	}
 	if (r->md.len) {

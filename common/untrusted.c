@@ -254,7 +254,8 @@ static size_t at_entity(const char *t, size_t n, size_t i)
 	j += hex;
 	/* Any number of leading zeros; the value saturates instead of wrapping. */
 	for (digits = j; j < n && (hex ? is_xdigit((unsigned char)t[j]) : is_digit((unsigned char)t[j])); j++) {
-		unsigned d = is_digit((unsigned char)t[j]) ? (unsigned)(t[j] - '0') : (unsigned)((t[j] | 0x20) - 'a' + 10);
+		unsigned d =
+		        is_digit((unsigned char)t[j]) ? (unsigned)(t[j] - '0') : (unsigned)((t[j] | 0x20) - 'a' + 10);
 		if (v < 0x110000)
 			v = v * (hex ? 16 : 10) + d;
 	}
@@ -316,7 +317,8 @@ static int defuse(fbuf *out, const char *t, size_t n)
 		case '<':
 			if (has_exact(t, n, i, "<!--")) {
 				/* The "--" is left for the '-' case, so "<!-->" loses its '>' too. */
-				if ((error = put_fit(out, t + run, i - run)) < 0 || (error = put_fit(out, "&lt;!", 5)) < 0)
+				if ((error = put_fit(out, t + run, i - run)) < 0 ||
+				    (error = put_fit(out, "&lt;!", 5)) < 0)
 					return error;
 				i += 2;
 				run = i;
@@ -326,7 +328,8 @@ static int defuse(fbuf *out, const char *t, size_t n)
 			break;
 		case '-':
 			if (has_exact(t, n, i, "-->")) {
-				if ((error = put_fit(out, t + run, i - run)) < 0 || (error = put_fit(out, "--&gt;", 6)) < 0)
+				if ((error = put_fit(out, t + run, i - run)) < 0 ||
+				    (error = put_fit(out, "--&gt;", 6)) < 0)
 					return error;
 				i += 3;
 				run = i;
@@ -336,7 +339,8 @@ static int defuse(fbuf *out, const char *t, size_t n)
 			break;
 		case '&':
 			if ((k = at_entity(t, n, i)) > 0) {
-				if ((error = put_fit(out, t + run, i - run)) < 0 || (error = put_fit(out, "&amp;", 5)) < 0)
+				if ((error = put_fit(out, t + run, i - run)) < 0 ||
+				    (error = put_fit(out, "&amp;", 5)) < 0)
 					return error;
 				run = i + 1;
 			}
@@ -380,12 +384,12 @@ typedef struct {
 
 /* Token prefixes; checked in order, so longer ones sharing a start come first. */
 static const token_kind tokens[] = {
-	{"glpat-", 8, 0}, {"gldt-", 8, 0}, {"glrt-", 8, 0}, {"glptt-", 8, 0}, {"glcbt-", 8, 0},
-	{"glimt-", 8, 0}, {"glsoat-", 8, 0}, {"glft-", 8, 0}, {"glagent-", 8, 0}, {"gloas-", 8, 0},
-	{"glffct-", 8, 0}, {"GR1348941", 8, 0}, {"github_pat_", 16, 0}, {"ghp_", 16, 0}, {"gho_", 16, 0},
-	{"ghu_", 16, 0}, {"ghs_", 16, 0}, {"ghr_", 16, 0}, {"xoxa-", 8, 0}, {"xoxb-", 8, 0},
-	{"xoxp-", 8, 0}, {"xoxr-", 8, 0}, {"xoxs-", 8, 0}, {"sk-ant-", 16, 1}, {"sk-", 20, 1},
-	{NULL, 0, 0},
+        {"glpat-", 8, 0},  {"gldt-", 8, 0},     {"glrt-", 8, 0},        {"glptt-", 8, 0},   {"glcbt-", 8, 0},
+        {"glimt-", 8, 0},  {"glsoat-", 8, 0},   {"glft-", 8, 0},        {"glagent-", 8, 0}, {"gloas-", 8, 0},
+        {"glffct-", 8, 0}, {"GR1348941", 8, 0}, {"github_pat_", 16, 0}, {"ghp_", 16, 0},    {"gho_", 16, 0},
+        {"ghu_", 16, 0},   {"ghs_", 16, 0},     {"ghr_", 16, 0},        {"xoxa-", 8, 0},    {"xoxb-", 8, 0},
+        {"xoxp-", 8, 0},   {"xoxr-", 8, 0},     {"xoxs-", 8, 0},        {"sk-ant-", 16, 1}, {"sk-", 20, 1},
+        {NULL, 0, 0},
 };
 
 /* Length of a run of token characters (and inner dots) from t[i]. */
@@ -393,8 +397,8 @@ static size_t token_body(const char *t, size_t n, size_t i)
 {
 	size_t j = i;
 
-	while (j < n && (is_tokchar((unsigned char)t[j]) ||
-			 (t[j] == '.' && j + 1 < n && is_tokchar((unsigned char)t[j + 1]))))
+	while (j < n &&
+	       (is_tokchar((unsigned char)t[j]) || (t[j] == '.' && j + 1 < n && is_tokchar((unsigned char)t[j + 1]))))
 		j++;
 	return j - i;
 }
@@ -489,9 +493,9 @@ static size_t token_at(const char *t, size_t n, size_t i, token_memo *memo)
 /* Key names whose value is a secret; a key also matches when it ends in one
  * after '_', '-' or '.' ("db_password", "X-Auth-Token", "gitlab.token"). */
 static const char *const secret_keys[] = {
-	"password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "api-key", "access_token", "auth",
-	"authorization", "private-token", "private_token", "secret_key", "access_key", "private_key",
-	"client_secret", NULL,
+        "password",      "passwd",     "pwd",          "secret",      "token",         "api_key",
+        "apikey",        "api-key",    "access_token", "auth",        "authorization", "private-token",
+        "private_token", "secret_key", "access_key",   "private_key", "client_secret", NULL,
 };
 
 static int secret_key(const char *t, size_t ks, size_t ke)

@@ -69,7 +69,7 @@ static void expect_get(const char *key, const char *want, fconfig_source want_sr
 	cr_assert_not_null(v, "%s: unset, want [%s]", key, want);
 	cr_assert_str_eq(v, want, "%s: got [%s], want [%s]", key, v, want);
 	cr_assert_eq(src, want_src, "%s: source %s, want %s", key, fconfig_source_name(src),
-		     fconfig_source_name(want_src));
+	             fconfig_source_name(want_src));
 }
 
 /* Parse YAML and return the compact JSON text (caller frees). */
@@ -103,13 +103,13 @@ static void expect_yaml_error(const char *yaml, size_t len, const char *const *p
 	cr_assert_null(j);
 	for (i = 0; parts[i]; i++)
 		cr_expect(strstr(ferror_last(), parts[i]), "[%.60s]: message [%s] lacks [%s]", yaml, ferror_last(),
-			  parts[i]);
+		          parts[i]);
 }
 
-#define YAML_ERR(yaml, ...)                                                   \
-	do {                                                                  \
-		const char *const parts_[] = {__VA_ARGS__, NULL};             \
-		expect_yaml_error(yaml, strlen(yaml), parts_);                \
+#define YAML_ERR(yaml, ...)                                                                                            \
+	do {                                                                                                           \
+		const char *const parts_[] = {__VA_ARGS__, NULL};                                                      \
+		expect_yaml_error(yaml, strlen(yaml), parts_);                                                         \
 	} while (0)
 
 /* ------------------------------------------------------------------ */
@@ -327,26 +327,26 @@ Test(getters, number_errors_name_key_value_and_every_source)
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FLAG, "wip_limit", "abc"), 0);
 	cr_assert_eq(fconfig_get_long(&v, cfg, "wip_limit", 3, 1, 100), FACTORY_ECONFIG);
 	cr_assert_str_eq(ferror_last(),
-			 "bad setting wip_limit=abc (from --wip-limit): expected a whole number from 1 to 100");
+	                 "bad setting wip_limit=abc (from --wip-limit): expected a whole number from 1 to 100");
 	cr_assert_eq(v, 3);
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FLAG, "wip_limit", NULL), 0);
 
 	setenv("FACTORY_WIP_LIMIT", "500", 1);
 	cr_assert_eq(fconfig_get_long(&v, cfg, "wip_limit", 3, 1, 100), FACTORY_ECONFIG);
 	cr_assert_str_eq(ferror_last(),
-			 "bad setting wip_limit=500 (from FACTORY_WIP_LIMIT): expected a whole number from 1 to 100");
+	                 "bad setting wip_limit=500 (from FACTORY_WIP_LIMIT): expected a whole number from 1 to 100");
 	unsetenv("FACTORY_WIP_LIMIT");
 
 	load("wip_limit: many\n", "team.yml");
 	cr_assert_eq(fconfig_get_long(&v, cfg, "wip_limit", 3, 1, 100), FACTORY_ECONFIG);
 	cr_assert_str_eq(ferror_last(),
-			 "bad setting wip_limit=many (from team.yml): expected a whole number from 1 to 100");
+	                 "bad setting wip_limit=many (from team.yml): expected a whole number from 1 to 100");
 
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FILE, "wip_limit", NULL), 0);
 	cr_assert_eq(fconfig_set(cfg, CONFIG_DEFAULT, "wip_limit", "zero"), 0);
 	cr_assert_eq(fconfig_get_long(&v, cfg, "wip_limit", 3, 1, 100), FACTORY_ECONFIG);
 	cr_assert_str_eq(ferror_last(),
-			 "bad setting wip_limit=zero (from the default): expected a whole number from 1 to 100");
+	                 "bad setting wip_limit=zero (from the default): expected a whole number from 1 to 100");
 
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FLAG, "any", "x"), 0);
 	cr_assert_eq(fconfig_get_long(&v, cfg, "any", 0, LONG_MIN, LONG_MAX), FACTORY_ECONFIG);
@@ -422,8 +422,7 @@ Test(getters, booleans)
 	expect_bool("truee", 0, 0);
 	expect_bool("y", 0, 0);
 	expect_bool("nope", 0, 0);
-	cr_assert(strstr(ferror_last(), "bad setting b=nope (from --b): expected true or false"), "%s",
-		  ferror_last());
+	cr_assert(strstr(ferror_last(), "bad setting b=nope (from --b): expected true or false"), "%s", ferror_last());
 }
 
 Test(getters, booleans_from_yaml_file_use_the_text)
@@ -477,7 +476,8 @@ Test(yaml, core_schema_nulls_and_booleans)
 	expect_json("[~, null, Null, NULL, '', \"null\", nil]", "[null,null,null,null,\"\",\"null\",\"nil\"]");
 	expect_json("a:\nb: ~\n", "{\"a\":null,\"b\":null}");
 	expect_json("[true, True, TRUE, false, False, FALSE]", "[true,true,true,false,false,false]");
-	expect_json("[yes, no, on, off, y, n, Yes, tRue]", "[\"yes\",\"no\",\"on\",\"off\",\"y\",\"n\",\"Yes\",\"tRue\"]");
+	expect_json("[yes, no, on, off, y, n, Yes, tRue]",
+	            "[\"yes\",\"no\",\"on\",\"off\",\"y\",\"n\",\"Yes\",\"tRue\"]");
 	expect_json("['true', \"false\"]", "[\"true\",\"false\"]");
 }
 
@@ -486,7 +486,7 @@ Test(yaml, core_schema_numbers)
 	expect_json("[0, 42, -17, +5, 007, 0o17, 0x1F, 0xff]", "[0,42,-17,5,7,15,31,255]");
 	expect_json("[1.5, -0.25, .5, 5., 1e3, 1E-2, +1.5e+2]", "[1.5,-0.25,0.5,5,1000,0.01,150]");
 	expect_json("[9007199254740993, -9007199254740993, 99999999999999999999, 0x20000000000001]",
-		    "[\"9007199254740993\",\"-9007199254740993\",\"99999999999999999999\",\"0x20000000000001\"]");
+	            "[\"9007199254740993\",\"-9007199254740993\",\"99999999999999999999\",\"0x20000000000001\"]");
 	{
 		cJSON *j = NULL;
 		cr_assert_eq(fconfig_yaml_to_json(&j, "[9007199254740992, -9007199254740992]", 37, "t"), 0);
@@ -496,8 +496,9 @@ Test(yaml, core_schema_numbers)
 		cJSON_Delete(j);
 	}
 	expect_json("[.inf, -.inf, .nan, .NaN]", "[\".inf\",\"-.inf\",\".nan\",\".NaN\"]");
-	expect_json("[1e999, 0x, 0o8, 1_000, 0b101, 12:30, 1.2.3, 2024-01-15, -0x1, 0X1F]",
-		    "[\"1e999\",\"0x\",\"0o8\",\"1_000\",\"0b101\",\"12:30\",\"1.2.3\",\"2024-01-15\",\"-0x1\",\"0X1F\"]");
+	expect_json(
+	        "[1e999, 0x, 0o8, 1_000, 0b101, 12:30, 1.2.3, 2024-01-15, -0x1, 0X1F]",
+	        "[\"1e999\",\"0x\",\"0o8\",\"1_000\",\"0b101\",\"12:30\",\"1.2.3\",\"2024-01-15\",\"-0x1\",\"0X1F\"]");
 	expect_json("- 1,000\n", "[\"1,000\"]");
 	expect_json("['42', \"1.5\", 1.0]", "[\"42\",\"1.5\",1]");
 	expect_json("[-, +, ., e3, -.5]", "[\"-\",\"+\",\".\",\"e3\",-0.5]");
@@ -506,7 +507,7 @@ Test(yaml, core_schema_numbers)
 Test(yaml, block_and_quoted_strings)
 {
 	expect_json("a: |\n  line 1\n  line 2\nb: >\n  folded\n  text\n",
-		    "{\"a\":\"line 1\\nline 2\\n\",\"b\":\"folded text\\n\"}");
+	            "{\"a\":\"line 1\\nline 2\\n\",\"b\":\"folded text\\n\"}");
 	expect_json("a: \"tab\\there caf\\u00e9\"\nb: 'it''s'\n", "{\"a\":\"tab\\there caf\xC3\xA9\",\"b\":\"it's\"}");
 	expect_json("a: |\n  42\n", "{\"a\":\"42\\n\"}");
 	expect_json("a: caf\xC3\xA9\n", "{\"a\":\"caf\xC3\xA9\"}");
@@ -515,7 +516,7 @@ Test(yaml, block_and_quoted_strings)
 Test(yaml, tags)
 {
 	expect_json("[!!str 42, !!str true, ! 7, !!int '42', !!float 1, !!bool 'true', !!null '']",
-		    "[\"42\",\"true\",\"7\",42,1,true,null]");
+	            "[\"42\",\"true\",\"7\",42,1,true,null]");
 	expect_json("a: !!map {b: 1}\nc: !!seq [1]\n", "{\"a\":{\"b\":1},\"c\":[1]}");
 	YAML_ERR("a: !!int abc\n", "bad.yml", "line 1, column 4", "does not match");
 	YAML_ERR("a: !!binary aGVsbG8=\n", "unsupported tag");
@@ -571,7 +572,7 @@ Test(yaml, anchors_and_aliases_are_refused)
 	YAML_ERR("- &s [1]\n", "anchors");
 	YAML_ERR("&k key: v\n", "anchors");
 	YAML_ERR("a: &a [\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n",
-		 "anchors");
+	         "anchors");
 }
 
 Test(yaml, duplicate_and_complex_keys_are_refused)
@@ -727,7 +728,7 @@ Test(load, later_files_override_and_documents_deep_merge)
 	load("b:\n  c: 20\n  x: new\ne: [9]\nf:\n  now: map\ng: flat\nk: ~\n", "two.yml");
 	s = cJSON_PrintUnformatted(fconfig_yaml(cfg));
 	cr_assert_str_eq(s, "{\"a\":1,\"b\":{\"c\":20,\"d\":3,\"x\":\"new\"},\"e\":[9],\"f\":{\"now\":\"map\"},"
-			    "\"g\":\"flat\",\"k\":null}");
+	                    "\"g\":\"flat\",\"k\":null}");
 	free(s);
 	expect_get("a", "1", CONFIG_FILE);
 	expect_get("b.c", "20", CONFIG_FILE);
@@ -843,8 +844,7 @@ Test(load, aliases_in_a_file_are_refused)
 	const char *p = write_file("alias.yml", "a: &x 1\nb: *x\n", 14);
 
 	cr_assert_eq(fconfig_load_yaml(cfg, p, 1), FACTORY_ECONFIG);
-	cr_assert(strstr(ferror_last(), "alias.yml at line 1, column 4: anchors are not allowed"), "%s",
-		  ferror_last());
+	cr_assert(strstr(ferror_last(), "alias.yml at line 1, column 4: anchors are not allowed"), "%s", ferror_last());
 }
 
 Test(load, free_null_is_fine)
@@ -870,8 +870,8 @@ Test(load, clone_is_deep_and_keeps_precedence)
 
 	/* The project's file merges over the group's at the file level. */
 	cr_assert_eq(fconfig_load_yaml_string(proj, "factory:\n  enabled: false\ntriage:\n  rules: [c]\n",
-					      "acme/app/.factory.yml"),
-		     0, "%s", ferror_last());
+	                                      "acme/app/.factory.yml"),
+	             0, "%s", ferror_last());
 	cr_assert_str_eq(fconfig_get(proj, "factory.enabled", &src), "false");
 	cr_assert_eq(src, CONFIG_FILE);
 	cr_assert_eq(fconfig_get_bool(&b, proj, "factory.enabled", 1), 0);

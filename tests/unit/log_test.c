@@ -129,10 +129,10 @@ Test(log, line_format)
 	log_set_level(LOG_INFO);
 	out = capture(four_lines);
 	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z info  factory-test: i 2\n"
-			  "[0-9T:Z-]+ warn  factory-test: w 3\n"
-			  "[0-9T:Z-]+ error factory-test: e 4\n$",
-			  out),
-		  "[%s]", out);
+	                  "[0-9T:Z-]+ warn  factory-test: w 3\n"
+	                  "[0-9T:Z-]+ error factory-test: e 4\n$",
+	                  out),
+	          "[%s]", out);
 	cr_assert_null(strchr(out, '\033'), "colour on a file");
 	free(out);
 }
@@ -248,13 +248,25 @@ Test(mask, duplicate_and_too_many_secrets)
 Test(mask, token_shapes)
 {
 	static const char *const tokens[] = {
-		"glpat-abcdefghij1234567890", "gldt-abcdefghij1234567890", "glrt-abcdefghij1234567890",
-		"glptt-abcdefghij1234567890", "glcbt-abcdefghij1234567890", "glimt-abcdefghij1234567890",
-		"glsoat-abcdefghij1234567890", "GR1348941abcdefghij1234567890", "sk-abcdefghij1234567890",
-		"sk-ant-api03-abcdefghij1234567890", "xoxb-1234567890-abcdef", "xoxp-1234567890-abcdef",
-		"xoxa-1234567890-abcdef", "xoxs-1234567890-abcdef", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
-		"gho_abcdefghijklmnopqrstuvwxyz0123456789", "github_pat_11ABCDEFG0123456789_abcdefghijkl",
-		"AKIAIOSFODNN7EXAMPLE", NULL,
+	        "glpat-abcdefghij1234567890",
+	        "gldt-abcdefghij1234567890",
+	        "glrt-abcdefghij1234567890",
+	        "glptt-abcdefghij1234567890",
+	        "glcbt-abcdefghij1234567890",
+	        "glimt-abcdefghij1234567890",
+	        "glsoat-abcdefghij1234567890",
+	        "GR1348941abcdefghij1234567890",
+	        "sk-abcdefghij1234567890",
+	        "sk-ant-api03-abcdefghij1234567890",
+	        "xoxb-1234567890-abcdef",
+	        "xoxp-1234567890-abcdef",
+	        "xoxa-1234567890-abcdef",
+	        "xoxs-1234567890-abcdef",
+	        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+	        "gho_abcdefghijklmnopqrstuvwxyz0123456789",
+	        "github_pat_11ABCDEFG0123456789_abcdefghijkl",
+	        "AKIAIOSFODNN7EXAMPLE",
+	        NULL,
 	};
 	char in[256];
 	size_t i;
@@ -287,8 +299,17 @@ Test(mask, headers_and_urls)
 Test(mask, ordinary_text_is_unchanged)
 {
 	static const char *const plain[] = {
-		"label priority::1 created", "GET /api/v4/projects/12/issues?page=2", "sk is not a key", "skip-tests",
-		"glpat", "AKIA", "2026-11-27T10:00:00Z info", "a:b@c", "", "https://host:8080/path", NULL,
+	        "label priority::1 created",
+	        "GET /api/v4/projects/12/issues?page=2",
+	        "sk is not a key",
+	        "skip-tests",
+	        "glpat",
+	        "AKIA",
+	        "2026-11-27T10:00:00Z info",
+	        "a:b@c",
+	        "",
+	        "https://host:8080/path",
+	        NULL,
 	};
 	size_t i;
 

@@ -108,11 +108,12 @@ Test(report, json_has_every_field)
 	cr_assert_str_eq(cJSON_GetObjectItem(j, "job")->valuestring, "factory-setup");
 	cr_assert(cJSON_IsString(cJSON_GetObjectItem(j, "version")));
 	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
-			  cJSON_GetObjectItem(j, "started_at")->valuestring));
+	                  cJSON_GetObjectItem(j, "started_at")->valuestring));
 	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
-			  cJSON_GetObjectItem(j, "finished_at")->valuestring));
+	                  cJSON_GetObjectItem(j, "finished_at")->valuestring));
 	cr_assert_leq(strcmp(cJSON_GetObjectItem(j, "started_at")->valuestring,
-			     cJSON_GetObjectItem(j, "finished_at")->valuestring), 0);
+	                     cJSON_GetObjectItem(j, "finished_at")->valuestring),
+	              0);
 	cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "dry_run")));
 	cr_assert_eq(cJSON_GetObjectItem(j, "exit_code")->valueint, 0);
 	cr_assert_str_eq(cJSON_GetObjectItem(j, "summary")->valuestring, "2 changes");

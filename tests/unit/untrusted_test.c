@@ -133,15 +133,58 @@ static void check_neutral(const char *in, size_t len)
 /* Quick actions */
 
 static const char *const quick_actions[] = {
-	"/close", "/reopen", "/label ~bug", "/unlabel ~bug", "/relabel ~x", "/assign @me", "/unassign",
-	"/assign_reviewer @a", "/confidential", "/lock", "/unlock", "/title pwned", "/due tomorrow",
-	"/remove_due_date", "/milestone %v1", "/remove_milestone", "/estimate 1d", "/spend 1h", "/merge",
-	"/approve", "/unapprove", "/shrug", "/tableflip", "/award :+1:", "/copy_metadata #1", "/move group/p",
-	"/clone group/p", "/epic &1", "/weight 3", "/iteration *iteration:1", "/promote", "/submit_review",
-	"/draft", "/ready", "/target_branch main", "/rebase", "/duplicate #2", "/create_merge_request b",
-	"/relate #3", "/severity S1", "/cc @all", "/todo", "/done", "/subscribe", "/unsubscribe", "/q",
-	"/CLOSE", "/close\t", "/", "//", "/label~x",
-	NULL,
+        "/close",
+        "/reopen",
+        "/label ~bug",
+        "/unlabel ~bug",
+        "/relabel ~x",
+        "/assign @me",
+        "/unassign",
+        "/assign_reviewer @a",
+        "/confidential",
+        "/lock",
+        "/unlock",
+        "/title pwned",
+        "/due tomorrow",
+        "/remove_due_date",
+        "/milestone %v1",
+        "/remove_milestone",
+        "/estimate 1d",
+        "/spend 1h",
+        "/merge",
+        "/approve",
+        "/unapprove",
+        "/shrug",
+        "/tableflip",
+        "/award :+1:",
+        "/copy_metadata #1",
+        "/move group/p",
+        "/clone group/p",
+        "/epic &1",
+        "/weight 3",
+        "/iteration *iteration:1",
+        "/promote",
+        "/submit_review",
+        "/draft",
+        "/ready",
+        "/target_branch main",
+        "/rebase",
+        "/duplicate #2",
+        "/create_merge_request b",
+        "/relate #3",
+        "/severity S1",
+        "/cc @all",
+        "/todo",
+        "/done",
+        "/subscribe",
+        "/unsubscribe",
+        "/q",
+        "/CLOSE",
+        "/close\t",
+        "/",
+        "//",
+        "/label~x",
+        NULL,
 };
 
 Test(quick_actions, every_form_at_text_start_is_escaped)
@@ -160,9 +203,9 @@ Test(quick_actions, every_form_at_text_start_is_escaped)
 
 Test(quick_actions, every_form_after_every_kind_of_line_break)
 {
-	static const char *const breaks[] = {"\n", "\r\n", "\r", "\n\n", "\r\r\n", "\xC2\x85", "\xE2\x80\xA8",
-					     "\xE2\x80\xA9", "\n \t ", "\r\n   ", "\n\x01", "\n\x1b", "\n\x7f",
-					     "\n\xC2\x9B", NULL};
+	static const char *const breaks[] = {"\n",       "\r\n",         "\r",           "\n\n",       "\r\r\n",
+	                                     "\xC2\x85", "\xE2\x80\xA8", "\xE2\x80\xA9", "\n \t ",     "\r\n   ",
+	                                     "\n\x01",   "\n\x1b",       "\n\x7f",       "\n\xC2\x9B", NULL};
 	char in[256];
 	size_t i, j;
 
@@ -215,8 +258,9 @@ Test(quick_actions, every_line_of_a_long_text)
 	fbuf_init(&in, 0);
 	fbuf_init(&out, 0);
 	for (i = 0; i < 2000; i++)
-		cr_assert_eq(fbuf_printf(&in, "%s%s%s", i % 3 ? "\r\n" : "\n", i % 5 ? "" : "   ",
-					 quick_actions[i % 50]), 0);
+		cr_assert_eq(
+		        fbuf_printf(&in, "%s%s%s", i % 3 ? "\r\n" : "\n", i % 5 ? "" : "   ", quick_actions[i % 50]),
+		        0);
 	cr_assert_eq(untrusted_neutralise(&out, in.ptr, in.len), 0);
 	assert_safe(out.ptr, out.len);
 	fbuf_release(&in);
@@ -318,7 +362,7 @@ Test(mentions, entities_that_render_as_at)
 Test(mentions, many_positions_in_one_text)
 {
 	const char *in = "@a b@c (@d) [@e] {@f} <@g> '@h' \"@i\" ,@j ;@k :@l !@m ?@n *@o ~@p =@q +@r |@s #@t "
-			 "$@u %@v ^@w &@x\n@y\t@z";
+	                 "$@u %@v ^@w &@x\n@y\t@z";
 	check_neutral(in, strlen(in));
 }
 
@@ -372,15 +416,17 @@ Test(utf8, valid_text_passes_unchanged)
 
 Test(utf8, invalid_sequences_become_replacement_characters)
 {
-	NEUT("a\xFF" "b", "a" FFFD "b");
+	NEUT("a\xFF"
+	     "b",
+	     "a" FFFD "b");
 	NEUT("\x80", FFFD);
-	NEUT("\xC0\xAF", FFFD FFFD);                      /* overlong '/' */
-	NEUT("\xE0\x80\xAF", FFFD FFFD FFFD);             /* overlong */
-	NEUT("\xED\xA0\x80", FFFD FFFD FFFD);             /* surrogate */
-	NEUT("\xF4\x90\x80\x80", FFFD FFFD FFFD FFFD);    /* above U+10FFFF */
+	NEUT("\xC0\xAF", FFFD FFFD);                   /* overlong '/' */
+	NEUT("\xE0\x80\xAF", FFFD FFFD FFFD);          /* overlong */
+	NEUT("\xED\xA0\x80", FFFD FFFD FFFD);          /* surrogate */
+	NEUT("\xF4\x90\x80\x80", FFFD FFFD FFFD FFFD); /* above U+10FFFF */
 	NEUT("\xF8\x88\x80\x80\x80", FFFD FFFD FFFD FFFD FFFD);
-	NEUT("\xE2\x82", FFFD);                           /* truncated at the end */
-	NEUT("\xE2\x82x", FFFD "x");                      /* truncated in the middle */
+	NEUT("\xE2\x82", FFFD);      /* truncated at the end */
+	NEUT("\xE2\x82x", FFFD "x"); /* truncated in the middle */
 	NEUT("\xF0\x9F\x98", FFFD);
 	NEUT("\xC3", FFFD);
 	NEUT("\xC3\xC3\xA9", FFFD "\xC3\xA9");
@@ -388,7 +434,9 @@ Test(utf8, invalid_sequences_become_replacement_characters)
 
 Test(utf8, overlong_slash_is_not_a_quick_action)
 {
-	NEUT("\xC0\xAF" "close", FFFD FFFD "close");
+	NEUT("\xC0\xAF"
+	     "close",
+	     FFFD FFFD "close");
 }
 
 Test(utf8, nul_bytes_become_replacement_characters)
@@ -404,11 +452,22 @@ Test(utf8, nul_bytes_become_replacement_characters)
 Test(utf8, controls_are_dropped_but_tab_and_newline_kept)
 {
 	NEUT("\x1b[31mred\x1b[0m", "[31mred[0m");
-	NEUT("a\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x1f" "b", "ab");
-	NEUT("a\x7f" "b", "ab");
-	NEUT("a\xC2\x80\xC2\x9F" "b", "ab");
-	NEUT("a\xC2\x85" "b", "a\nb");
-	NEUT("a\xE2\x80\xA8" "b\xE2\x80\xA9" "c", "a\nb\nc");
+	NEUT("a\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x1f"
+	     "b",
+	     "ab");
+	NEUT("a\x7f"
+	     "b",
+	     "ab");
+	NEUT("a\xC2\x80\xC2\x9F"
+	     "b",
+	     "ab");
+	NEUT("a\xC2\x85"
+	     "b",
+	     "a\nb");
+	NEUT("a\xE2\x80\xA8"
+	     "b\xE2\x80\xA9"
+	     "c",
+	     "a\nb\nc");
 	NEUT("a\tb", "a\tb");
 	NEUT("\xC2\xA0nbsp", "\xC2\xA0nbsp");
 }
@@ -445,8 +504,8 @@ Test(neutralise, appends_to_what_is_there)
 
 Test(neutralise, is_idempotent)
 {
-	static const char *const in[] = {"/close", "@all", "<!-- x -->", "<!-->", "&#64;all", "a\r\n/x @y",
-					 "x.@all -->", "\xFF\x00", "&commat;", NULL};
+	static const char *const in[] = {"/close",     "@all",       "<!-- x -->", "<!-->",    "&#64;all",
+	                                 "a\r\n/x @y", "x.@all -->", "\xFF\x00",   "&commat;", NULL};
 	size_t i;
 
 	for (i = 0; in[i]; i++) {
@@ -509,8 +568,9 @@ Test(redact, emails)
 
 Test(redact, gitlab_tokens)
 {
-	static const char *const prefixes[] = {"glpat-", "gldt-", "glrt-", "glptt-", "glcbt-", "glimt-", "glsoat-",
-					       "glft-", "glagent-", "gloas-", "glffct-", "GR1348941", NULL};
+	static const char *const prefixes[] = {"glpat-",  "gldt-",     "glrt-", "glptt-",   "glcbt-",
+	                                       "glimt-",  "glsoat-",   "glft-", "glagent-", "gloas-",
+	                                       "glffct-", "GR1348941", NULL};
 	char in[128], want[128];
 	size_t i;
 
@@ -692,9 +752,13 @@ Test(clean, controls_cannot_hide_a_secret)
 Test(clean, output_is_safe_for_hostile_mixes)
 {
 	static const char *const in[] = {
-		"/close @all <!-- factory:x --> glpat-abcdefghijklmnop",
-		"\r/assign @me\r\n\x00@all", "&#64;all\n\t/lock", "a@b.com/close", "\xC0\xAF" "close",
-		NULL,
+	        "/close @all <!-- factory:x --> glpat-abcdefghijklmnop",
+	        "\r/assign @me\r\n\x00@all",
+	        "&#64;all\n\t/lock",
+	        "a@b.com/close",
+	        "\xC0\xAF"
+	        "close",
+	        NULL,
 	};
 	size_t i;
 	fbuf b;
@@ -822,12 +886,51 @@ static void big_case(const char *unit, size_t ulen)
 Test(big, one_mebibyte_inputs_of_every_shape, .timeout = 120)
 {
 	static const char *const units[] = {
-		"@", "@a", "a@", "a@b.", "/close\r\n", "<!--", "-->", "://", "a://b:", "password=",
-		"password=\"", "4", "4 ", "4111 1111 1111 1111 ", "glpat-", "eyJaaaaaaaaa.", "&#64;", "\0", "\xFF",
-		"\xE2\x80", "\r", "Bearer ", "Authorization: ", "x.y@", "a", "aaaaaaaaaaaaaaaaaaaa", "\"token\":",
-		"eyJ", "eyJabcdefgh.", "sk-", "sk-a", "http://a.b/", "https://a.b/x?", "xhttp://a.b/", "glpat-x",
-		"token='", "a@b.c", "@a.", "0", "4-", "&#0", "&#x", "ghp_", "GR1348941",
-		NULL,
+	        "@",
+	        "@a",
+	        "a@",
+	        "a@b.",
+	        "/close\r\n",
+	        "<!--",
+	        "-->",
+	        "://",
+	        "a://b:",
+	        "password=",
+	        "password=\"",
+	        "4",
+	        "4 ",
+	        "4111 1111 1111 1111 ",
+	        "glpat-",
+	        "eyJaaaaaaaaa.",
+	        "&#64;",
+	        "\0",
+	        "\xFF",
+	        "\xE2\x80",
+	        "\r",
+	        "Bearer ",
+	        "Authorization: ",
+	        "x.y@",
+	        "a",
+	        "aaaaaaaaaaaaaaaaaaaa",
+	        "\"token\":",
+	        "eyJ",
+	        "eyJabcdefgh.",
+	        "sk-",
+	        "sk-a",
+	        "http://a.b/",
+	        "https://a.b/x?",
+	        "xhttp://a.b/",
+	        "glpat-x",
+	        "token='",
+	        "a@b.c",
+	        "@a.",
+	        "0",
+	        "4-",
+	        "&#0",
+	        "&#x",
+	        "ghp_",
+	        "GR1348941",
+	        NULL,
 	};
 	size_t i;
 
@@ -838,8 +941,8 @@ Test(big, one_mebibyte_inputs_of_every_shape, .timeout = 120)
 Test(big, realistic_log_text_is_fast, .timeout = 120)
 {
 	const char *line = "2024-05-01T10:00:00Z ERROR payment failed for user=bob@x.com card=4111111111111111 "
-			   "token=abc123 url=https://u:p@api.example.com/v1?key=1 trace=eyJhbGciOi.eyJzdWIiOi.sig "
-			   "@ops please look /close\r\n";
+	                   "token=abc123 url=https://u:p@api.example.com/v1?key=1 trace=eyJhbGciOi.eyJzdWIiOi.sig "
+	                   "@ops please look /close\r\n";
 	size_t total = 1 << 20;
 	char *in = repeat(line, strlen(line), total);
 	double t0 = seconds();
