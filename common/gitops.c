@@ -327,6 +327,18 @@ int gitops_set_origin(fgit_repo *r, const char *url)
 	return error;
 }
 
+int gitops_config_set(fgit_repo *r, const char *key, const char *value)
+{
+	git_config *cfg = NULL;
+	int error = 0;
+
+	init();
+	if (git_repository_config(&cfg, fgit_raw(r)) < 0 || git_config_set_string(cfg, key, value) < 0)
+		error = ferror_set(FACTORY_ERR, "cannot set %s in the repository's config: %s", key, git_msg());
+	git_config_free(cfg);
+	return error;
+}
+
 int gitops_is_shallow(fgit_repo *r)
 {
 	init();

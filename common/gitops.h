@@ -68,6 +68,9 @@ int gitops_clone(fgit_repo **out, const gitops_remote *rem, const char *dir, con
  * it (with the usual fetch refspec) when the repository has none. */
 int gitops_set_origin(fgit_repo *r, const char *url);
 
+/* Set `key` to `value` in the repository's own config (.git/config). */
+int gitops_config_set(fgit_repo *r, const char *key, const char *value);
+
 /* 1 when the repository is shallow (a CI checkout with GIT_DEPTH), else 0. */
 int gitops_is_shallow(fgit_repo *r);
 

@@ -141,6 +141,10 @@ typedef struct {
  * directory and check out `branch` made from the default branch. */
 int impl_checkout_branch(impl_checkout *co, impl_run *r, const char *branch, int from_remote_branch);
 void impl_checkout_release(impl_checkout *co, impl_run *r);
+/* As root, the sandbox handed the work tree (not .git/) to its command
+ * user; take it back once the agent is done, so nothing it left running
+ * could change it and git's stat cache matches again (no file re-read). */
+int impl_reclaim_tree(impl_checkout *co);
 gitops_remote impl_remote(const impl_run *r);
 
 /* task.c */

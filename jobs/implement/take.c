@@ -344,8 +344,13 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 		log_warn("no transcript: the report directory %s cannot be resolved", r->job->report_dir);
 	}
 	ao.transcript = transcript;
-	if ((error = make_sandbox(&sb, r, co->root, external, allow_buf, sizeof(allow_buf))) < 0)
-		goto cleanup;
+	{
+		long t = impl_ms();
+		error = make_sandbox(&sb, r, co->root, external, allow_buf, sizeof(allow_buf));
+		impl_time(r, "sandbox", t);
+		if (error < 0)
+			goto cleanup;
+	}
 	log_info("agent: %s on %s; commands run as %s", external ? "external command" : lo.model, sandbox_root(sb),
 		 sandbox_describe(sb));
 	if (external) {
@@ -363,9 +368,7 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 	}
 	if (error < 0 || !st->res.finished)
 		goto cleanup;
-	if ((error = fgit_changed_count(&st->changed, co->repo)) < 0)
-		goto cleanup;
-	if (st->changed && r->check_command) {
+	if (r->check_command) {
 		long t = impl_ms();
 		/* A copy: the command's child wipes the job's environment before it
 		 * runs, and the setting may live there (FACTORY_IMPLEMENT_CHECK_COMMAND). */
@@ -390,10 +393,13 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 			free(masked);
 		}
 		impl_time(r, "checks", t);
-		/* The checks may leave build output behind: count again what git would commit. */
-		if ((error = fgit_changed_count(&st->changed, co->repo)) < 0)
-			goto cleanup;
 	}
+	/* Done with commands: the tree comes back to the job, then what git
+	 * would commit is counted (build output the checks left included). */
+	sandbox_free(sb);
+	sb = NULL;
+	if ((error = impl_reclaim_tree(co)) < 0 || (error = fgit_changed_count(&st->changed, co->repo)) < 0)
+		goto cleanup;
 cleanup:
 	sandbox_result_release(&sr);
 	llm_free(l);
@@ -674,9 +680,11 @@ cleanup:
 	return error;
 }
 
-/* A failure after the claim: say so in the log for phase 1 of a later run,
- * then heal now (retry, or ask a person). The run fails. */
-static int stop_short(impl_run *r, taken *t, const char *diag, const char *why)
+/* A failure after the claim (`cause`: its error code, 0 when the agent
+ * just stopped short): say so in the log for phase 1 of a later run, then
+ * heal now (retry, or ask a person). The run fails: exit 3 when an upstream
+ * was unavailable, else 1. */
+static int stop_short(impl_run *r, taken *t, const char *diag, int cause, const char *why)
 {
 	char line[600];
 	int error;
@@ -685,9 +693,10 @@ static int stop_short(impl_run *r, taken *t, const char *diag, const char *why)
 	impl_outcome(r, t->iid, t->claim.note_id, diag, line);
 	error = impl_heal_claim(r, t->issue, &t->h, &t->claim, diag, line, NULL);
 	if (error < 0)
-		log_error("#%ld: cannot heal after %s: %s", t->iid, diag, ferror_last());
+		log_error("#%ld: cannot heal after %s: %s (a later run will)", t->iid, diag, ferror_last());
 	report_summary(r->rep, "#%ld: stopped short (%s): %s", t->iid, diag, line);
-	return ferror_set(FACTORY_EINVALID, "#%ld: %s: %s", t->iid, diag, line);
+	return ferror_set(cause == FACTORY_EUPSTREAM ? FACTORY_EUPSTREAM : FACTORY_EINVALID, "#%ld: %s: %s", t->iid,
+			  diag, line);
 }
 
 /* The remote branch an earlier round of the Factory left: it is replaced
@@ -738,14 +747,17 @@ static int work_issue(impl_run *r, taken *t)
 	impl_stage(r, t->iid, t->claim.note_id, "clone");
 	ts = impl_ms();
 	if ((error = impl_checkout_branch(&co, r, t->branch, 0)) < 0) {
-		error = stop_short(r, t, DIAG_JOB_FAILED, ferror_last());
+		error = stop_short(r, t, DIAG_JOB_FAILED, error, ferror_last());
 		goto cleanup;
 	}
 	impl_time(r, "clone", ts);
 	earlier_round(expect, r, &co, t);
 	ts = impl_ms();
-	if ((error = impl_build_task(&task, r, t->issue, t->notes, &t->h, co.root)) < 0)
+	if ((error = impl_build_task(&task, r, t->issue, t->notes, &t->h, co.root)) < 0) {
+		if (error != FACTORY_ENOMEM)
+			error = stop_short(r, t, DIAG_JOB_FAILED, error, ferror_last());
 		goto cleanup;
+	}
 	impl_time(r, "context", ts);
 
 	impl_stage(r, t->iid, t->claim.note_id, "agent");
@@ -753,11 +765,11 @@ static int work_issue(impl_run *r, taken *t)
 	error = run_agent(&st, r, &co, task.ptr, task.len);
 	impl_time(r, "agent", ts);
 	report_agent(r, &st);
-	if (error == FACTORY_ECONFIG || error == FACTORY_ENOMEM)
+	if (error == FACTORY_ENOMEM)
 		goto cleanup;
 	if (error < 0 || !st.res.finished) {
 		diag = diagnose_agent(&st.res, error);
-		error = stop_short(r, t, diag, error < 0 ? ferror_last() : st.res.reason);
+		error = stop_short(r, t, diag, error, error < 0 ? ferror_last() : st.res.reason);
 		goto cleanup;
 	}
 	if (!st.changed) {
@@ -768,8 +780,11 @@ static int work_issue(impl_run *r, taken *t)
 	impl_stage(r, t->iid, t->claim.note_id, "commit");
 	ts = impl_ms();
 	if ((error = build_message(&msg, r, t, &st)) < 0 ||
-	    (error = gitops_commit_all(&commit, co.repo, &r->author, &r->committer, msg.ptr)) < 0)
+	    (error = gitops_commit_all(&commit, co.repo, &r->author, &r->committer, msg.ptr)) < 0) {
+		if (error != FACTORY_ENOMEM)
+			error = stop_short(r, t, DIAG_JOB_FAILED, error, ferror_last());
 		goto cleanup;
+	}
 	impl_time(r, "commit", ts);
 	if (!commit.sha[0]) {
 		/* Only ignored files changed: git sees nothing. */
@@ -799,7 +814,7 @@ static int work_issue(impl_run *r, taken *t)
 		error = gitops_push_rebasing(&rebases, co.repo, &rem, t->branch, t->branch, &r->committer, r->push_tries);
 	impl_time(r, "push", ts);
 	if (error < 0) {
-		error = stop_short(r, t, DIAG_PUSH_FAILED, ferror_last());
+		error = stop_short(r, t, DIAG_PUSH_FAILED, error, ferror_last());
 		goto cleanup;
 	}
 	if (rebases)
@@ -808,7 +823,7 @@ static int work_issue(impl_run *r, taken *t)
 	impl_stage(r, t->iid, t->claim.note_id, "mr");
 	ts = impl_ms();
 	if ((error = open_mr(&mr_iid, &web, r, t, &st, &commit)) < 0) {
-		error = stop_short(r, t, DIAG_MR_FAILED, ferror_last());
+		error = stop_short(r, t, DIAG_MR_FAILED, error, ferror_last());
 		goto cleanup;
 	}
 	memset(&e, 0, sizeof(e));
@@ -849,13 +864,42 @@ cleanup:
 	return error;
 }
 
+/* The agent's settings, checked before any issue is claimed: a bad setting
+ * stops the run (exit 2) with the board untouched. */
+static int preflight(impl_run *r)
+{
+	const char *kind = fconfig_get_str(r->job->cfg, "agent", "builtin");
+	llm_options lo;
+	agent_options ao;
+	char *key = NULL;
+	int error;
+
+	if (strcmp(kind, "builtin") && strcmp(kind, "command"))
+		return ferror_set(FACTORY_ECONFIG, "bad setting agent=%s (from FACTORY_AGENT): expected builtin or command",
+				  kind);
+	if (!strcmp(kind, "command")) {
+		const char *cmd = fconfig_get(r->job->cfg, "agent_cmd", NULL);
+		if (!cmd || !*cmd)
+			return ferror_set(FACTORY_ECONFIG, "missing setting agent_cmd (set FACTORY_AGENT_CMD): "
+							   "FACTORY_AGENT=command needs the command to run");
+		return agent_options_from_config(&ao, r->job->cfg, NULL);
+	}
+	if ((error = llm_options_from_config(&lo, &key, r->job->cfg)) == 0)
+		error = agent_options_from_config(&ao, r->job->cfg, lo.model);
+	if (key) {
+		explicit_bzero(key, strlen(key));
+		free(key);
+	}
+	return error;
+}
+
 int impl_take(impl_run *r)
 {
 	cJSON *issues = NULL;
 	const cJSON *it;
 	taken t;
 	fbuf q;
-	int won = 0, error;
+	int won = 0, checked = 0, error;
 
 	memset(&t, 0, sizeof(t));
 	fbuf_init(&q, 1024);
@@ -868,6 +912,8 @@ int impl_take(impl_run *r)
 		if (impl_has_label(it, LABEL_IN_PROGRESS) || impl_has_label(it, LABEL_VALIDATION) ||
 		    impl_has_label(it, LABEL_NEEDS_INFO))
 			continue;
+		if (!checked++ && (error = preflight(r)) < 0)
+			goto cleanup;
 		taken_release(&t);
 		t.iid = impl_num(it, "iid");
 		if (!(t.issue = cJSON_Duplicate(it, 1))) {

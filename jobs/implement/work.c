@@ -48,6 +48,39 @@ void impl_checkout_release(impl_checkout *co, impl_run *r)
 	co->dir[0] = co->root[0] = '\0';
 }
 
+static uid_t reclaim_uid;
+static gid_t reclaim_gid;
+static const char *reclaim_git;
+static size_t reclaim_git_len;
+
+static int reclaim_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)flag;
+	(void)ftw;
+	if (!strncmp(path, reclaim_git, reclaim_git_len) && (path[reclaim_git_len] == '/' || !path[reclaim_git_len]))
+		return 0; /* .git/ stayed the job's */
+	if (st->st_uid != reclaim_uid || st->st_gid != reclaim_gid)
+		lchown(path, reclaim_uid, reclaim_gid);
+	return 0;
+}
+
+int impl_reclaim_tree(impl_checkout *co)
+{
+	char git[sizeof(co->root) + 8];
+
+	if (geteuid() != 0 || !co->root[0])
+		return 0; /* not root: the tree was never handed over */
+	snprintf(git, sizeof(git), "%s/.git", co->root);
+	reclaim_uid = geteuid();
+	reclaim_gid = getegid();
+	reclaim_git = git;
+	reclaim_git_len = strlen(git);
+	if (nftw(co->root, reclaim_cb, 32, FTW_PHYS) < 0)
+		return ferror_set(FACTORY_ERR, "cannot take the work tree %s back from the sandbox: %s", co->root,
+				  strerror(errno));
+	return 0;
+}
+
 /* A CI checkout whose objects can seed our clone: a repository that is not shallow. */
 static const char *reusable_ci_checkout(impl_run *r)
 {
@@ -106,6 +139,10 @@ int impl_checkout_branch(impl_checkout *co, impl_run *r, const char *branch, int
 	else
 		snprintf(start, sizeof(start), "refs/remotes/origin/%s", r->default_branch);
 	if ((error = gitops_branch_checkout(co->repo, branch, start)) < 0)
+		goto fail;
+	/* The tree is handed to the sandbox's user and back (impl_reclaim_tree):
+	 * that changes every file's ctime, never its content. */
+	if ((error = gitops_config_set(co->repo, "core.trustctime", "false")) < 0)
 		goto fail;
 	return 0;
 fail:

@@ -156,6 +156,15 @@ class TakeTest(unittest.TestCase):
         self.assertEqual(r.report["summary"], "nothing to take")
         self.assertEqual(writes(self.d), [])
 
+    def test_a_bad_agent_setting_stops_before_any_claim(self):
+        self.start([issue("Capitalise", iid=1)])
+        self.d.clear_requests()
+        r = run_implement(self.d, None)  # no FACTORY_LLM_MODEL
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("llm.model", r.stderr)
+        self.assertEqual(writes(self.d), [])
+        self.assertEqual(labels_of(self.d, 1), [UP_NEXT])
+
     def test_empty_diff_is_not_committed(self):
         self.start([issue("Make the title Demo", iid=1)])
         script = [finish("The README already says what the issue asks; nothing to change.", tested=False,
