@@ -36,7 +36,8 @@ typedef struct rel_model rel_model;
 typedef struct {
 	char submission[FEEDBACK_ID_LEN + 1];
 	char email[256];
-	int told; /* a mailed marker for this version exists */
+	int told;  /* a mailed marker for this version exists */
+	int tried; /* this run tried this address already */
 } rel_reporter;
 
 typedef struct {
@@ -71,8 +72,8 @@ typedef struct {
 	const char *ref;    /* what to tag (a branch, tag or sha) */
 	const char *branch; /* where CHANGELOG.md is committed */
 	const char *version_given;
-	const char *ci_tag;      /* CI_COMMIT_TAG: a tag pipeline releases that tag */
-	int not_a_version;       /* ... unless it is not a version tag */
+	const char *ci_tag; /* CI_COMMIT_TAG: a tag pipeline releases that tag */
+	int not_a_version;  /* ... unless it is not a version tag */
 	const char *initial_version;
 	const char *changelog_file;
 	const char *since; /* cut-off for a first release, or NULL */

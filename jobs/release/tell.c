@@ -247,8 +247,13 @@ int rel_email(rel_run *r)
 			fbuf text, subject;
 			char what[64];
 
-			if (!is_customer_issue(&r->items[i]) || rp->told)
+			if (!is_customer_issue(&r->items[i]) || rp->told || rp->tried)
 				continue;
+			/* one try per address and run, whatever comes of it */
+			for (a = 0; a < r->nitems; a++)
+				for (b = 0; b < r->items[a].nreporters; b++)
+					if (!strcasecmp(r->items[a].reporters[b].email, rp->email))
+						r->items[a].reporters[b].tried = 1;
 			/* everything this address reported in the release; told once for all of it */
 			for (a = 0; a < r->nitems; a++)
 				for (b = 0; b < r->items[a].nreporters; b++)

@@ -121,6 +121,20 @@ class ResumeTest(unittest.TestCase):
         self.assertEqual(r.report["counters"]["emails_sent"], 1)
         self.assert_told_once()
 
+    def test_one_try_per_address_and_run(self):
+        w = self.w
+        w.sink.tempfail = {"jane@example.com": 100}
+        r = w.release(FACTORY_SMTP_MAX_RETRIES="1")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("1 step failed", r.stderr, "jane reported two issues: still one address, one failure")
+        self.assertEqual(r.report["counters"]["emails_failed"], 1)
+        rcpts = [l for l in w.sink.log() if l.lower().startswith("rcpt to:<jane@")]
+        self.assertEqual(len(rcpts), 2, "one try and one retry, not one per issue")
+        w.sink.tempfail = {}
+        r = w.release()
+        self.assertEqual(r.returncode, 0, r)
+        self.assert_told_once()
+
     def test_mail_server_refuses_an_address_for_good(self):
         w = self.w
         w.sink.reject = {"carol@example.net"}
