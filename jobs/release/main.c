@@ -25,7 +25,7 @@
 
 static const job_option options[] = {
         {"release-version", "release.version", 1,
-         "X.Y.Z  the version to release (default: the next one, from the changes)"},
+         "X.Y.Z    the version to release (default: the next one, from the changes)"},
         {"tag-prefix", "release.tag_prefix", 1, "TEXT     put before the version in the tag name (default \"v\")"},
         {"ref", "release.ref", 1, "REF      what to tag: branch, tag or commit (default: the default branch)"},
         {"branch", "release.branch", 1, "NAME     where CHANGELOG.md is committed (default: the default branch)"},
