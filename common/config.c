@@ -136,8 +136,10 @@ int fconfig_new(fconfig **out)
 	fconfig *c = calloc(1, sizeof(*c));
 
 	*out = NULL;
-	if (!c)
-		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	if (!c) {
+		ferror_set(FACTORY_ENOMEM, "out of memory");
+		return FACTORY_ENOMEM;
+	}
 	*out = c;
 	return 0;
 }
@@ -608,7 +610,7 @@ static int on_start(converter *cv, const yaml_event_t *ev, int mapping)
 
 	if (anchor)
 		return yaml_fail(cv, &ev->start_mark, "anchors are not allowed (&%.100s)", anchor);
-	if (tag && strcmp(tag, mapping ? TAG_PREFIX "map" : TAG_PREFIX "seq") && strcmp(tag, "!"))
+	if (tag && strcmp(tag, mapping ? TAG_PREFIX "map" : TAG_PREFIX "seq") != 0 && strcmp(tag, "!") != 0)
 		return yaml_fail(cv, &ev->start_mark, "unsupported tag %.100s", tag);
 	if (expects_key(cv))
 		return yaml_fail(cv, &ev->start_mark, "a mapping key must be a scalar");
@@ -740,6 +742,8 @@ static int merge_objects(cJSON *dst, cJSON *src)
 	cJSON *item, *old;
 	int error;
 
+	if (!dst || !src)
+		return 0;
 	while ((item = src->child)) {
 		cJSON_DetachItemViaPointer(src, item);
 		old = cJSON_GetObjectItemCaseSensitive(dst, item->string);

@@ -338,7 +338,7 @@ static int defuse(fbuf *out, const char *t, size_t n)
 			}
 			break;
 		case '&':
-			if ((k = at_entity(t, n, i)) > 0) {
+			if (at_entity(t, n, i) > 0) {
 				if ((error = put_fit(out, t + run, i - run)) < 0 ||
 				    (error = put_fit(out, "&amp;", 5)) < 0)
 					return error;
