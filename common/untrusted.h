@@ -32,7 +32,9 @@
  *  - \r\n, a lone \r, U+0085, U+2028 and U+2029 all become \n (GitLab
  *    deletes \r before it looks for quick actions); C0 and C1 controls and
  *    DEL are dropped; one U+FFFD stands for each maximal invalid subpart.
- *  - Blanks are space and tab; the start of `text` is a line start.
+ *  - Blanks are space and tab; the start of `text` is a line start. (In a
+ *    code block the added backslash shows; everywhere else it renders as
+ *    nothing.)
  *  - A mention is GitLab's (?<!\w)@name: an '@' at the start or after any
  *    byte that is not an ASCII letter or digit (so also after '.', '-',
  *    '/', '_' and non-ASCII), followed by [A-Za-z0-9_.-]. Emails (a@b.com)
