@@ -10,6 +10,8 @@
 #   FUZZ_JOBS=2           parallel fuzzing processes per target (default 1)
 #
 # Corpora grow in build-fuzz/corpus/<target>/ and are reused next time.
+# Flags are kept in plain variables and split on purpose (as make does):
+# shellcheck disable=SC2086,SC2089,SC2090
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 
@@ -36,7 +38,8 @@ mkdir -p "$OUT/obj" "$OUT/corpus" || exit 2
 objs=""
 for src in common/*.c; do
 	obj="$OUT/obj/$(basename "${src%.c}").o"
-	if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find common -name '*.h' -newer "$obj" 2>/dev/null | head -n 1)" ]; then
+	# Rebuilt when missing or older than its source or any header.
+	if [ ! -f "$obj" ] || [ -n "$(find "$src" common -maxdepth 1 \( -path "$src" -o -name '*.h' \) -newer "$obj" 2>/dev/null | head -n 1)" ]; then
 		$CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$obj" || { echo "fuzz: cannot build $src" >&2; exit 2; }
 	fi
 	objs="$objs $obj"
@@ -90,11 +93,10 @@ for src in tests/fuzz/fuzz_*.c; do
 		# Fork mode: the parent stops the workers at max_total_time.
 		jobs="-fork=$FUZZ_JOBS -ignore_crashes=0"
 	fi
-	# shellcheck disable=SC2086 # $dict and $jobs are optional words
 	if "$OUT/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
 		-print_final_stats=1 -artifact_prefix="$OUT/$name-" $jobs $dict "$OUT/corpus/$name" \
 		>"$OUT/$name.log" 2>&1; then
-		echo "== $name: ok ($(grep -c . "$OUT/$name.log") log lines, corpus $(ls "$OUT/corpus/$name" | wc -l))"
+		echo "== $name: ok ($(grep -c . "$OUT/$name.log") log lines, corpus $(find "$OUT/corpus/$name" -type f | wc -l))"
 	else
 		echo "== $name: FAILED, see $OUT/$name.log" >&2
 		tail -n 40 "$OUT/$name.log" >&2
