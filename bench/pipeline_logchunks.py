@@ -109,7 +109,8 @@ def main():
         return 2
     os.makedirs(args.work, exist_ok=True)
     extract(args.work)
-    rows = [json.loads(l) for l in open(os.path.join(DATA, "logchunks_index.jsonl"), encoding="utf-8")]
+    with open(os.path.join(DATA, "logchunks_index.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(l) for l in f]
     report_dir = os.path.join(args.work, "report")
 
     counts = collections.Counter()
@@ -120,7 +121,8 @@ def main():
     t0 = time.time()
     for r in rows:
         path = os.path.join(args.work, r["build_log"])
-        raw = open(path, "rb").read()
+        with open(path, "rb") as f:
+            raw = f.read()
         loc = locate(raw.decode("utf-8", "replace"), r["chunk"])
         p = subprocess.run([exe, "--report-dir", report_dir, "--log-level", "error", "classify", path],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
