@@ -20,7 +20,7 @@ int claim_marker_format(fbuf *out, const char *kind, const cJSON *fields)
 	size_t start = out->len;
 	int error = 0;
 
-	if (!kind || (strcmp(kind, "claim") && strcmp(kind, "event")))
+	if (!kind || (strcmp(kind, "claim") != 0 && strcmp(kind, "event") != 0))
 		return ferror_set(FACTORY_EINVALID, "unknown marker kind %s", kind ? kind : "(null)");
 	if (!cJSON_IsObject(fields))
 		return ferror_set(FACTORY_EINVALID, "marker fields must be a JSON object");
@@ -206,7 +206,8 @@ int claim_history_read(claim_history *out, const cJSON *notes, long me)
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsArray(notes))
 		return ferror_set(FACTORY_EINVALID, "notes: expected a JSON array");
-	cJSON_ArrayForEach(n, notes) {
+	cJSON_ArrayForEach(n, notes)
+	{
 		const cJSON *author = cJSON_GetObjectItemCaseSensitive(n, "author");
 		const cJSON *body = cJSON_GetObjectItemCaseSensitive(n, "body");
 		const cJSON *created = cJSON_GetObjectItemCaseSensitive(n, "created_at");
@@ -316,7 +317,7 @@ const claim_event *claim_last_event(const claim_history *h, const char *action, 
 
 	for (i = h->nevents; i-- > 0;) {
 		const claim_event *e = &h->events[i];
-		if (strcmp(e->action, action))
+		if (strcmp(e->action, action) != 0)
 			continue;
 		if (mr && e->mr != mr)
 			continue;
@@ -361,11 +362,11 @@ int claim_retry_context(fbuf *out, const claim_history *h)
 
 	for (i = count_from(h); i < h->nevents && !error; i++) {
 		const claim_event *e = &h->events[i];
-		if (strcmp(e->action, CLAIM_ACTION_RETRY))
+		if (strcmp(e->action, CLAIM_ACTION_RETRY) != 0)
 			continue;
 		n++;
 		error = fbuf_printf(out, "- attempt %d: %s: %s\n", e->attempt > 0 ? e->attempt : n,
-				    e->diagnosis[0] ? e->diagnosis : "unknown", e->why[0] ? e->why : "(no detail)");
+		                    e->diagnosis[0] ? e->diagnosis : "unknown", e->why[0] ? e->why : "(no detail)");
 	}
 	return error;
 }

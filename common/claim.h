@@ -57,7 +57,7 @@
 
 typedef struct {
 	long note_id;
-	long created;          /* the note's created_at, unix seconds (GitLab's clock) */
+	long created; /* the note's created_at, unix seconds (GitLab's clock) */
 	char run[40];
 	long pipeline;
 	long job;
@@ -66,7 +66,7 @@ typedef struct {
 	long started_at;
 	long lease_until;
 	int attempt;
-	long ended_by;         /* note id of the first event that ends it, 0 while live */
+	long ended_by; /* note id of the first event that ends it, 0 while live */
 } claim_entry;
 
 typedef struct {
@@ -84,9 +84,9 @@ typedef struct {
 } claim_event;
 
 typedef struct {
-	claim_entry *claims;   /* in note id order */
+	claim_entry *claims; /* in note id order */
 	size_t nclaims;
-	claim_event *events;   /* in note id order */
+	claim_event *events; /* in note id order */
 	size_t nevents;
 } claim_history;
 

@@ -30,7 +30,7 @@ static void init_libgit2(void)
 		ca = getenv("CI_SERVER_TLS_CA_FILE");
 	if (ca && *ca && git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca, NULL) < 0)
 		log_warn("cannot use the CA bundle %s for git: %s", ca,
-			 git_error_last() ? git_error_last()->message : "unknown libgit2 error");
+		         git_error_last() ? git_error_last()->message : "unknown libgit2 error");
 }
 
 static void init(void)
@@ -60,20 +60,20 @@ static const char *git_msg(void)
 typedef struct {
 	const gitops_remote *rem;
 	int cred_calls;
-	int auth_refused;    /* credentials were asked for again: the token was refused */
-	int no_token;        /* credentials were asked for and there is no token */
-	int wrong_origin;    /* credentials were asked for by another origin */
-	int bad_type;        /* the server wants a kind of credential we do not have */
+	int auth_refused; /* credentials were asked for again: the token was refused */
+	int no_token;     /* credentials were asked for and there is no token */
+	int wrong_origin; /* credentials were asked for by another origin */
+	int bad_type;     /* the server wants a kind of credential we do not have */
 	char refused_ref[256];
 	char refused_why[256];
 	char remote_says[512]; /* the server's own words (sideband), last lines */
-	const char *expect;  /* push lease: the server's branch must be here */
+	const char *expect;    /* push lease: the server's branch must be here */
 	int lease_broken;
 	char lease_actual[GITOPS_SHA_LEN];
 } op_ctx;
 
 static int cred_cb(git_credential **out, const char *url, const char *user_from_url, unsigned int allowed,
-		   void *payload)
+                   void *payload)
 {
 	op_ctx *c = payload;
 
@@ -101,7 +101,7 @@ static int cred_cb(git_credential **out, const char *url, const char *user_from_
 		return GIT_EUSER;
 	}
 	return git_credential_userpass_plaintext_new(out, c->rem->username ? c->rem->username : "oauth2",
-						     c->rem->token);
+	                                             c->rem->token);
 }
 
 /* Messages from the server ("remote: ..."): keep the last ones for errors. */
@@ -179,18 +179,19 @@ static int op_fail(const op_ctx *c, int rc, const char *what)
 	const char *url = c->rem->url;
 
 	if (c->auth_refused)
-		return ferror_set(FACTORY_EAUTH, "%s: %s refused the token (a token with write_repository is needed)", what,
-				  url);
+		return ferror_set(FACTORY_EAUTH, "%s: %s refused the token (a token with write_repository is needed)",
+		                  what, url);
 	if (c->no_token)
 		return ferror_set(FACTORY_EAUTH, "%s: %s asks for credentials and there is no token", what, url);
 	if (c->wrong_origin)
-		return ferror_set(FACTORY_EAUTH, "%s: credentials were asked for by another origin than %s; not sent", what,
-				  url);
+		return ferror_set(FACTORY_EAUTH, "%s: credentials were asked for by another origin than %s; not sent",
+		                  what, url);
 	if (c->bad_type)
 		return ferror_set(FACTORY_EAUTH, "%s: %s wants credentials other than a user and token", what, url);
 	if (c->lease_broken)
-		return ferror_set(FACTORY_ECONFLICT, "%s: the branch moved on the server (now at %.12s, expected %.12s)",
-				  what, c->lease_actual, c->expect ? c->expect : "?");
+		return ferror_set(FACTORY_ECONFLICT,
+		                  "%s: the branch moved on the server (now at %.12s, expected %.12s)", what,
+		                  c->lease_actual, c->expect ? c->expect : "?");
 	if (rc == GIT_ENONFASTFORWARD)
 		return ferror_set(FACTORY_ECONFLICT, "%s: not a fast-forward: %s", what, msg);
 	if (rc == GIT_ENOTFOUND)
@@ -198,7 +199,7 @@ static int op_fail(const op_ctx *c, int rc, const char *what)
 	if (strstr(msg, "401") || strstr(msg, "403") || strstr(msg, "authentication"))
 		return ferror_set(FACTORY_EAUTH, "%s: %s: %s", what, url, msg);
 	if (e && (e->klass == GIT_ERROR_NET || e->klass == GIT_ERROR_HTTP || e->klass == GIT_ERROR_SSL ||
-		  e->klass == GIT_ERROR_OS))
+	          e->klass == GIT_ERROR_OS))
 		return ferror_set(FACTORY_EUPSTREAM, "%s: %s: %s", what, url, msg);
 	return ferror_set(FACTORY_ERR, "%s: %s: %s", what, url, msg);
 }
@@ -437,7 +438,8 @@ static int lookup_commit(git_commit **out, git_repository *repo, const char *rev
 	*out = NULL;
 	rc = git_revparse_single(&obj, repo, rev);
 	if (rc < 0)
-		return ferror_set(rc == GIT_ENOTFOUND ? FACTORY_ENOTFOUND : FACTORY_ERR, "no commit %s: %s", rev, git_msg());
+		return ferror_set(rc == GIT_ENOTFOUND ? FACTORY_ENOTFOUND : FACTORY_ERR, "no commit %s: %s", rev,
+		                  git_msg());
 	rc = git_object_peel(&peeled, obj, GIT_OBJECT_COMMIT);
 	git_object_free(obj);
 	if (rc < 0)
@@ -613,7 +615,7 @@ cleanup:
 }
 
 int gitops_commit_all(gitops_commit_result *out, fgit_repo *r, const gitops_identity *author,
-		      const gitops_identity *committer, const char *message)
+                      const gitops_identity *committer, const char *message)
 {
 	git_repository *repo = fgit_raw(r);
 	git_index *index = NULL;
@@ -667,7 +669,7 @@ int gitops_commit_all(gitops_commit_result *out, fgit_repo *r, const gitops_iden
 	}
 	if (git_signature_now(&a, author->name, author->email) < 0 ||
 	    git_signature_now(&c, committer->name && *committer->name ? committer->name : author->name,
-			      committer->email && *committer->email ? committer->email : author->email) < 0) {
+	                      committer->email && *committer->email ? committer->email : author->email) < 0) {
 		error = ferror_set(FACTORY_EINVALID, "bad author or committer: %s", git_msg());
 		goto cleanup;
 	}
@@ -690,10 +692,8 @@ int gitops_commit_all(gitops_commit_result *out, fgit_repo *r, const gitops_iden
 	git_oid_tostr(out->sha, sizeof(out->sha), &commit_id);
 	error = 0;
 cleanup:
-	if (error < 0)
-		gitops_commit_result_release(out);
-	else if (!out->sha[0])
-		gitops_commit_result_release(out);
+	if (error < 0 || !out->sha[0])
+		gitops_commit_result_release(out); /* an error, or nothing committed */
 	free(msg);
 	git_signature_free(a);
 	git_signature_free(c);
@@ -705,7 +705,7 @@ cleanup:
 }
 
 int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const char *remote_branch, int force,
-		const char *expect)
+                const char *expect)
 {
 	git_repository *repo = fgit_raw(r);
 	git_remote *remote = NULL;
@@ -721,7 +721,7 @@ int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const
 	if ((error = check_remote(rem)) < 0 || (error = full_ref(lfull, sizeof(lfull), local)) < 0 ||
 	    (error = full_ref(rfull, sizeof(rfull), remote_branch)) < 0)
 		return error;
-	if (strncmp(rfull, "refs/heads/", 11))
+	if (strncmp(rfull, "refs/heads/", 11) != 0)
 		return ferror_set(FACTORY_EINVALID, "can only push to a branch, not %s", rfull);
 	if (git_reference_lookup(&lref, repo, lfull) < 0)
 		return ferror_set(FACTORY_ENOTFOUND, "cannot push %s: no such local branch", short_branch(lfull));
@@ -753,14 +753,14 @@ int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const
 		    strstr(why, "failed to lock") || strstr(why, "cannot lock") || strstr(why, "failed to update"))
 			code = FACTORY_ECONFLICT;
 		else if (strstr(why, "protected") || strstr(why, "not allowed") || strstr(why, "denied") ||
-			 strstr(says, "protected") || strstr(says, "not allowed"))
+		         strstr(says, "protected") || strstr(says, "not allowed"))
 			code = FACTORY_EAUTH;
 		while (*says == ' ')
 			says++;
 		for (size_t k = strlen(c.remote_says); k && c.remote_says[k - 1] == ' '; k--)
 			c.remote_says[k - 1] = '\0';
-		error = ferror_set(code, "%s: the server refused %s: %s%s%s%s", what, c.refused_ref, why, *says ? " (" : "",
-				   says, *says ? ")" : "");
+		error = ferror_set(code, "%s: the server refused %s: %s%s%s%s", what, c.refused_ref, why,
+		                   *says ? " (" : "", says, *says ? ")" : "");
 		goto cleanup;
 	}
 	/* An anonymous remote updates no tracking ref: keep origin/<branch> true. */
@@ -789,7 +789,8 @@ static void first_conflict(char *out, size_t len, git_repository *repo)
 	snprintf(out, len, "?");
 	if (git_repository_index(&index, repo) < 0)
 		return;
-	if (git_index_conflict_iterator_new(&it, index) == 0 && git_index_conflict_next(&anc, &ours, &theirs, it) == 0) {
+	if (git_index_conflict_iterator_new(&it, index) == 0 &&
+	    git_index_conflict_next(&anc, &ours, &theirs, it) == 0) {
 		const git_index_entry *e = ours ? ours : theirs ? theirs : anc;
 		if (e)
 			snprintf(out, len, "%s", e->path);
@@ -893,7 +894,7 @@ cleanup:
 }
 
 int gitops_push_rebasing(size_t *rebases, fgit_repo *r, const gitops_remote *rem, const char *branch,
-			 const char *remote_branch, const gitops_identity *committer, int max_tries)
+                         const char *remote_branch, const gitops_identity *committer, int max_tries)
 {
 	const char *fetch[2] = {NULL, NULL};
 	char tracking[REF_MAX];

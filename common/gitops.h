@@ -44,9 +44,9 @@
 #define GITOPS_SHA_LEN 41
 
 typedef struct {
-	const char *url;       /* http(s)://host/path.git, or a local path / file:// URL (tests); no userinfo */
-	const char *username;  /* basic auth user; NULL: "oauth2" */
-	const char *token;     /* may be NULL: no credentials are offered */
+	const char *url;      /* http(s)://host/path.git, or a local path / file:// URL (tests); no userinfo */
+	const char *username; /* basic auth user; NULL: "oauth2" */
+	const char *token;    /* may be NULL: no credentials are offered */
 } gitops_remote;
 
 typedef struct {
@@ -104,14 +104,14 @@ int gitops_ahead_behind(size_t *ahead, size_t *behind, fgit_repo *r, const char 
  * (binary files count 0/0). */
 typedef struct {
 	char *path;
-	char status;        /* 'A'dded, 'M'odified, 'D'eleted, 'R'enamed, 'T'ype change */
+	char status; /* 'A'dded, 'M'odified, 'D'eleted, 'R'enamed, 'T'ype change */
 	size_t added, removed;
 } gitops_file;
 
 typedef struct {
 	gitops_file *files;
 	size_t count;
-	char sha[GITOPS_SHA_LEN];   /* the new commit, "" when nothing was committed */
+	char sha[GITOPS_SHA_LEN]; /* the new commit, "" when nothing was committed */
 } gitops_commit_result;
 
 void gitops_commit_result_release(gitops_commit_result *c);
@@ -126,7 +126,7 @@ void gitops_commit_result_release(gitops_commit_result *c);
  * author. Signatures carry the current time.
  */
 int gitops_commit_all(gitops_commit_result *out, fgit_repo *r, const gitops_identity *author,
-		      const gitops_identity *committer, const char *message);
+                      const gitops_identity *committer, const char *message);
 
 /*
  * Push local ref `local` (a branch name or "refs/heads/x") to branch
@@ -140,7 +140,7 @@ int gitops_commit_all(gitops_commit_result *out, fgit_repo *r, const gitops_iden
  * "not allowed" reasons and FACTORY_ERR otherwise.
  */
 int gitops_push(fgit_repo *r, const gitops_remote *rem, const char *local, const char *remote_branch, int force,
-		const char *expect);
+                const char *expect);
 
 /*
  * Rebase the branch HEAD points to onto `upstream` (a ref or revision),
@@ -161,12 +161,12 @@ int gitops_rebase(size_t *replayed, fgit_repo *r, const char *upstream, const gi
  * many rebases it took. A rebase conflict ends it with FACTORY_ECONFLICT.
  */
 int gitops_push_rebasing(size_t *rebases, fgit_repo *r, const gitops_remote *rem, const char *branch,
-			 const char *remote_branch, const gitops_identity *committer, int max_tries);
+                         const char *remote_branch, const gitops_identity *committer, int max_tries);
 
 /* Operations done, for reports and benchmarks. */
 typedef struct {
 	long clones, fetches, pushes, rebases, commits;
-	long credential_requests;   /* times the credential callback ran */
+	long credential_requests; /* times the credential callback ran */
 } gitops_stats;
 
 /* Counters since the process started (all threads). */

@@ -38,8 +38,8 @@
 #include "implement.h"
 #include "log.h"
 
-static const char *const active_statuses[] = {"created", "pending", "running", "waiting_for_resource",
-					      "preparing", "scheduled", NULL};
+static const char *const active_statuses[] = {"created",   "pending",   "running", "waiting_for_resource",
+                                              "preparing", "scheduled", NULL};
 
 static int is_active(const char *status)
 {
@@ -57,21 +57,21 @@ static const char *diag_text(const char *d)
 	static const struct {
 		const char *d, *text;
 	} t[] = {
-		{DIAG_BUDGET, "the agent ran out of its budget"},
-		{DIAG_TOOL_FAILURES, "the agent's tool calls kept failing"},
-		{DIAG_NO_FINISH, "the agent stopped without finishing"},
-		{DIAG_NEEDS_INFO, "the issue lacks information or is ambiguous"},
-		{DIAG_REFUSED, "the model refused the task"},
-		{DIAG_AGENT_ERROR, "the model's service failed"},
-		{DIAG_PUSH_FAILED, "the push failed"},
-		{DIAG_MR_FAILED, "the merge request could not be opened"},
-		{DIAG_CANCELLED, "the job was cancelled"},
-		{DIAG_TIMED_OUT, "the job hit its time limit"},
-		{DIAG_OVERTIME, "the job ran past its claim's lease"},
-		{DIAG_JOB_FAILED, "the job failed"},
-		{DIAG_JOB_GONE, "GitLab no longer knows the job"},
-		{DIAG_LEASE_EXPIRED, "the claim's lease ran out"},
-		{DIAG_FAILED, "the job failed"},
+	        {DIAG_BUDGET, "the agent ran out of its budget"},
+	        {DIAG_TOOL_FAILURES, "the agent's tool calls kept failing"},
+	        {DIAG_NO_FINISH, "the agent stopped without finishing"},
+	        {DIAG_NEEDS_INFO, "the issue lacks information or is ambiguous"},
+	        {DIAG_REFUSED, "the model refused the task"},
+	        {DIAG_AGENT_ERROR, "the model's service failed"},
+	        {DIAG_PUSH_FAILED, "the push failed"},
+	        {DIAG_MR_FAILED, "the merge request could not be opened"},
+	        {DIAG_CANCELLED, "the job was cancelled"},
+	        {DIAG_TIMED_OUT, "the job hit its time limit"},
+	        {DIAG_OVERTIME, "the job ran past its claim's lease"},
+	        {DIAG_JOB_FAILED, "the job failed"},
+	        {DIAG_JOB_GONE, "GitLab no longer knows the job"},
+	        {DIAG_LEASE_EXPIRED, "the claim's lease ran out"},
+	        {DIAG_FAILED, "the job failed"},
 	};
 	size_t i;
 
@@ -83,7 +83,7 @@ static const char *diag_text(const char *d)
 
 static int known_diag(const char *d)
 {
-	return strcmp(diag_text(d), "the job failed") || !strcmp(d, DIAG_JOB_FAILED) || !strcmp(d, DIAG_FAILED);
+	return strcmp(diag_text(d), "the job failed") != 0 || !strcmp(d, DIAG_JOB_FAILED) || !strcmp(d, DIAG_FAILED);
 }
 
 /* What to do about a diagnosis after attempt `attempt`. */
@@ -147,7 +147,7 @@ static int post_ending(int *won, impl_run *r, long iid, const claim_event *e, co
 }
 
 int impl_heal_claim(impl_run *r, const cJSON *issue, const claim_history *h, const claim_entry *claim,
-		    const char *diagnosis, const char *why, const char *found)
+                    const char *diagnosis, const char *why, const char *found)
 {
 	long iid = impl_num(issue, "iid");
 	int attempt = claim->attempt > 0 ? claim->attempt : claim_attempts_made(h) + 1;
@@ -166,7 +166,8 @@ int impl_heal_claim(impl_run *r, const cJSON *issue, const claim_history *h, con
 	impl_line(e.why, 500, why && *why ? why : diag_text(diagnosis));
 
 	fbuf_init(&text, 64 << 10);
-	error = fbuf_printf(&text, "**The Factory healed this issue.** Found: %s", found ? found : diag_text(diagnosis));
+	error = fbuf_printf(&text, "**The Factory healed this issue.** Found: %s",
+	                    found ? found : diag_text(diagnosis));
 	if (!error && why && *why) {
 		error = fbuf_puts(&text, " (");
 		if (!error)
@@ -176,20 +177,23 @@ int impl_heal_claim(impl_run *r, const cJSON *issue, const claim_history *h, con
 	}
 	if (!error) {
 		if (!strcmp(action, CLAIM_ACTION_RETRY))
-			error = fbuf_printf(&text, ".\n\nDone: back to Up Next for attempt %d of %ld; that attempt is told "
-						   "what this one found.",
-					    attempt + 1, r->max_attempts);
+			error = fbuf_printf(&text,
+			                    ".\n\nDone: back to Up Next for attempt %d of %ld; that attempt is told "
+			                    "what this one found.",
+			                    attempt + 1, r->max_attempts);
 		else if (!strcmp(action, CLAIM_ACTION_UP_NEXT))
 			error = fbuf_puts(&text, ".\n\nDone: back to Up Next; this does not count as an attempt.");
 		else if (!strcmp(diagnosis, DIAG_NEEDS_INFO) || !strcmp(diagnosis, DIAG_REFUSED))
-			error = fbuf_printf(&text, ".\n\nDone: labelled ~\"%s\". Please add what is missing to the "
-						   "description or a comment, then move the issue back to Up Next.",
-					    LABEL_NEEDS_INFO);
+			error = fbuf_printf(&text,
+			                    ".\n\nDone: labelled ~\"%s\". Please add what is missing to the "
+			                    "description or a comment, then move the issue back to Up Next.",
+			                    LABEL_NEEDS_INFO);
 		else
-			error = fbuf_printf(&text, ".\n\nDone: the Factory gave up after %d attempt%s and labelled it "
-						   "~\"%s\". A person should look: clarify or split the issue, then "
-						   "move it back to Up Next.",
-					    attempt, attempt == 1 ? "" : "s", LABEL_NEEDS_INFO);
+			error = fbuf_printf(&text,
+			                    ".\n\nDone: the Factory gave up after %d attempt%s and labelled it "
+			                    "~\"%s\". A person should look: clarify or split the issue, then "
+			                    "move it back to Up Next.",
+			                    attempt, attempt == 1 ? "" : "s", LABEL_NEEDS_INFO);
 	}
 	if (error < 0)
 		goto cleanup;
@@ -243,7 +247,7 @@ static int salvage(int *done, impl_run *r, const cJSON *issue, const claim_entry
 	*done = 0;
 	fbuf_init(&q, 2048);
 	fbuf_init(&text, 8192);
-	if (!claim->branch[0] || strncmp(claim->branch, "factory/", 8))
+	if (!claim->branch[0] || strncmp(claim->branch, "factory/", 8) != 0)
 		return 0;
 	if ((error = http_escape(&q, claim->branch)) < 0)
 		goto cleanup;
@@ -267,12 +271,14 @@ static int salvage(int *done, impl_run *r, const cJSON *issue, const claim_entry
 		web = impl_str(cJSON_GetArrayItem(mrs, 0), "web_url");
 	} else if (!r->dry_run) {
 		impl_line(title, sizeof(title), impl_str(issue, "title"));
-		if (!(fields = cJSON_CreateObject()) || !cJSON_AddStringToObject(fields, "source_branch", claim->branch) ||
+		if (!(fields = cJSON_CreateObject()) ||
+		    !cJSON_AddStringToObject(fields, "source_branch", claim->branch) ||
 		    !cJSON_AddStringToObject(fields, "target_branch", r->default_branch) ||
 		    !cJSON_AddStringToObject(fields, "title", title[0] ? title : closes) ||
-		    fbuf_printf(&text, "The Factory's work for #%ld, found pushed without a merge request after its "
-				       "job ended (%s).\n\nCloses #%ld\n",
-				iid, claim->job_url[0] ? claim->job_url : "a run outside CI", iid) < 0 ||
+		    fbuf_printf(&text,
+		                "The Factory's work for #%ld, found pushed without a merge request after its "
+		                "job ended (%s).\n\nCloses #%ld\n",
+		                iid, claim->job_url[0] ? claim->job_url : "a run outside CI", iid) < 0 ||
 		    !cJSON_AddStringToObject(fields, "description", text.ptr) ||
 		    !cJSON_AddTrueToObject(fields, "remove_source_branch")) {
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -293,11 +299,12 @@ static int salvage(int *done, impl_run *r, const cJSON *issue, const claim_entry
 	snprintf(e.branch, sizeof(e.branch), "%s", claim->branch);
 	snprintf(e.why, sizeof(e.why), "the branch was pushed but the job ended before the merge request was done");
 	fbuf_reset(&text);
-	if ((error = fbuf_printf(&text,
-				 "**The Factory healed this issue.** Found: the branch `%s` was pushed with the change, "
-				 "but the job ended before it finished.\n\nDone: merge request !%ld%s%s; the issue is "
-				 "in Validation.",
-				 claim->branch, mr_iid, web ? " " : "", web ? web : "")) < 0)
+	if ((error = fbuf_printf(
+	             &text,
+	             "**The Factory healed this issue.** Found: the branch `%s` was pushed with the change, "
+	             "but the job ended before it finished.\n\nDone: merge request !%ld%s%s; the issue is "
+	             "in Validation.",
+	             claim->branch, mr_iid, web ? " " : "", web ? web : "")) < 0)
 		goto cleanup;
 	if ((error = post_ending(&won, r, iid, &e, text.ptr)) < 0 || !won)
 		goto cleanup;
@@ -330,7 +337,7 @@ static int finish_move(impl_run *r, const cJSON *issue, const claim_history *h)
 	if (!strcmp(last->action, CLAIM_ACTION_VALIDATION))
 		to = LABEL_VALIDATION;
 	else if (!strcmp(last->action, CLAIM_ACTION_RETRY) || !strcmp(last->action, CLAIM_ACTION_UP_NEXT) ||
-		 !strcmp(last->action, CLAIM_ACTION_ABANDONED))
+	         !strcmp(last->action, CLAIM_ACTION_ABANDONED))
 		to = LABEL_UP_NEXT;
 	else if (!strcmp(last->action, CLAIM_ACTION_NEEDS_INFO))
 		to = LABEL_NEEDS_INFO;
@@ -373,7 +380,7 @@ static int heal_in_progress(impl_run *r, const cJSON *issue)
 		cJSON *out = NULL;
 		diag = DIAG_OVERTIME;
 		snprintf(why, sizeof(why), "job %ld still %s %ld s after its lease ended", owner->job, status,
-			 now - owner->lease_until);
+		         now - owner->lease_until);
 		if (!r->dry_run) {
 			error = gitlab_request(&out, r->gl, "POST", NULL, "projects/:id/jobs/%ld/cancel", owner->job);
 			cJSON_Delete(out);
@@ -382,23 +389,26 @@ static int heal_in_progress(impl_run *r, const cJSON *issue)
 		}
 	} else if (owner->job <= 0) {
 		diag = DIAG_LEASE_EXPIRED;
-		snprintf(why, sizeof(why), "no CI job recorded and the lease ended %ld s ago", now - owner->lease_until);
+		snprintf(why, sizeof(why), "no CI job recorded and the lease ended %ld s ago",
+		         now - owner->lease_until);
 	} else if (!status[0]) {
 		diag = DIAG_JOB_GONE;
 		snprintf(why, sizeof(why), "job %ld is not known to GitLab any more", owner->job);
 	} else {
-		if ((error = impl_trace_find(stage, sizeof(stage), outcome, sizeof(outcome), why, sizeof(why), r, owner->job,
-					     iid, owner->note_id)) < 0 &&
+		if ((error = impl_trace_find(stage, sizeof(stage), outcome, sizeof(outcome), why, sizeof(why), r,
+		                             owner->job, iid, owner->note_id)) < 0 &&
 		    error != FACTORY_ENOTFOUND)
 			goto cleanup;
 		if (!strcmp(status, "canceled")) {
 			diag = DIAG_CANCELLED;
-			snprintf(why, sizeof(why), "job %ld was cancelled%s%s", owner->job, stage[0] ? " during " : "", stage);
+			snprintf(why, sizeof(why), "job %ld was cancelled%s%s", owner->job, stage[0] ? " during " : "",
+			         stage);
 		} else if (outcome[0]) {
 			diag = known_diag(outcome) ? outcome : DIAG_FAILED;
 		} else if (!strcmp(reason, "job_execution_timeout") || !strcmp(reason, "stuck_or_timeout_failure")) {
 			diag = DIAG_TIMED_OUT;
-			snprintf(why, sizeof(why), "job %ld: %s%s%s", owner->job, reason, stage[0] ? " during " : "", stage);
+			snprintf(why, sizeof(why), "job %ld: %s%s%s", owner->job, reason, stage[0] ? " during " : "",
+			         stage);
 		} else if (!strcmp(stage, "push")) {
 			diag = DIAG_PUSH_FAILED;
 			snprintf(why, sizeof(why), "job %ld %s during the push", owner->job, status);
@@ -407,8 +417,8 @@ static int heal_in_progress(impl_run *r, const cJSON *issue)
 			snprintf(why, sizeof(why), "job %ld %s while opening the merge request", owner->job, status);
 		} else {
 			diag = DIAG_JOB_FAILED;
-			snprintf(why, sizeof(why), "job %ld ended %s%s%s%s%s without moving the issue", owner->job, status,
-				 reason[0] ? " (" : "", reason, reason[0] ? ")" : "", stage[0] ? "" : "");
+			snprintf(why, sizeof(why), "job %ld ended %s%s%s%s without moving the issue", owner->job,
+			         status, reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
 			if (stage[0])
 				snprintf(why + strlen(why), sizeof(why) - strlen(why), "; it got as far as %s", stage);
 		}
@@ -426,7 +436,7 @@ cleanup:
 /* ---- Validation ---- */
 
 static int note_event(impl_run *r, long iid, const char *action, const char *diag, long mr, long pipeline,
-		      const char *sha, const char *text)
+                      const char *sha, const char *text)
 {
 	claim_event e;
 	int won;
@@ -483,8 +493,9 @@ static int rebase_branch(impl_run *r, long iid, const cJSON *mr, const claim_his
 	int error;
 
 	memset(&co, 0, sizeof(co));
-	if (!branch || strncmp(branch, "factory/", 8)) {
-		record(r, iid, LABEL_VALIDATION, "conflicts on a branch that is not the Factory's", "left alone", branch);
+	if (!branch || strncmp(branch, "factory/", 8) != 0) {
+		record(r, iid, LABEL_VALIDATION, "conflicts on a branch that is not the Factory's", "left alone",
+		       branch);
 		return 0;
 	}
 	{
@@ -507,10 +518,10 @@ static int rebase_branch(impl_run *r, long iid, const cJSON *mr, const claim_his
 	error = gitops_rebase(&n, co.repo, upstream, &r->committer);
 	if (error == FACTORY_ECONFLICT) {
 		snprintf(text, sizeof(text),
-			 "**The Factory looked at this issue.** Found: merge request !%ld conflicts with `%s`, and a "
-			 "rebase does not resolve it (%s).\n\nDone: nothing; a person should resolve the conflict "
-			 "on `%s`.",
-			 mr_iid, r->default_branch, ferror_last(), branch);
+		         "**The Factory looked at this issue.** Found: merge request !%ld conflicts with `%s`, and a "
+		         "rebase does not resolve it (%s).\n\nDone: nothing; a person should resolve the conflict "
+		         "on `%s`.",
+		         mr_iid, r->default_branch, ferror_last(), branch);
 		record(r, iid, LABEL_VALIDATION, "merge conflicts", "rebase failed", ferror_last());
 		error = note_event(r, iid, CLAIM_ACTION_REBASE_FAILED, "conflicts", mr_iid, 0, sha, text);
 		goto cleanup;
@@ -521,9 +532,9 @@ static int rebase_branch(impl_run *r, long iid, const cJSON *mr, const claim_his
 		goto cleanup;
 	gitops_resolve(head, co.repo, "HEAD");
 	snprintf(text, sizeof(text),
-		 "**The Factory healed this issue.** Found: merge request !%ld conflicted with `%s`.\n\nDone: rebased "
-		 "`%s` onto `%s` (%zu commit%s replayed, now at %.12s); a new pipeline will run.",
-		 mr_iid, r->default_branch, branch, r->default_branch, n, n == 1 ? "" : "s", head);
+	         "**The Factory healed this issue.** Found: merge request !%ld conflicted with `%s`.\n\nDone: rebased "
+	         "`%s` onto `%s` (%zu commit%s replayed, now at %.12s); a new pipeline will run.",
+	         mr_iid, r->default_branch, branch, r->default_branch, n, n == 1 ? "" : "s", head);
 	record(r, iid, LABEL_VALIDATION, "merge conflicts", "rebased", branch);
 	error = note_event(r, iid, CLAIM_ACTION_REBASED, "conflicts", mr_iid, 0, head, text);
 cleanup:
@@ -560,9 +571,9 @@ static int heal_validation(impl_run *r, const cJSON *issue)
 	error = gitlab_request(&mr, r->gl, "GET", NULL, "projects/:id/merge_requests/%ld", mr_iid);
 	if (error == FACTORY_ENOTFOUND) {
 		snprintf(text, sizeof(text),
-			 "**The Factory healed this issue.** Found: its merge request !%ld is gone.\n\nDone: labelled "
-			 "~\"%s\"; move the issue back to Up Next for a new attempt.",
-			 mr_iid, LABEL_NEEDS_INFO);
+		         "**The Factory healed this issue.** Found: its merge request !%ld is gone.\n\nDone: labelled "
+		         "~\"%s\"; move the issue back to Up Next for a new attempt.",
+		         mr_iid, LABEL_NEEDS_INFO);
 		record(r, iid, LABEL_VALIDATION, "merge request gone", CLAIM_ACTION_NEEDS_INFO, NULL);
 		if ((error = note_event(r, iid, CLAIM_ACTION_NEEDS_INFO, "mr_gone", mr_iid, 0, NULL, text)) == 0)
 			error = impl_move(r, iid, LABEL_NEEDS_INFO, LABEL_VALIDATION);
@@ -579,20 +590,21 @@ static int heal_validation(impl_run *r, const cJSON *issue)
 	pl_sha = impl_str(pl, "sha");
 	if (state && !strcmp(state, "merged")) {
 		snprintf(text, sizeof(text),
-			 "**The Factory closed this issue.** Found: merge request !%ld was merged and the issue was "
-			 "still open.\n\nDone: closed it.",
-			 mr_iid);
+		         "**The Factory closed this issue.** Found: merge request !%ld was merged and the issue was "
+		         "still open.\n\nDone: closed it.",
+		         mr_iid);
 		record(r, iid, LABEL_VALIDATION, "merged, issue open", CLAIM_ACTION_CLOSED, NULL);
-		if (!r->dry_run && (error = note_event(r, iid, CLAIM_ACTION_CLOSED, "merged", mr_iid, 0, sha, text)) == 0)
+		if (!r->dry_run &&
+		    (error = note_event(r, iid, CLAIM_ACTION_CLOSED, "merged", mr_iid, 0, sha, text)) == 0)
 			error = close_issue(r, iid);
 		goto cleanup;
 	}
 	if (state && !strcmp(state, "closed")) {
 		snprintf(text, sizeof(text),
-			 "**The Factory healed this issue.** Found: merge request !%ld was closed without being merged."
-			 "\n\nDone: labelled ~\"%s\": say in a comment what should change, then move the issue back to "
-			 "Up Next.",
-			 mr_iid, LABEL_NEEDS_INFO);
+		         "**The Factory healed this issue.** Found: merge request !%ld was closed without being merged."
+		         "\n\nDone: labelled ~\"%s\": say in a comment what should change, then move the issue back to "
+		         "Up Next.",
+		         mr_iid, LABEL_NEEDS_INFO);
 		record(r, iid, LABEL_VALIDATION, "merge request closed", CLAIM_ACTION_NEEDS_INFO, NULL);
 		if ((error = note_event(r, iid, CLAIM_ACTION_NEEDS_INFO, "mr_closed", mr_iid, 0, sha, text)) == 0)
 			error = impl_move(r, iid, LABEL_NEEDS_INFO, LABEL_VALIDATION);
@@ -601,14 +613,16 @@ static int heal_validation(impl_run *r, const cJSON *issue)
 	/* Open. A failed pipeline belongs to the pipeline job: one owner per branch. */
 	if (pl_status && !strcmp(pl_status, "failed")) {
 		if (claim_last_event(&h, CLAIM_ACTION_HANDBACK, mr_iid, pl_id)) {
-			record(r, iid, LABEL_VALIDATION, "pipeline failed, handed back", "left to the pipeline job", NULL);
+			record(r, iid, LABEL_VALIDATION, "pipeline failed, handed back", "left to the pipeline job",
+			       NULL);
 			goto cleanup;
 		}
-		snprintf(text, sizeof(text),
-			 "**The Factory handed this back.** Found: pipeline #%ld of merge request !%ld failed.\n\nDone: "
-			 "the pipeline job fixes it (one owner per branch: the Factory keeps off `%s` meanwhile) and "
-			 "the Factory merges once a pipeline passes.",
-			 pl_id, mr_iid, impl_str(mr, "source_branch") ? impl_str(mr, "source_branch") : "the branch");
+		snprintf(
+		        text, sizeof(text),
+		        "**The Factory handed this back.** Found: pipeline #%ld of merge request !%ld failed.\n\nDone: "
+		        "the pipeline job fixes it (one owner per branch: the Factory keeps off `%s` meanwhile) and "
+		        "the Factory merges once a pipeline passes.",
+		        pl_id, mr_iid, impl_str(mr, "source_branch") ? impl_str(mr, "source_branch") : "the branch");
 		record(r, iid, LABEL_VALIDATION, "pipeline failed", CLAIM_ACTION_HANDBACK, NULL);
 		error = note_event(r, iid, CLAIM_ACTION_HANDBACK, "pipeline_failed", mr_iid, pl_id, pl_sha, text);
 		goto cleanup;
@@ -631,9 +645,10 @@ static int heal_validation(impl_run *r, const cJSON *issue)
 			goto cleanup;
 		report_action(r->rep, "merge", "merge_request", "!%ld", mr_iid);
 		snprintf(text, sizeof(text),
-			 "**The Factory merged this.** Found: pipeline #%ld of merge request !%ld passed.\n\nDone: merged "
-			 "!%ld%s%s.",
-			 pl_id, mr_iid, mr_iid, web ? " " : "", web ? web : "");
+		         "**The Factory merged this.** Found: pipeline #%ld of merge request !%ld passed.\n\nDone: "
+		         "merged "
+		         "!%ld%s%s.",
+		         pl_id, mr_iid, mr_iid, web ? " " : "", web ? web : "");
 		record(r, iid, LABEL_VALIDATION, "pipeline passed", CLAIM_ACTION_MERGE, NULL);
 		if ((error = note_event(r, iid, CLAIM_ACTION_MERGE, "pipeline_passed", mr_iid, pl_id, sha, text)) < 0)
 			goto cleanup;
@@ -652,9 +667,9 @@ static int heal_validation(impl_run *r, const cJSON *issue)
 			goto cleanup;
 		report_action(r->rep, "auto-merge", "merge_request", "!%ld", mr_iid);
 		snprintf(text, sizeof(text),
-			 "**The Factory set auto-merge.** Found: pipeline #%ld of merge request !%ld is %s.\n\nDone: "
-			 "GitLab merges !%ld when the pipeline succeeds.",
-			 pl_id, mr_iid, pl_status, mr_iid);
+		         "**The Factory set auto-merge.** Found: pipeline #%ld of merge request !%ld is %s.\n\nDone: "
+		         "GitLab merges !%ld when the pipeline succeeds.",
+		         pl_id, mr_iid, pl_status, mr_iid);
 		record(r, iid, LABEL_VALIDATION, "pipeline running", "auto-merge set", NULL);
 		error = note_event(r, iid, CLAIM_ACTION_MERGE, "pipeline_running", mr_iid, pl_id, sha, text);
 		goto cleanup;
@@ -682,7 +697,8 @@ static int heal_list(impl_run *r, const char *label, heal_fn fn, int *failed)
 		goto cleanup;
 	if ((error = gitlab_list_all(&issues, r->gl, "projects/:id/issues", q.ptr, 0)) < 0)
 		goto cleanup;
-	cJSON_ArrayForEach(issue, issues) {
+	cJSON_ArrayForEach(issue, issues)
+	{
 		error = fn(r, issue);
 		if (error == FACTORY_EUPSTREAM || error == FACTORY_EAUTH || error == FACTORY_ENOMEM)
 			goto cleanup;
@@ -708,6 +724,7 @@ int impl_heal(impl_run *r)
 		return error;
 	report_counter_set(r->rep, "heal_failures", failed);
 	if (failed)
-		return ferror_set(FACTORY_ERR, "%d issue%s could not be healed (see above)", failed, failed == 1 ? "" : "s");
+		return ferror_set(FACTORY_ERR, "%d issue%s could not be healed (see above)", failed,
+		                  failed == 1 ? "" : "s");
 	return 0;
 }

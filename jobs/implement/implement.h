@@ -61,11 +61,11 @@ typedef struct {
 	int draft;
 	int do_heal;
 	int do_take;
-	int direct;                  /* delivery: direct push allowed for some classes */
-	const char *direct_classes;  /* comma-separated labels */
+	int direct;                 /* delivery: direct push allowed for some classes */
+	const char *direct_classes; /* comma-separated labels */
 	const char *check_command;
 	long check_timeout_s;
-	const char *checkout;        /* "auto" or "clone" */
+	const char *checkout; /* "auto" or "clone" */
 	const char *workdir;
 	int keep_workdir;
 	int push_tries;
@@ -85,16 +85,16 @@ typedef struct {
 	char job_url[512];
 	char run_id[33];
 	char *token;
-	cJSON *healed;               /* report: what phase 1 found and did */
-	cJSON *timings;              /* report: milliseconds per step */
+	cJSON *healed;  /* report: what phase 1 found and did */
+	cJSON *timings; /* report: milliseconds per step */
 } impl_run;
 
 /* run.c */
 int impl_main(job_ctx *ctx);
-long impl_now(void);             /* unix seconds */
-long impl_ms(void);              /* monotonic milliseconds */
+long impl_now(void); /* unix seconds */
+long impl_ms(void);  /* monotonic milliseconds */
 void impl_time(impl_run *r, const char *step, long since_ms);
-int impl_project(impl_run *r);   /* project path, default branch, clone URL (once) */
+int impl_project(impl_run *r); /* project path, default branch, clone URL (once) */
 
 /* heal.c */
 int impl_heal(impl_run *r);
@@ -102,7 +102,7 @@ int impl_heal(impl_run *r);
  * used by phase 2 when its own agent stops short). `claim` is the ended
  * claim; `why` one line (outside text allowed: it is cleaned). */
 int impl_heal_claim(impl_run *r, const cJSON *issue, const claim_history *h, const claim_entry *claim,
-		    const char *diagnosis, const char *why, const char *found);
+                    const char *diagnosis, const char *why, const char *found);
 
 /* take.c */
 int impl_take(impl_run *r);
@@ -126,15 +126,15 @@ void impl_stage(impl_run *r, long iid, long claim_id, const char *stage);
 void impl_outcome(impl_run *r, long iid, long claim_id, const char *outcome, const char *why);
 /* Read a job's trace tail and find this claim's last stage and outcome. */
 int impl_trace_find(char *stage, size_t stage_len, char *outcome, size_t outcome_len, char *why, size_t why_len,
-		    impl_run *r, long job_id, long iid, long claim_id);
+                    impl_run *r, long job_id, long iid, long claim_id);
 long impl_num(const cJSON *o, const char *key);
 const char *impl_str(const cJSON *o, const char *key);
 
 /* work.c */
 typedef struct {
 	fgit_repo *repo;
-	char dir[3072];        /* the parent directory made for this run */
-	char root[4096];       /* the work tree */
+	char dir[3072];  /* the parent directory made for this run */
+	char root[4096]; /* the work tree */
 } impl_checkout;
 
 /* Clone the project (or reuse the CI checkout's objects) into a new
@@ -149,7 +149,7 @@ gitops_remote impl_remote(const impl_run *r);
 
 /* task.c */
 int impl_build_task(fbuf *out, impl_run *r, const cJSON *issue, const cJSON *notes, const claim_history *h,
-		    const char *root);
+                    const char *root);
 /* The branch name for an issue: factory/<iid>-<slug of the title>. */
 void impl_branch_name(char *out, size_t len, long iid, const char *title);
 /* The Changelog: trailer value for an issue's type label. */

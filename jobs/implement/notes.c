@@ -19,7 +19,7 @@ long impl_num(const cJSON *o, const char *key)
 {
 	const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 
-	if (!cJSON_IsNumber(v) || !(v->valuedouble > -9.0e15 && v->valuedouble < 9.0e15))
+	if (!v || !cJSON_IsNumber(v) || !(v->valuedouble > -9.0e15 && v->valuedouble < 9.0e15))
 		return 0;
 	return (long)v->valuedouble;
 }
@@ -35,7 +35,8 @@ int impl_has_label(const cJSON *issue, const char *name)
 {
 	const cJSON *l;
 
-	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels")) {
+	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels"))
+	{
 		const char *n = cJSON_IsString(l) ? l->valuestring : impl_str(l, "name");
 		if (n && !strcmp(n, name))
 			return 1;
@@ -162,7 +163,7 @@ void impl_line(char *out, size_t len, const char *text)
 }
 
 static void trace_line(impl_run *r, const char *what, long iid, long claim_id, const char *key, const char *value,
-		       const char *why)
+                       const char *why)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *s;
@@ -244,7 +245,7 @@ static cJSON *trace_object(const char *line, size_t len, const char *prefix, lon
 }
 
 int impl_trace_find(char *stage, size_t stage_len, char *outcome, size_t outcome_len, char *why, size_t why_len,
-		    impl_run *r, long job_id, long iid, long claim_id)
+                    impl_run *r, long job_id, long iid, long claim_id)
 {
 	tail_sink t;
 	const char *p, *nl, *end;

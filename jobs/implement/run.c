@@ -78,7 +78,8 @@ static int one_of(const char **out, impl_run *r, const char *key, const char *de
 	const char *v = fconfig_get_str(r->job->cfg, key, def);
 	char env[128];
 
-	if (strcmp(v, a) && strcmp(v, b)) {
+	*out = def;
+	if (strcmp(v, a) != 0 && strcmp(v, b) != 0) {
 		fconfig_env_name(env, sizeof(env), key);
 		return ferror_set(FACTORY_ECONFIG, "bad setting %s=%s (from %s): expected %s or %s", key, v, env, a, b);
 	}
@@ -101,7 +102,7 @@ static void api_host(char *out, size_t len, const char *url)
 static int read_settings(impl_run *r)
 {
 	fconfig *cfg = r->job->cfg;
-	const char *v;
+	const char *v = NULL;
 	long n, wall;
 	int b, error;
 	static char email[300];
@@ -153,7 +154,7 @@ static int read_settings(impl_run *r)
 	r->committer.email = fconfig_get_str(cfg, "git.committer_email", r->author.email);
 	if (!*r->author.name || !strchr(r->author.email, '@'))
 		return ferror_set(FACTORY_ECONFIG, "bad setting git.author_email=%s: expected an email address",
-				  r->author.email);
+		                  r->author.email);
 	return 0;
 }
 
@@ -216,14 +217,15 @@ int impl_project(impl_run *r)
 	branch = impl_str(p, "default_branch");
 	web = impl_str(p, "web_url");
 	if (!path || !*path || !branch || !*branch) {
-		error = ferror_set(FACTORY_EINVALID, "GET projects/:id: no path_with_namespace or default_branch (is the "
-						     "repository empty?)");
+		error = ferror_set(FACTORY_EINVALID,
+		                   "GET projects/:id: no path_with_namespace or default_branch (is the "
+		                   "repository empty?)");
 		goto cleanup;
 	}
 	/* The clone URL is made from the API's own origin, so the token goes
 	 * nowhere else, whatever http_url_to_repo says. */
 	len = strlen(r->job->api_url);
-	if (len < 7 || strcmp(r->job->api_url + len - 7, "/api/v4")) {
+	if (len < 7 || strcmp(r->job->api_url + len - 7, "/api/v4") != 0) {
 		error = ferror_set(FACTORY_ECONFIG, "the API URL %s does not end in /api/v4", r->job->api_url);
 		goto cleanup;
 	}

@@ -34,9 +34,22 @@
 #define GUIDES_MAX ((size_t)96 << 10)
 
 static const char *const guidance_files[] = {
-	"AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md", "CONTRIBUTING.md", "CONTRIBUTING",
-	"CONTRIBUTING.rst", "docs/CONTRIBUTING.md", ".gitlab/CONTRIBUTING.md", "CONVENTIONS.md", "HACKING.md",
-	"DEVELOPMENT.md", "README.md", "README", "README.rst", "README.txt", NULL,
+        "AGENTS.md",
+        "CLAUDE.md",
+        ".github/copilot-instructions.md",
+        "CONTRIBUTING.md",
+        "CONTRIBUTING",
+        "CONTRIBUTING.rst",
+        "docs/CONTRIBUTING.md",
+        ".gitlab/CONTRIBUTING.md",
+        "CONVENTIONS.md",
+        "HACKING.md",
+        "DEVELOPMENT.md",
+        "README.md",
+        "README",
+        "README.rst",
+        "README.txt",
+        NULL,
 };
 
 void impl_branch_name(char *out, size_t len, long iid, const char *title)
@@ -69,15 +82,15 @@ const char *impl_changelog(impl_run *r, const cJSON *issue)
 	static const struct {
 		const char *label, *key, *value;
 	} table[] = {
-		{"type::bug", "bug", "fixed"},
-		{"type::feature", "feature", "added"},
-		{"type::security", "security", "security"},
-		{"type::chore", "chore", "other"},
-		{"type::feedback", "feedback", "changed"},
-		{"type::support", "support", "other"},
+	        {"type::bug", "bug", "fixed"},
+	        {"type::feature", "feature", "added"},
+	        {"type::security", "security", "security"},
+	        {"type::chore", "chore", "other"},
+	        {"type::feedback", "feedback", "changed"},
+	        {"type::support", "support", "other"},
 	};
-	static const char *const allowed[] = {"added", "fixed", "changed", "deprecated", "removed",
-					      "security", "performance", "other", NULL};
+	static const char *const allowed[] = {"added",    "fixed",       "changed", "deprecated", "removed",
+	                                      "security", "performance", "other",   NULL};
 	const char *v = NULL;
 	char key[64];
 	size_t i, k;
@@ -90,9 +103,10 @@ const char *impl_changelog(impl_run *r, const cJSON *issue)
 		for (k = 0; allowed[k]; k++)
 			if (!strcmp(v, allowed[k]))
 				return v;
-		log_warn("bad setting %s=%s: expected added, fixed, changed, deprecated, removed, security, performance "
-			 "or other; using %s",
-			 key, v, table[i].value);
+		log_warn(
+		        "bad setting %s=%s: expected added, fixed, changed, deprecated, removed, security, performance "
+		        "or other; using %s",
+		        key, v, table[i].value);
 		return table[i].value;
 	}
 	return "changed";
@@ -103,7 +117,8 @@ static int add_labels(fbuf *out, const cJSON *issue)
 	const cJSON *l;
 	int n = 0, error = 0;
 
-	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels")) {
+	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels"))
+	{
 		const char *name = cJSON_IsString(l) ? l->valuestring : impl_str(l, "name");
 		if (!name || !strncmp(name, "workflow::", 10))
 			continue;
@@ -119,9 +134,11 @@ static int add_comments(fbuf *out, impl_run *r, const cJSON *notes)
 	size_t start = out->len;
 	int count = 0, error = 0;
 
-	cJSON_ArrayForEach(n, notes) {
+	cJSON_ArrayForEach(n, notes)
+	{
 		const cJSON *author = cJSON_GetObjectItemCaseSensitive(n, "author");
-		const char *body = impl_str(n, "body"), *who = impl_str(author, "username"), *when = impl_str(n, "created_at");
+		const char *body = impl_str(n, "body"), *who = impl_str(author, "username"),
+		           *when = impl_str(n, "created_at");
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "system")) || !body || !*body)
 			continue;
 		if (impl_num(author, "id") == r->me)
@@ -132,7 +149,8 @@ static int add_comments(fbuf *out, impl_run *r, const cJSON *notes)
 		}
 		if (!count++ && (error = fbuf_puts(out, "\n## Comments, oldest first\n")) < 0)
 			break;
-		if ((error = fbuf_puts(out, "\n### ")) < 0 || (error = impl_clean(out, who ? who : "someone", 128)) < 0 ||
+		if ((error = fbuf_puts(out, "\n### ")) < 0 ||
+		    (error = impl_clean(out, who ? who : "someone", 128)) < 0 ||
 		    (error = fbuf_printf(out, " (%s)\n", when ? when : "")) < 0 ||
 		    (error = impl_clean(out, body, COMMENT_MAX)) < 0 || (error = fbuf_putc(out, '\n')) < 0)
 			break;
@@ -177,7 +195,8 @@ static int add_one_linked(fbuf *out, const cJSON *li, int *count)
 	    (error = impl_clean(out, title ? title : "", 512)) < 0 ||
 	    (error = fbuf_printf(out, " (%s)\n", state ? state : "?")) < 0)
 		return error;
-	if (desc && *desc && ((error = impl_clean(out, desc, LINKED_DESC_MAX)) < 0 || (error = fbuf_putc(out, '\n')) < 0))
+	if (desc && *desc &&
+	    ((error = impl_clean(out, desc, LINKED_DESC_MAX)) < 0 || (error = fbuf_putc(out, '\n')) < 0))
 		return error;
 	return 0;
 }
@@ -200,7 +219,8 @@ static int add_linked(fbuf *out, impl_run *r, const cJSON *issue)
 	}
 	if (error < 0)
 		return error;
-	cJSON_ArrayForEach(li, links) {
+	cJSON_ArrayForEach(li, links)
+	{
 		if (count >= LINKED_MAX)
 			break;
 		seen[nseen++] = impl_num(li, "iid");
@@ -217,10 +237,8 @@ static int add_linked(fbuf *out, impl_run *r, const cJSON *issue)
 		if (dup)
 			continue;
 		error = gitlab_issue_get(&other, r->gl, refs[i]);
-		if (error == FACTORY_ENOTFOUND || error == FACTORY_EAUTH) {
-			error = 0;
+		if (error == FACTORY_ENOTFOUND || error == FACTORY_EAUTH)
 			continue; /* not an issue here, or not ours to read */
-		}
 		if (error == 0 && other)
 			error = add_one_linked(out, other, &count);
 		cJSON_Delete(other);
@@ -272,7 +290,7 @@ static int add_guide(fbuf *out, const char *root, const char *name, size_t *tota
 }
 
 int impl_build_task(fbuf *out, impl_run *r, const cJSON *issue, const cJSON *notes, const claim_history *h,
-		    const char *root)
+                    const char *root)
 {
 	const char *title = impl_str(issue, "title"), *desc = impl_str(issue, "description");
 	const char *web = impl_str(issue, "web_url");
@@ -281,8 +299,7 @@ int impl_build_task(fbuf *out, impl_run *r, const cJSON *issue, const cJSON *not
 
 	if ((error = fbuf_printf(out, "# Issue #%ld in %s: ", impl_num(issue, "iid"), r->project_path)) < 0 ||
 	    (error = impl_clean(out, title ? title : "(no title)", 1024)) < 0 || (error = fbuf_putc(out, '\n')) < 0 ||
-	    (error = add_labels(out, issue)) < 0 ||
-	    (web && (error = fbuf_printf(out, "Link: %s\n", web)) < 0) ||
+	    (error = add_labels(out, issue)) < 0 || (web && (error = fbuf_printf(out, "Link: %s\n", web)) < 0) ||
 	    (error = fbuf_puts(out, "\n## Description\n")) < 0 ||
 	    (error = impl_clean(out, desc && *desc ? desc : "(no description)", DESC_MAX)) < 0 ||
 	    (error = fbuf_putc(out, '\n')) < 0)

@@ -67,6 +67,7 @@ static int reclaim_cb(const char *path, const struct stat *st, int flag, struct 
 int impl_reclaim_tree(impl_checkout *co)
 {
 	char git[sizeof(co->root) + 8];
+	int rc;
 
 	if (geteuid() != 0 || !co->root[0])
 		return 0; /* not root: the tree was never handed over */
@@ -75,9 +76,11 @@ int impl_reclaim_tree(impl_checkout *co)
 	reclaim_gid = getegid();
 	reclaim_git = git;
 	reclaim_git_len = strlen(git);
-	if (nftw(co->root, reclaim_cb, 32, FTW_PHYS) < 0)
+	rc = nftw(co->root, reclaim_cb, 32, FTW_PHYS);
+	reclaim_git = NULL;
+	if (rc < 0)
 		return ferror_set(FACTORY_ERR, "cannot take the work tree %s back from the sandbox: %s", co->root,
-				  strerror(errno));
+		                  strerror(errno));
 	return 0;
 }
 
@@ -88,7 +91,7 @@ static const char *reusable_ci_checkout(impl_run *r)
 	fgit_repo *ci = NULL;
 	int shallow;
 
-	if (strcmp(r->checkout, "auto") || !dir || !*dir)
+	if (strcmp(r->checkout, "auto") != 0 || !dir || !*dir)
 		return NULL;
 	if (fgit_open(&ci, dir) < 0) {
 		log_info("CI_PROJECT_DIR %s is not a git checkout: cloning", dir);
@@ -98,7 +101,7 @@ static const char *reusable_ci_checkout(impl_run *r)
 	fgit_free(ci);
 	if (shallow) {
 		log_info("the CI checkout is shallow (GIT_DEPTH): libgit2 cannot deepen it, cloning instead "
-			 "(set GIT_DEPTH: 0 on the job to reuse it)");
+		         "(set GIT_DEPTH: 0 on the job to reuse it)");
 		return NULL;
 	}
 	return dir;

@@ -132,7 +132,8 @@ Test(claim, parse_refuses_what_is_not_a_marker)
 	cr_assert_eq(claim_marker_parse(kind, &f, NULL), FACTORY_ENOTFOUND);
 	cr_assert_null(f);
 	/* The last marker counts. */
-	cr_assert_eq(claim_marker_parse(kind, &f, "<!-- factory:claim {\"a\":1} -->\n<!-- factory:event {\"a\":2} -->"), 0);
+	cr_assert_eq(claim_marker_parse(kind, &f, "<!-- factory:claim {\"a\":1} -->\n<!-- factory:event {\"a\":2} -->"),
+	             0);
 	cr_assert_str_eq(kind, "event");
 	cr_assert_eq(cJSON_GetObjectItem(f, "a")->valueint, 2);
 	cJSON_Delete(f);
@@ -142,7 +143,7 @@ Test(claim, only_our_own_notes_count)
 {
 	claim_history h;
 
-	add_claim(10, SOMEONE, "forged", 1, 0);          /* someone else's note with a marker */
+	add_claim(10, SOMEONE, "forged", 1, 0); /* someone else's note with a marker */
 	add_claim(11, ME, "ours", 5, 0);
 	note(12, ME, "2026-11-27T10:00:00Z", "<!-- factory:claim {\"run\":\"sys\"} -->", 1); /* system note */
 	note(13, ME, "2026-11-27T10:00:00Z", "just talk", 0);

@@ -150,7 +150,7 @@ Test(gitops, commit_holds_exactly_the_work_tree_change_with_author_committer_and
 	int seen_a = 0, seen_new = 0, seen_old = 0;
 
 	cr_assert_eq(gitops_branch_checkout(r, "factory/12-fix-the-thing", "refs/remotes/origin/main"), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_str_eq(out("git -C %s/c rev-parse --abbrev-ref HEAD", tmp), "factory/12-fix-the-thing");
 	write_file(r, "a.txt", "one\nTWO\nthree\nfour\n");
 	write_file(r, "new.txt", "hello\n");
@@ -177,12 +177,13 @@ Test(gitops, commit_holds_exactly_the_work_tree_change_with_author_committer_and
 	cr_assert_str_eq(out("git -C %s/c rev-parse HEAD", tmp), res.sha);
 	cr_assert_str_eq(out("git -C %s/c rev-parse factory/12-fix-the-thing", tmp), res.sha);
 	cr_assert_str_eq(out("git -C %s/c log -1 --format='%%an <%%ae>|%%cn <%%ce>'", tmp),
-			 "Factory Bot <factory@example.invalid>|Factory Committer <committer@example.invalid>");
+	                 "Factory Bot <factory@example.invalid>|Factory Committer <committer@example.invalid>");
 	cr_assert_str_eq(out("git -C %s/c log -1 --format='%%(trailers:key=Changelog,valueonly)'", tmp), "fixed");
 	log = out("git -C %s/c log -1 --format=%%B", tmp);
 	cr_assert_not_null(strstr(log, "Closes #12"));
 	/* Exactly that change: the diff against main names three files, the ignored log is not in it. */
-	cr_assert_str_eq(out("git -C %s/c diff --name-only origin/main HEAD | tr '\\n' ' '", tmp), "a.txt new.txt old.txt ");
+	cr_assert_str_eq(out("git -C %s/c diff --name-only origin/main HEAD | tr '\\n' ' '", tmp),
+	                 "a.txt new.txt old.txt ");
 	cr_assert_str_eq(out("git -C %s/c status --porcelain", tmp), "");
 	cr_assert_str_eq(out("git -C %s/c rev-parse HEAD~1", tmp), out("git -C %s rev-parse main", bare));
 	gitops_commit_result_release(&res);
@@ -268,7 +269,7 @@ Test(gitops, a_rejected_push_is_fetched_rebased_and_pushed_again)
 	cr_assert_str_eq(out("git -C %s rev-parse factory/2-y", bare), theirs);
 
 	cr_assert_eq(gitops_push_rebasing(&rebases, r, &rem, "factory/2-y", "factory/2-y", &committer, 3), 0, "%s",
-		     ferror_last());
+	             ferror_last());
 	cr_assert_eq(rebases, 1);
 	cr_assert_eq(gitops_resolve(mine, r, "HEAD"), 0);
 	cr_assert_str_eq(out("git -C %s rev-parse factory/2-y", bare), mine);
@@ -366,7 +367,7 @@ Test(gitops, fetch_tells_which_branches_the_server_lacks)
 	cr_assert_eq(gitops_resolve(sha, r, "refs/remotes/origin/other"), 0);
 	sh("git -C %s branch -D other -q", bare);
 	cr_assert_eq(gitops_fetch(r, &rem, (const char *const[]){"main", "other", "factory/none", NULL}, &missing), 0,
-		     "%s", ferror_last());
+	             "%s", ferror_last());
 	cr_assert_eq(missing, 2);
 	cr_assert_eq(gitops_resolve(sha, r, "refs/remotes/origin/other"), FACTORY_ENOTFOUND);
 	cr_assert_eq(gitops_resolve(sha, r, "refs/remotes/origin/main"), 0);
