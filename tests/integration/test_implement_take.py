@@ -113,6 +113,19 @@ class TakeTest(unittest.TestCase):
             self.assertIn(step, r.data["timings_ms"])
         self.assertIn('factory:stage {"issue":1', r.stdout)
 
+    def test_draft_policy_opens_a_draft_left_to_people(self):
+        self.start([issue("Capitalise", iid=1, labels=(UP_NEXT, "type::feature"))])
+        with LLMDouble(edit_script("README.md", "# demo", "# Demo")) as llm:
+            r = run_implement(self.d, llm, extra={"FACTORY_IMPLEMENT_DRAFT": "true"})
+        self.assertEqual(r.returncode, 0, r)
+        mr = mrs_of(self.d)[0]
+        self.assertEqual((mr["title"], mr["draft"]), ("Draft: Capitalise", True))
+        self.assertIn("leaves the merge to people", notes_of(self.d, 1)[-1]["body"])
+        v = self.view()
+        v.fetch()
+        self.assertEqual(v.git("log", "-1", "--format=%(trailers:key=Changelog,valueonly)",
+                               "origin/factory/1-capitalise").strip(), "added")
+
     def test_token_stays_out_of_the_clone_and_output(self):
         self.start([issue("Capitalise", iid=1)])
         work = tempfile.mkdtemp(prefix="impl-keep-")
