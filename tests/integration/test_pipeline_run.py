@@ -247,6 +247,38 @@ class PipelineRunTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(len([i for i in self.failure_issues() if i["author"]["username"] != "mallory"]), 1)
 
+    def test_a_factory_merge_request_branch_is_fixed_on_itself_once(self):
+        branch = "factory/3-price-total"
+        self.start([], extra={"merge_requests": []})
+        gl(self.d, "POST", "/projects/1/repository/branches?branch=factory%2F3-price-total&ref=main")
+        mr = gl(self.d, "POST", "/projects/1/merge_requests",
+                {"source_branch": branch, "target_branch": "main", "title": "Price total"})
+        self.d.add_pipeline(pipeline(branch, [job("build", GCC_LOG)]))
+        script = edit_script("src/price.c", "return discount * total;", "return total;", summary="Fixed it")
+        with LLMDouble(script) as llm:
+            r = self.run_pipeline(llm)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(llm.failures(), [], r)
+        # the fix is a commit on the MR's own branch, no new MR, a note on the MR
+        self.assertEqual(len(mrs_of(self.d)), 1)
+        v = GitView(self.d)
+        self.addCleanup(v.close)
+        v.fetch()
+        self.assertIn("+    return total;", v.git("diff", "origin/main", "origin/" + branch))
+        notes = gl(self.d, "GET", "/projects/1/merge_requests/%d/notes?per_page=100" % mr["iid"])
+        self.assertTrue(any("pushed a fix" in n["body"] for n in notes), notes)
+        self.assertEqual(self.ledger()["branch_fixes"], {branch: 1})
+        self.assertEqual(self.failure_issues(), [])
+        # it fails again: an issue, not a fix of the fix
+        self.d.add_pipeline(pipeline(branch, [job("build", GCC_LOG)]))
+        with LLMDouble([]) as llm:
+            r = self.run_pipeline(llm)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(llm.requests(), [])
+        found = self.failure_issues()
+        self.assertEqual(len(found), 1, found)
+        self.assertIn("no fix of a fix", found[0]["description"])
+
     def test_a_failing_fix_branch_becomes_an_issue_not_a_fix_of_a_fix(self):
         branch = "factory/fix-0123abcd"
         self.start([pipeline(branch, [job("build", GCC_LOG)])],
