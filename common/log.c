@@ -22,6 +22,11 @@ static int colour = -1; /* -1: decide on first use */
 static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *secrets[MAX_SECRETS];
 static size_t nsecrets;
+/* Bytes a masked thing can start with (registered secrets' first bytes,
+ * token prefixes, secret keys in either case, ':' of "://"); every other
+ * byte is passed over at once. Kept under secrets_lock. */
+static unsigned char first_byte[256];
+static int first_byte_ready;
 
 void log_set_program(const char *name)
 {
@@ -105,6 +110,7 @@ int log_add_secret(const char *value)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	}
 	secrets[nsecrets++] = copy;
+	first_byte[(unsigned char)copy[0]] = 1;
 	pthread_mutex_unlock(&secrets_lock);
 	return 0;
 }
@@ -120,6 +126,7 @@ void log_clear_secrets(void)
 		secrets[i] = NULL;
 	}
 	nsecrets = 0;
+	first_byte_ready = 0;
 	pthread_mutex_unlock(&secrets_lock);
 }
 
@@ -180,6 +187,26 @@ static size_t key_at(const char *p, size_t left)
 	return 0;
 }
 
+/* Fill first_byte from the fixed prefixes and the registered secrets;
+ * called with secrets_lock held. */
+static void init_first_byte(void)
+{
+	size_t j;
+
+	memset(first_byte, 0, sizeof(first_byte));
+	for (j = 0; token_prefixes[j]; j++)
+		first_byte[(unsigned char)token_prefixes[j][0]] = 1;
+	for (j = 0; secret_keys[j]; j++) {
+		first_byte[(unsigned char)tolower((unsigned char)secret_keys[j][0])] = 1;
+		first_byte[(unsigned char)toupper((unsigned char)secret_keys[j][0])] = 1;
+	}
+	first_byte['A'] = 1; /* AKIA... */
+	first_byte[':'] = 1; /* "://" user:password@ */
+	for (j = 0; j < nsecrets; j++)
+		first_byte[(unsigned char)secrets[j][0]] = 1;
+	first_byte_ready = 1;
+}
+
 /* Set while this thread holds secrets_lock in log_mask: an error raised
  * inside (a buffer cap) calls ferror_set, which masks its own message; that
  * message is ours and holds no secret, so it is copied as it is instead of
@@ -195,8 +222,15 @@ int log_mask(fbuf *out, const char *in, size_t len)
 		return fbuf_put(out, in, len);
 	pthread_mutex_lock(&secrets_lock);
 	in_mask = 1;
+	if (!first_byte_ready)
+		init_first_byte();
 	while (i < len) {
 		size_t hit = 0, keep = 0;
+
+		if (!first_byte[(unsigned char)in[i]]) {
+			i++;
+			continue;
+		}
 
 		/* Registered secrets, longest first is not needed: any match masks. */
 		for (k = 0; k < nsecrets; k++) {
