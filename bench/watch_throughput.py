@@ -95,6 +95,7 @@ def run_scan(binary, path, lines, end_ms, fmt="logfmt"):
     env["FACTORY_REPORT_DIR"] = report
     cmd = ["/usr/bin/time", "-v", "taskset", "-c", "0", binary, "--source", path, "--now", now,
            "--window", "%ds" % (lines // 1000 + 10), "--baseline", "1h", "--format", fmt, "scan"]
+    load_before = os.getloadavg()[0]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=tempfile.gettempdir())
@@ -123,6 +124,8 @@ def run_scan(binary, path, lines, end_ms, fmt="logfmt"):
         "fingerprints": int(m.group(4)) if m else None,
         "findings": len(findings),
         "format": fmt,
+        "load_average_1m_before": round(load_before, 2),
+        "cpus": os.cpu_count(),
     }
 
 
