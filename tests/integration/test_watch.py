@@ -312,6 +312,33 @@ class WatchTest(unittest.TestCase):
         self.assertEqual(t["severity"], 1)
         self.assertEqual(found["payment failed for order <*>: card declined"]["class"], "payment")
 
+    def test_plain_text_with_a_pattern_and_stack_traces(self):
+        lines = []
+        for k in range(4):
+            t = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(T_NOW - 240 + k * 30))
+            lines += ["%s,123 ERROR [http-%d] user=grace CheckoutService: order %d could not be placed" % (t, k, 70 + k),
+                      "java.lang.IllegalStateException: cart %d is empty" % k,
+                      "\tat shop.Checkout.place(Checkout.java:%d)" % (40 + k),
+                      "\tat shop.Api.post(Api.java:12)"]
+            lines.append("%s,500 INFO [http-9] user=henry CheckoutService: order %d placed" % (t, 90 + k))
+        with open(os.path.join(self.dir, "app.log"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        pattern = r"^(?<time>\S+ \S+) (?<level>[A-Z]+) \[[^\]]*\] user=(?<user>\S+) (?<message>.*)$"
+        r = self.watch("--format", "pattern", "--pattern", pattern, command="scan")
+        self.assertEqual(r.returncode, 0, r)
+        found = [json.loads(l) for l in r.stdout.splitlines()]
+        order = [f for f in found if "could not be placed" in f["template"]]
+        self.assertEqual(len(order), 1, found)
+        self.assertEqual(order[0]["template"], "CheckoutService: order <*> could not be placed")
+        self.assertEqual(order[0]["count"], 4)
+        self.assertTrue(order[0]["friction"])
+        self.assertFalse(any("placed" in f["template"] and "could not" not in f["template"] for f in found))
+        # the stack traces went with their records into the issue, not into templates of their own
+        self.assertEqual(self.watch("--format", "pattern", "--pattern", pattern).returncode, 0)
+        desc = [i for i in self.factory_issues() if "could not be placed" in i["title"]][0]["description"]
+        self.assertIn("IllegalStateException", desc)
+        self.assertIn("Checkout.java", desc)
+
     def test_bad_input(self):
         env = job_env(self.double)
         r = run_job("watch", self.double, "run", env=env)
