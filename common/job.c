@@ -243,13 +243,24 @@ static char *api_root(const char *url)
 	return out;
 }
 
+/* Whether the job has an option that sets `key`. */
+static int has_option_key(const job_spec *spec, const char *key)
+{
+	const job_option *o;
+
+	for (o = spec->options; o && o->flag; o++)
+		if (o->key && !strcmp(o->key, key))
+			return 1;
+	return 0;
+}
+
 int job_connect(job_ctx *ctx)
 {
 	gitlab_options opts;
-	const char *url, *project;
+	const char *url, *project, *scope;
 	char *token = NULL;
 	long v;
-	int error;
+	int error, group_scope;
 
 	if ((url = fconfig_get(ctx->cfg, "gitlab_url", NULL)) && *url)
 		ctx->api_url = api_root(url);
@@ -267,11 +278,21 @@ int job_connect(job_ctx *ctx)
 				   ctx->api_url);
 		goto cleanup;
 	}
+	/* A job that walks a group says so with a "scope" option; any other
+	 * refuses a group scope rather than quietly working on one project. */
+	scope = fconfig_get(ctx->cfg, "scope", NULL);
+	group_scope = scope && *scope && strcmp(scope, "project") != 0;
+	if (group_scope && !has_option_key(ctx->spec, "scope")) {
+		error = ferror_set(FACTORY_ECONFIG, "bad setting scope=%.200s: %s works on one project (it has no "
+						    "group scope yet); unset FACTORY_SCOPE for it",
+				   scope, ctx->program);
+		goto cleanup;
+	}
 	if ((project = fconfig_get(ctx->cfg, "project", NULL)) && *project)
 		ctx->project = strdup(project);
 	else if ((project = env_nonempty("CI_PROJECT_ID")) || (project = env_nonempty("CI_PROJECT_PATH")))
 		ctx->project = strdup(project);
-	else if ((project = fconfig_get(ctx->cfg, "scope", NULL)) && *project && strcmp(project, "project") != 0)
+	else if (group_scope)
 		; /* a group scope needs no project of its own; a bad scope is the job's to report (common/scope.h) */
 	else {
 		error = ferror_set(FACTORY_ECONFIG, "missing setting project: set CI_PROJECT_ID (inside GitLab CI it "

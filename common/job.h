@@ -35,8 +35,11 @@
  * gitlab.notes_per_minute (default 0, no spacing; 60 on GitLab.com, whose
  * note creation limit the headers do not show: see gitlab.h).
  *
- * A group scope (scope: group:<full path>, see common/scope.h) needs no
- * project: job_connect then leaves ctx->project NULL when none is set.
+ * A group scope (scope: group:<full path>, see common/scope.h) is for jobs
+ * that walk a group: they have a job_option whose key is "scope" (the
+ * --scope flag). For them a group scope needs no project: job_connect then
+ * leaves ctx->project NULL when none is set. Any other job refuses a group
+ * scope with FACTORY_ECONFIG instead of working on one project unasked.
  *
  * The API budget: job_finish reports api_requests, api_reads, api_writes,
  * api_retries, api_throttled (429 answers) and api_paced_ms (time waited to

@@ -192,20 +192,38 @@ Test(job, pacing_settings)
 	unsetenv("FACTORY_HTTP_PACE_BELOW_PCT");
 }
 
+static const job_option scope_options[] = {
+	{"scope", "scope", 1, "SCOPE    project or group:PATH"},
+	{NULL, NULL, 0, NULL},
+};
+static const job_spec group_spec = {"walker", "a job that walks a group", NULL, scope_options};
+
 Test(job, a_group_scope_needs_no_project)
 {
 	job_ctx ctx;
+	char *argv[] = {"factory-walker", "--gitlab-url", "http://127.0.0.1:9", NULL};
 
-	cr_assert_eq(start(&ctx, "http://127.0.0.1:9", NULL), JOB_CONTINUE);
+	cr_assert_eq(job_start(&ctx, &group_spec, 3, argv), JOB_CONTINUE);
 	cr_assert_eq(job_connect(&ctx), FACTORY_ECONFIG);
 	cr_assert(strstr(ferror_last(), "missing setting project"), "%s", ferror_last());
 	job_finish(&ctx, FACTORY_ECONFIG);
 
 	setenv("FACTORY_SCOPE", "group:acme", 1);
-	cr_assert_eq(start(&ctx, "http://127.0.0.1:9", NULL), JOB_CONTINUE);
+	cr_assert_eq(job_start(&ctx, &group_spec, 3, argv), JOB_CONTINUE);
 	cr_assert_eq(job_connect(&ctx), 0, "%s", ferror_last());
 	cr_assert_null(ctx.project);
 	cr_assert_null(gitlab_project(ctx.gl));
 	cr_assert_eq(job_finish(&ctx, 0), EXIT_DONE);
+
+	/* A job without a scope option refuses it, project or not. */
+	cr_assert_eq(start(&ctx, "http://127.0.0.1:9", "7"), JOB_CONTINUE);
+	cr_assert_eq(job_connect(&ctx), FACTORY_ECONFIG);
+	cr_assert(strstr(ferror_last(), "scope=group:acme"), "%s", ferror_last());
+	cr_assert(strstr(ferror_last(), "factory-budget works on one project"), "%s", ferror_last());
+	job_finish(&ctx, FACTORY_ECONFIG);
+	setenv("FACTORY_SCOPE", "project", 1);
+	cr_assert_eq(start(&ctx, "http://127.0.0.1:9", "7"), JOB_CONTINUE);
+	cr_assert_eq(job_connect(&ctx), 0, "%s", ferror_last());
+	job_finish(&ctx, 0);
 	unsetenv("FACTORY_SCOPE");
 }
