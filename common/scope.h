@@ -7,8 +7,19 @@
  * "group:<full path>" for a group, e.g. "group:acme/platform". A full path
  * is one or more segments of letters, digits, '_', '-' and '.', joined by
  * '/'; a numeric group id is taken too. Anything else is FACTORY_ECONFIG.
- * With a group scope the job needs no project of its own (job_connect
- * leaves ctx->project NULL when none is set).
+ * A job that walks a group declares a job_option with the key "scope"
+ * (the --scope flag, job.h); with a group scope it then needs no project of
+ * its own (job_connect leaves ctx->project NULL when none is set). A job
+ * without that option refuses a group scope. The shape of such a job:
+ *
+ *   char *group = NULL;
+ *   scope *sc = NULL;
+ *   if ((error = scope_group_from_config(&group, ctx->cfg)) < 0) goto cleanup;
+ *   if (!group) { error = do_one_project(ctx, ctx->gl, ctx->cfg); goto cleanup; }
+ *   if ((error = scope_load(&sc, ctx->gl, ctx->cfg, group)) < 0) goto cleanup;
+ *   error = scope_each(sc, ctx->gl, per_project, ctx);   (per_project reads p->cfg)
+ *   ...
+ *   scope_free(sc); free(group);
  *
  * Group endpoints are used where GitLab has them (group labels, group
  * boards: see factory-setup); the rest is per project, one project at a
