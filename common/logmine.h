@@ -28,9 +28,13 @@
  * then joined to the most similar cluster of the leaf when the share of
  * equal constant tokens is at least `sim_threshold`, the differing
  * positions of the template turning into "<*>"; else a new cluster starts.
- * Tokens made only of letters that differ at a position are kept apart
- * (two different words, e.g. "VM Paused" and "VM Resumed", are two events)
- * unless the cluster already has a wildcard there.
+ * Two different words at one position (tokens of letters only, brackets
+ * and trailing punctuation aside) keep messages apart: "VM Paused" and "VM
+ * Resumed" are two events. Not so for literal values (true, false, null,
+ * none, ...), for a word the message echoes inside a path or a variable of
+ * its own ("hive: SAM, ... from path '/x/config/SAM'"), or where the
+ * cluster already has a wildcard. Two key=value tokens with different keys
+ * keep messages apart too.
  *
  * The fingerprint of a template is the 64-bit FNV-1a hash of its text,
  * written as 16 lowercase hex digits: the same template gives the same
