@@ -7,7 +7,7 @@ set -eu
 BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev zlib1g-dev"
 TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates rsync clang libclang-rt-14-dev openssl"
 STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
-BENCH="wrk hyperfine valgrind"
+BENCH="wrk hyperfine valgrind time util-linux"
 # Browser tests (the intake widget): Debian's chromium, driven by playwright-core from npm.
 BROWSER="chromium"
 
