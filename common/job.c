@@ -359,8 +359,7 @@ static void report_api_budget(job_ctx *ctx, const gitlab_stats *st)
 	b = cJSON_CreateObject();
 	if (!b || !cJSON_AddNumberToObject(b, "requests", (double)st->requests) ||
 	    !cJSON_AddNumberToObject(b, "issues_handled", (double)(handled > 0 ? handled : 0)) ||
-	    !(handled > 0 ? cJSON_AddNumberToObject(b, "calls_per_issue",
-						    (double)((st->requests * 100 + handled / 2) / handled) / 100.0)
+	    !(handled > 0 ? cJSON_AddNumberToObject(b, "calls_per_issue", (double)st->requests / (double)handled)
 			  : cJSON_AddNullToObject(b, "calls_per_issue")) ||
 	    !cJSON_AddNumberToObject(b, "throttled", (double)st->throttled) ||
 	    !cJSON_AddNumberToObject(b, "paced", (double)st->paced) ||

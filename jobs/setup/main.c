@@ -241,7 +241,7 @@ static int setup_group_labels(job_ctx *ctx, const char *group, const char *gpath
 		if (!have && inherited) {
 			color = str_of(inherited, "color");
 			desc = str_of(inherited, "description");
-			if (!color || strcasecmp(color, want->color) || !desc || strcmp(desc, want->description))
+			if (!color || strcasecmp(color, want->color) != 0 || !desc || strcmp(desc, want->description) != 0)
 				log_warn("label %s comes from a parent group with another colour or description: "
 					 "left as it is",
 					 want->name);
