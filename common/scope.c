@@ -83,9 +83,10 @@ int scope_group_from_config(char **group_out, const fconfig *cfg)
 		return 0;
 	source_words(where, sizeof(where), "scope", src);
 	if (strncmp(v, "group:", 6) != 0)
-		return ferror_set(FACTORY_ECONFIG,
-		                  "bad setting scope=%.200s (from %s): expected project or group:<full path of the group>",
-		                  v, where);
+		return ferror_set(
+		        FACTORY_ECONFIG,
+		        "bad setting scope=%.200s (from %s): expected project or group:<full path of the group>", v,
+		        where);
 	g = v + 6;
 	if (!valid_group_path(g))
 		return ferror_set(FACTORY_ECONFIG,

@@ -113,12 +113,13 @@ Test(job, calls_per_issue_throttling_and_pacing_in_the_report)
 	ts_url(url, sizeof(url), s, "");
 	/* One 429 (retried), then answers that run the window down to 0 left:
 	 * the last call waits for the reset. */
-	snprintf(hdr, sizeof(hdr), "Retry-After: 1\r\nRateLimit-Limit: 5\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n",
-	         now + 1);
+	snprintf(hdr, sizeof(hdr),
+	         "Retry-After: 1\r\nRateLimit-Limit: 5\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n", now + 1);
 	ts_reply(s, 429, "Too Many Requests", hdr, "Retry later");
 	for (i = 3; i >= 0; i--) {
-		snprintf(hdr, sizeof(hdr), "RateLimit-Limit: 5\r\nRateLimit-Observed: %d\r\nRateLimit-Remaining: %d\r\n"
-		                           "RateLimit-Reset: %ld\r\n",
+		snprintf(hdr, sizeof(hdr),
+		         "RateLimit-Limit: 5\r\nRateLimit-Observed: %d\r\nRateLimit-Remaining: %d\r\n"
+		         "RateLimit-Reset: %ld\r\n",
 		         5 - i, i, now + 20);
 		ts_reply(s, 200, "OK", hdr, "{}");
 	}
@@ -142,8 +143,8 @@ Test(job, calls_per_issue_throttling_and_pacing_in_the_report)
 	cr_assert(num(rep, "counters", "api_paced_ms") > 19000, "the last call waited for the reset");
 	cr_assert_eq(slept, 1000 + (long)num(rep, "counters", "api_paced_ms"));
 	{
-		const cJSON *b = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rep, "data"),
-		                                                  "api_budget");
+		const cJSON *b =
+		        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rep, "data"), "api_budget");
 		cr_assert_not_null(b);
 		cr_assert_float_eq(cJSON_GetObjectItemCaseSensitive(b, "calls_per_issue")->valuedouble, 1.5, 1e-9);
 		cr_assert_eq(cJSON_GetObjectItemCaseSensitive(b, "throttled")->valueint, 1);
@@ -193,8 +194,8 @@ Test(job, pacing_settings)
 }
 
 static const job_option scope_options[] = {
-	{"scope", "scope", 1, "SCOPE    project or group:PATH"},
-	{NULL, NULL, 0, NULL},
+        {"scope", "scope", 1, "SCOPE    project or group:PATH"},
+        {NULL, NULL, 0, NULL},
 };
 static const job_spec group_spec = {"walker", "a job that walks a group", NULL, scope_options};
 

@@ -45,8 +45,8 @@ static int parse(char **g, const char *value)
 
 Test(scope, setting)
 {
-	static const char *const bad[] = {"group:", "group:/a", "group:a/", "group:a//b", "group:a b", "grp:x",
-	                                  "group:a/b?c", "projects", NULL};
+	static const char *const bad[] = {"group:", "group:/a",    "group:a/", "group:a//b", "group:a b",
+	                                  "grp:x",  "group:a/b?c", "projects", NULL};
 	char *g = (char *)1;
 	size_t i;
 
@@ -110,8 +110,9 @@ static char *fake_gitlab(void *ctx, const ts_request *req, size_t *len, int *fla
 				snprintf(branch, sizeof(branch), "\"%s\"", p->branch);
 			else
 				snprintf(branch, sizeof(branch), "null");
-			tmp = ts_fmt("%s%s{\"id\":%ld,\"path_with_namespace\":\"%s\",\"default_branch\":%s,\"topics\":%s}",
-			             list, i ? "," : "", p->id, p->path, branch, p->topics ? p->topics : "[]");
+			tmp = ts_fmt(
+			        "%s%s{\"id\":%ld,\"path_with_namespace\":\"%s\",\"default_branch\":%s,\"topics\":%s}",
+			        list, i ? "," : "", p->id, p->path, branch, p->topics ? p->topics : "[]");
 			free(list);
 			list = tmp;
 		}
@@ -137,7 +138,8 @@ static char *fake_gitlab(void *ctx, const ts_request *req, size_t *len, int *fla
 			} else if (p->file) {
 				out = answer(200, "OK", "text/plain", p->file);
 			} else {
-				out = answer(404, "Not Found", "application/json", "{\"message\":\"404 File Not Found\"}");
+				out = answer(404, "Not Found", "application/json",
+				             "{\"message\":\"404 File Not Found\"}");
 			}
 		} else if (!strcmp(req->target, issues)) {
 			if (p->issues_status == 503)
@@ -191,12 +193,12 @@ static size_t count_target(ts_server *s, const char *part)
 }
 
 static const fake_project acme[] = {
-	{1, "acme/a", "main", NULL, "triage:\n  wip_limit: 5\n", 0},
-	{2, "acme/sub/b", "main", "[\"backend\"]", NULL, 0},
-	{3, "acme/c", "main", "[\"Factory-Opt-Out\"]", "triage:\n  wip_limit: 9\n", 0},
-	{4, "acme/d", "trunk", NULL, "factory:\n  enabled: false\n", 0},
-	{5, "acme/e", "main", NULL, "triage: [unclosed\n", 0},
-	{6, "acme/empty", NULL, NULL, NULL, 0},
+        {1, "acme/a", "main", NULL, "triage:\n  wip_limit: 5\n", 0},
+        {2, "acme/sub/b", "main", "[\"backend\"]", NULL, 0},
+        {3, "acme/c", "main", "[\"Factory-Opt-Out\"]", "triage:\n  wip_limit: 9\n", 0},
+        {4, "acme/d", "trunk", NULL, "factory:\n  enabled: false\n", 0},
+        {5, "acme/e", "main", NULL, "triage: [unclosed\n", 0},
+        {6, "acme/empty", NULL, NULL, NULL, 0},
 };
 
 static const scope_project *find(const scope *sc, const char *path)
@@ -280,9 +282,9 @@ Test(scope, load_merges_and_opts_out)
 Test(scope, opt_in_group)
 {
 	static const fake_project projects[] = {
-		{1, "team/in", "main", NULL, "factory:\n  enabled: true\n", 0},
-		{2, "team/quiet", "main", NULL, NULL, 0},
-		{3, "team/bad-flag", "main", NULL, "factory:\n  enabled: perhaps\n", 0},
+	        {1, "team/in", "main", NULL, "factory:\n  enabled: true\n", 0},
+	        {2, "team/quiet", "main", NULL, NULL, 0},
+	        {3, "team/bad-flag", "main", NULL, "factory:\n  enabled: perhaps\n", 0},
 	};
 	ts_server *s = ts_start();
 	fake_group g = {"team", projects, 3, 0};
@@ -307,8 +309,8 @@ Test(scope, opt_in_group)
 Test(scope, file_over_the_cap_leaves_the_project_out)
 {
 	static const fake_project projects[] = {
-		{1, "big/huge", "main", NULL, NULL, 0},
-		{2, "big/fine", "main", NULL, "a: 1\n", 0},
+	        {1, "big/huge", "main", NULL, NULL, 0},
+	        {2, "big/fine", "main", NULL, "a: 1\n", 0},
 	};
 	ts_server *s = ts_start();
 	fake_group g = {"big", projects, 2, ((size_t)1 << 20) + 10};
@@ -376,10 +378,10 @@ static int visit(void *ctx, gitlab *gl, const scope_project *p)
 Test(scope, each_project_with_one_client)
 {
 	fake_project projects[] = {
-		{1, "acme/a", "main", NULL, NULL, 0},
-		{2, "acme/b", "main", NULL, NULL, 404},
-		{3, "acme/c", "main", NULL, "x: [\n", 0},
-		{4, "acme/d", "main", NULL, NULL, 0},
+	        {1, "acme/a", "main", NULL, NULL, 0},
+	        {2, "acme/b", "main", NULL, NULL, 404},
+	        {3, "acme/c", "main", NULL, "x: [\n", 0},
+	        {4, "acme/d", "main", NULL, NULL, 0},
 	};
 	ts_server *s = ts_start();
 	fake_group g = {"acme", projects, 4, 0};
@@ -421,8 +423,8 @@ Test(scope, each_project_with_one_client)
 Test(scope, an_unavailable_gitlab_stops_the_walk)
 {
 	fake_project projects[] = {
-		{1, "acme/a", "main", NULL, NULL, 503},
-		{2, "acme/b", "main", NULL, NULL, 0},
+	        {1, "acme/a", "main", NULL, NULL, 503},
+	        {2, "acme/b", "main", NULL, NULL, 0},
 	};
 	ts_server *s = ts_start();
 	fake_group g = {"acme", projects, 2, 0};
@@ -447,7 +449,7 @@ Test(scope, an_unavailable_gitlab_stops_the_walk)
 Test(scope, all_well)
 {
 	fake_project projects[] = {
-		{1, "solo/a", "main", NULL, NULL, 0},
+	        {1, "solo/a", "main", NULL, NULL, 0},
 	};
 	ts_server *s = ts_start();
 	fake_group g = {"solo", projects, 1, 0};
