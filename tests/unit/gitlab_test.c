@@ -851,10 +851,12 @@ Test(gitlab, stats_carry_throttling_and_pacing)
 	cr_assert_eq(st.ratelimit_remaining, -1);
 	cr_assert_eq(st.ratelimit_limit, -1);
 	/* A 429, retried; then a 200 with 0 left, so the next call is paced. */
-	snprintf(hdr, sizeof(hdr), "Retry-After: 1\r\nRateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n",
+	snprintf(hdr, sizeof(hdr),
+	         "Retry-After: 1\r\nRateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n",
 	         now + 1);
 	ts_reply(s, 429, "Too Many Requests", hdr, "Retry later");
-	snprintf(hdr, sizeof(hdr), "RateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n", now + 30);
+	snprintf(hdr, sizeof(hdr), "RateLimit-Limit: 50\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n",
+	         now + 30);
 	ts_reply(s, 200, "OK", hdr, "{}");
 	ts_reply(s, 200, "OK", "RateLimit-Limit: 50\r\nRateLimit-Remaining: 49\r\n", "{}");
 	cr_assert_eq(gitlab_request(&out, gl, "GET", NULL, "projects/:id"), 0, "%s", ferror_last());
