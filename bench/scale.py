@@ -242,7 +242,7 @@ def setup_costs(bins, groups_projects):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--issues", type=int, default=2000)
+    ap.add_argument("--issues", type=int, default=10000)
     ap.add_argument("--paced-issues", type=int, default=300)
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--window", type=int, default=2)
