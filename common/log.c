@@ -58,12 +58,16 @@ int log_level_parse(const char *s)
 	return -1;
 }
 
+static int use_colour(void);
+
 void log_init_from_env(void)
 {
 	int l = log_level_parse(getenv("FACTORY_LOG_LEVEL"));
 
 	if (l >= 0)
 		level = (log_level)l;
+	/* Decide colour now, on the main thread, so no worker races to do it. */
+	(void)use_colour();
 }
 
 static FILE *out_stream(void)
@@ -75,6 +79,7 @@ void log_set_stream(FILE *f)
 {
 	stream = f;
 	colour = -1;
+	(void)use_colour();
 }
 
 static int use_colour(void)
