@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "error.h"
 #include "log.h"
 
@@ -1310,4 +1311,44 @@ static int probe(sandbox *sb)
 cleanup:
 	sandbox_result_release(&r);
 	return error;
+}
+
+#define CONFIG_ALLOW_MAX 64
+
+int sandbox_new_from_config(sandbox **out, const fconfig *cfg, const char *root, int default_network)
+{
+	sandbox_options so;
+	const char *allow[CONFIG_ALLOW_MAX];
+	char buf[4096], *save = NULL, *tok;
+	const char *v;
+	size_t n = 0;
+	long num;
+	int b, error;
+
+	*out = NULL;
+	sandbox_options_init(&so);
+	so.root = root;
+	if ((error = fconfig_get_bool(&b, cfg, "agent.network", default_network)) < 0)
+		return error;
+	so.network = b;
+	if ((error = fconfig_get_bool(&b, cfg, "agent.namespaces", 1)) < 0)
+		return error;
+	so.namespaces = b;
+	if ((error = fconfig_get_long(&num, cfg, "agent.sandbox_uid", so.uid, 1, 4294967294L)) < 0)
+		return error;
+	so.uid = num;
+	if ((error = fconfig_get_long(&num, cfg, "agent.sandbox_gid", so.gid, 1, 4294967294L)) < 0)
+		return error;
+	so.gid = num;
+	if ((v = fconfig_get(cfg, "agent.env_allow", NULL)) && *v) {
+		if (strlen(v) >= sizeof(buf))
+			return ferror_set(FACTORY_ECONFIG, "bad setting agent.env_allow: longer than %zu bytes",
+					  sizeof(buf) - 1);
+		snprintf(buf, sizeof(buf), "%s", v);
+		for (tok = strtok_r(buf, ", ", &save); tok && n + 1 < CONFIG_ALLOW_MAX; tok = strtok_r(NULL, ", ", &save))
+			allow[n++] = tok;
+		allow[n] = NULL;
+		so.env_allow = allow;
+	}
+	return sandbox_new(out, &so);
 }

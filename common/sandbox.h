@@ -70,6 +70,17 @@ typedef struct {
 void sandbox_options_init(sandbox_options *o);
 
 /*
+ * Make the sandbox for `root` from the agent.* settings every job shares
+ * (config.h): agent.network (default `default_network`: an external agent
+ * CLI must reach its own model), agent.namespaces (true),
+ * agent.sandbox_uid / agent.sandbox_gid (65534), agent.env_allow (a
+ * comma-separated list of variable names). Errors as sandbox_new, plus
+ * FACTORY_ECONFIG naming a bad setting.
+ */
+struct fconfig;
+int sandbox_new_from_config(sandbox **out, const struct fconfig *cfg, const char *root, int default_network);
+
+/*
  * Make the sandbox for `o->root`. Checks the root is a directory, builds the
  * command environment, makes a private HOME (removed by sandbox_free), and,
  * as root, hands the work tree to the command user. Then runs one probe

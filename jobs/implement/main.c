@@ -131,38 +131,6 @@ static int parse_agent_args(job_ctx *ctx)
 	return 0;
 }
 
-static int sandbox_from_config(sandbox **out, job_ctx *ctx, const char *root, int external, char *allow_buf,
-			       size_t allow_len)
-{
-	sandbox_options so;
-	const char *allow[MAX_LIST];
-	const char *v;
-	long n;
-	int b, error;
-
-	sandbox_options_init(&so);
-	so.root = root;
-	/* An external agent must reach its own model, so it has the network unless told otherwise. */
-	if ((error = fconfig_get_bool(&b, ctx->cfg, "agent.network", external)) < 0)
-		return error;
-	so.network = b;
-	if ((error = fconfig_get_bool(&b, ctx->cfg, "agent.namespaces", 1)) < 0)
-		return error;
-	so.namespaces = b;
-	if ((error = fconfig_get_long(&n, ctx->cfg, "agent.sandbox_uid", so.uid, 1, 4294967294L)) < 0)
-		return error;
-	so.uid = n;
-	if ((error = fconfig_get_long(&n, ctx->cfg, "agent.sandbox_gid", so.gid, 1, 4294967294L)) < 0)
-		return error;
-	so.gid = n;
-	if ((v = fconfig_get(ctx->cfg, "agent.env_allow", NULL)) && *v) {
-		snprintf(allow_buf, allow_len, "%s", v);
-		split_list(allow, MAX_LIST, allow_buf);
-		so.env_allow = allow;
-	}
-	return sandbox_new(out, &so);
-}
-
 static void print_outcome(FILE *f, const agent_result *r, const char *model, const char *transcript, size_t changed)
 {
 	fprintf(f, "--- agent\n");
@@ -335,7 +303,7 @@ static int run_agent(job_ctx *ctx)
 	fgit_repo *repo = NULL;
 	fbuf diff;
 	char *key_from_file = NULL, *task = NULL, *transcript = NULL;
-	char allow_buf[4096], pass_buf[4096];
+	char pass_buf[4096];
 	const char *pass[MAX_LIST];
 	const char *repo_dir, *task_file, *kind, *model = NULL;
 	size_t task_len = 0, changed = 0;
@@ -380,7 +348,7 @@ static int run_agent(job_ctx *ctx)
 	if (scrubbed)
 		log_warn("removed %d credential%s from %s.git/config: commands could have read %s", scrubbed,
 			 scrubbed == 1 ? "" : "s", fgit_workdir(repo), scrubbed == 1 ? "it" : "them");
-	if ((error = sandbox_from_config(&sb, ctx, fgit_workdir(repo), external, allow_buf, sizeof(allow_buf))) < 0)
+	if ((error = sandbox_new_from_config(&sb, ctx->cfg, fgit_workdir(repo), external)) < 0)
 		goto cleanup;
 	log_info("agent: %s on %s; commands run as %s", external ? "external command" : model, sandbox_root(sb),
 		 sandbox_describe(sb));

@@ -244,36 +244,6 @@ static size_t split_list(const char **out, size_t max, char *buf)
 	return n;
 }
 
-static int make_sandbox(sandbox **out, impl_run *r, const char *root, int external, char *allow_buf, size_t alen)
-{
-	sandbox_options so;
-	const char *allow[MAX_LIST];
-	const char *v;
-	long n;
-	int b, error;
-
-	sandbox_options_init(&so);
-	so.root = root;
-	if ((error = fconfig_get_bool(&b, r->job->cfg, "agent.network", external)) < 0)
-		return error;
-	so.network = b;
-	if ((error = fconfig_get_bool(&b, r->job->cfg, "agent.namespaces", 1)) < 0)
-		return error;
-	so.namespaces = b;
-	if ((error = fconfig_get_long(&n, r->job->cfg, "agent.sandbox_uid", so.uid, 1, 4294967294L)) < 0)
-		return error;
-	so.uid = n;
-	if ((error = fconfig_get_long(&n, r->job->cfg, "agent.sandbox_gid", so.gid, 1, 4294967294L)) < 0)
-		return error;
-	so.gid = n;
-	if ((v = fconfig_get(r->job->cfg, "agent.env_allow", NULL)) && *v) {
-		snprintf(allow_buf, alen, "%s", v);
-		split_list(allow, MAX_LIST, allow_buf);
-		so.env_allow = allow;
-	}
-	return sandbox_new(out, &so);
-}
-
 /* What the agent run left, for the diagnosis. */
 static const char *diagnose_agent(const agent_result *res, int error)
 {
@@ -310,7 +280,7 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 	sandbox *sb = NULL;
 	sandbox_result sr;
 	char *key_from_file = NULL, *transcript = NULL, dir[4096];
-	char allow_buf[4096], pass_buf[4096];
+	char pass_buf[4096];
 	const char *pass[MAX_LIST];
 	const char *kind = fconfig_get_str(r->job->cfg, "agent", "builtin"), *v;
 	fbuf instr;
@@ -347,7 +317,7 @@ static int run_agent(agent_step *st, impl_run *r, impl_checkout *co, const char 
 	ao.transcript = transcript;
 	{
 		long t = impl_ms();
-		error = make_sandbox(&sb, r, co->root, external, allow_buf, sizeof(allow_buf));
+		error = sandbox_new_from_config(&sb, r->job->cfg, co->root, external);
 		impl_time(r, "sandbox", t);
 		if (error < 0)
 			goto cleanup;

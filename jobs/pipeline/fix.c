@@ -97,36 +97,6 @@ static int build_task(fbuf *out, pl_run *r, const pl_fix *fx)
 	return error;
 }
 
-static int make_sandbox(sandbox **out, pl_run *r, const char *root, int external, char *allow_buf, size_t alen)
-{
-	sandbox_options so;
-	const char *allow[MAX_LIST];
-	const char *v;
-	long n;
-	int b, error;
-
-	sandbox_options_init(&so);
-	so.root = root;
-	if ((error = fconfig_get_bool(&b, r->job->cfg, "agent.network", external)) < 0)
-		return error;
-	so.network = b;
-	if ((error = fconfig_get_bool(&b, r->job->cfg, "agent.namespaces", 1)) < 0)
-		return error;
-	so.namespaces = b;
-	if ((error = fconfig_get_long(&n, r->job->cfg, "agent.sandbox_uid", so.uid, 1, 4294967294L)) < 0)
-		return error;
-	so.uid = n;
-	if ((error = fconfig_get_long(&n, r->job->cfg, "agent.sandbox_gid", so.gid, 1, 4294967294L)) < 0)
-		return error;
-	so.gid = n;
-	if ((v = fconfig_get(r->job->cfg, "agent.env_allow", NULL)) && *v) {
-		snprintf(allow_buf, alen, "%s", v);
-		split_list(allow, MAX_LIST, allow_buf);
-		so.env_allow = allow;
-	}
-	return sandbox_new(out, &so);
-}
-
 /* Run the agent, then the checks. 0 with *changed; 1 with fx->why when it
  * made no usable change; < 0 on a configuration error. */
 static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, const char *root, const char *task,
@@ -138,7 +108,7 @@ static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, co
 	llm *l = NULL;
 	sandbox *sb = NULL;
 	sandbox_result sr;
-	char *key = NULL, allow_buf[4096], pass_buf[4096];
+	char *key = NULL, pass_buf[4096];
 	const char *pass[MAX_LIST];
 	const char *kind = fconfig_get_str(r->job->cfg, "agent", "builtin"), *v;
 	fbuf instr;
@@ -162,7 +132,7 @@ static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, co
 	     ((error = fbuf_puts(&instr, "\n\n")) < 0 || (error = fbuf_puts(&instr, ao.instructions)) < 0)))
 		goto cleanup;
 	ao.instructions = instr.ptr;
-	if ((error = make_sandbox(&sb, r, root, external, allow_buf, sizeof(allow_buf))) < 0)
+	if ((error = sandbox_new_from_config(&sb, r->job->cfg, root, external)) < 0)
 		goto cleanup;
 	r->agent_runs++;
 	log_info("agent: %s on %s", external ? "external command" : lo.model, sandbox_root(sb));
