@@ -1,5 +1,6 @@
 #!/bin/sh
-# Build fully static bin/factory-* (or $BIN/factory-*) on Debian 12 (see ../shared/notes/static-build.md).
+# Build the fully static bin/factory (or $BIN/factory), every job in one binary,
+# with bin/factory-<job> symlinks to it, on Debian 12 (see ../shared/notes/static-build.md).
 #
 # Debian's own -dev archives cannot link fully statically (curl and libgit2 pull
 # in GSSAPI, microhttpd pulls in gnutls/p11-kit, cJSON has no archive), so this
@@ -99,10 +100,19 @@ if [ ! -f "$PREFIX/lib/libcjson.a" ]; then
 fi
 
 # Our prefix first; pcre2, yaml, zlib, OpenSSL from Debian.
+# One multi-call binary, $OUTBIN/factory (every job, one copy of the
+# libraries: see jobs/factory/factory.c), and a factory-<job> symlink to it
+# per job. SEPARATE=1 also links the separate per-job binaries, into
+# $OUTBIN/separate/ (for measuring; they share the objects).
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 OUTBIN=${BIN:-bin}
-make -s -j"$JOBS" STATIC=1 BUILD=build-static/obj BIN="$OUTBIN" all
-for b in "$OUTBIN"/factory-*; do
-	strip "$b"
-	file "$b"
+make -s -j"$JOBS" STATIC=1 BUILD=build-static/obj BIN="$OUTBIN" multicall
+strip "$OUTBIN/factory"
+file "$OUTBIN/factory"
+for job in $("$OUTBIN/factory" --list); do
+	ln -sfn factory "$OUTBIN/factory-$job"
 done
+if [ "${SEPARATE:-0}" = 1 ]; then
+	make -s -j"$JOBS" STATIC=1 BUILD=build-static/obj BIN="$OUTBIN/separate" all
+	strip "$OUTBIN"/separate/factory-*
+fi
