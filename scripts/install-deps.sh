@@ -1,12 +1,15 @@
 #!/bin/sh
 # Install what the Factory needs on Debian 12, only what is missing.
-#   scripts/install-deps.sh build|test|static|bench|browser|all ...
+#   scripts/install-deps.sh build|test|static|image|bench|browser|all ...
 # Runs apt-get through sudo when not root. Safe to rerun.
 set -eu
 
 BUILD="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libgit2-dev libpcre2-dev libyaml-dev libmicrohttpd-dev zlib1g-dev"
 TEST="libcriterion-dev python3 python3-gitlab git curl ca-certificates rsync clang libclang-rt-14-dev openssl"
 STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
+# The image built here without Docker (scripts/image-local.sh): buildah, and
+# the static busybox and CA bundle that go into it.
+IMAGE="buildah busybox-static ca-certificates file python3"
 BENCH="wrk hyperfine valgrind time util-linux"
 # Browser tests (the intake widget): Debian's chromium, driven by playwright-core from npm.
 BROWSER="chromium"
@@ -17,10 +20,11 @@ for group in "$@"; do
 	build) want="$want $BUILD" ;;
 	test) want="$want $BUILD $TEST" ;;
 	static) want="$want $BUILD $STATIC" ;;
+	image) want="$want $IMAGE" ;;
 	bench) want="$want $BUILD $TEST $BENCH" ;;
 	browser) want="$want $BROWSER" ;;
-	all) want="$want $BUILD $TEST $STATIC $BENCH $BROWSER" ;;
-	*) echo "install-deps: unknown group '$group' (build, test, static, bench, browser, all)" >&2; exit 2 ;;
+	all) want="$want $BUILD $TEST $STATIC $IMAGE $BENCH $BROWSER" ;;
+	*) echo "install-deps: unknown group '$group' (build, test, static, image, bench, browser, all)" >&2; exit 2 ;;
 	esac
 done
 
