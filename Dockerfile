@@ -32,7 +32,7 @@ RUN make -j"$(nproc)" STATIC=1 BUILD=/build BIN=/out multicall \
     && file /out/factory | grep -v 'dynamically linked' \
     && file /bin/busybox.static | grep -v 'dynamically linked' \
     && sh scripts/image-rootfs.sh /rootfs /out/factory /bin/busybox.static /etc/ssl/certs/ca-certificates.crt \
-    && for j in $(/out/factory --list); do PATH=/rootfs/usr/local/bin "factory-$j" --version || exit 1; done
+    && for j in $(/out/factory --list); do "/rootfs/usr/local/bin/factory-$j" --version || exit 1; done
 
 # The final stage: scripts/image-local.sh builds exactly these lines (with
 # the COPY taken from a local directory), so keep the COPY line as it is.
