@@ -17,6 +17,7 @@
 #include "error.h"
 #include "job.h"
 #include "log.h"
+#include "scope_job.h"
 #include "triage_job.h"
 
 #define CLASSIFY_MAX ((size_t)16 << 20)
@@ -24,6 +25,7 @@
 static const job_option options[] = {
 	{"wip-limit", "triage.wip_limit", 1, "N        how many issues the Up Next list holds (default from the policy: 5)"},
 	{"no-llm", "triage.no_llm", 0, "decide with the rules alone even when a model is configured"},
+	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH: every project of the group, each under its own policy"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -32,7 +34,8 @@ static const job_spec spec = {
 	"Triage open issues: type, severity, priority P1-P5, fast lane, confidential security issues, "
 	"and the order of the board's Up Next list.",
 	"commands:\n"
-	"  (none)     the scheduled run over the project's open issues\n"
+	"  (none)     the scheduled run over the project's open issues (or, with --scope group:PATH,\n"
+	"             over every project of the group and its subgroups, each under its own .factory.yml)\n"
 	"  classify   read one issue as GitLab's JSON on standard input, print the decision as JSON\n"
 	"  policy     print the effective policy (built-in, then .factory.yml triage:) as JSON\n"
 	"\n"
@@ -41,16 +44,35 @@ static const job_spec spec = {
 	options,
 };
 
-/* The policy: built-in, then the project's .factory.yml triage: section. */
+/* The run's own settings under triage: (read by the job, not the policy). */
+static const char *const job_keys[] = {"skip_labels", "no_llm", NULL};
+
+/* The policy: built-in, then the project's .factory.yml triage: section
+ * (less the run's own settings, job_keys). */
 static int load_policy(triage_policy **out, job_ctx *ctx)
 {
 	const cJSON *over = fconfig_yaml_path(ctx->cfg, "triage");
 	const char *file = fconfig_get_str(ctx->cfg, "config", ".factory.yml");
+	cJSON *copy = NULL;
+	size_t i;
+	int error;
 
-	return triage_policy_new(out, over, file);
+	if (cJSON_IsObject(over)) {
+		if (!(copy = cJSON_Duplicate(over, 1)))
+			return ferror_set(FACTORY_ENOMEM, "out of memory");
+		for (i = 0; job_keys[i]; i++)
+			cJSON_DeleteItemFromObjectCaseSensitive(copy, job_keys[i]);
+		over = copy;
+	}
+	error = triage_policy_new(out, over, file);
+	cJSON_Delete(copy);
+	return error;
 }
 
-static int load_model(tri_model **out, job_ctx *ctx, const triage_policy *p)
+/* The model, when configured and not turned off. Its settings (llm.*, with
+ * the API key) come from `trusted`: the job's own settings, never a
+ * project's .factory.yml in a group scope (scope_job.h, "Trust"). */
+static int load_model(tri_model **out, job_ctx *ctx, job_ctx *trusted, const triage_policy *p)
 {
 	int no_llm = 0, error;
 
@@ -59,7 +81,7 @@ static int load_model(tri_model **out, job_ctx *ctx, const triage_policy *p)
 		return error;
 	if (no_llm || !triage_policy_llm_enabled(p))
 		return 0;
-	return tri_model_open(out, ctx, p);
+	return tri_model_open(out, trusted, p);
 }
 
 /* classify: one issue on stdin, one decision on stdout. */
@@ -97,7 +119,7 @@ static int classify(job_ctx *ctx)
 		error = ferror_set(FACTORY_EINVALID, "classify: standard input is not a JSON object (expected GitLab's issue JSON)");
 		goto cleanup;
 	}
-	if ((error = load_policy(&policy, ctx)) < 0 || (error = load_model(&model, ctx, policy)) < 0)
+	if ((error = load_policy(&policy, ctx)) < 0 || (error = load_model(&model, ctx, ctx, policy)) < 0)
 		goto cleanup;
 	if ((error = tri_decide(&d, model, policy, issue)) < 0 || (error = triage_decision_json(&out, &d)) < 0)
 		goto cleanup;
@@ -138,9 +160,10 @@ static int print_policy(job_ctx *ctx)
 	return error;
 }
 
-/* The scheduled run: one list pass, a look at the issues that changed, the
- * writes, the Up Next list and its order, the report. */
-static int run(job_ctx *ctx)
+/* The scheduled run over one project: one list pass, a look at the issues
+ * that changed, the writes, the Up Next list and its order, the report.
+ * `trusted` holds the model's settings (the job's own; see load_model). */
+static int run_project(job_ctx *ctx, job_ctx *trusted)
 {
 	tri_run r;
 	long asked = 0, changed = 0, ignored = 0, wip;
@@ -148,11 +171,13 @@ static int run(job_ctx *ctx)
 
 	memset(&r, 0, sizeof(r));
 	r.job = ctx;
-	if ((error = load_policy(&r.policy, ctx)) < 0 || (error = load_model(&r.model, ctx, r.policy)) < 0)
+	if ((error = load_policy(&r.policy, ctx)) < 0 || (error = load_model(&r.model, ctx, trusted, r.policy)) < 0)
 		goto cleanup;
 	if ((error = fconfig_get_long(&wip, ctx->cfg, "triage.wip_limit", triage_policy_wip_limit(r.policy), 1, 100)) < 0)
 		goto cleanup;
 	r.wip = wip;
+	/* the labels that leave an issue out, read once (not per issue) */
+	r.skip_labels = fconfig_get_str(ctx->cfg, "triage.skip_labels", "factory::ledger");
 	if (!(r.decisions = cJSON_AddArrayToObject(report_data(ctx->rep), "decisions"))) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
@@ -186,6 +211,8 @@ static int run(job_ctx *ctx)
 	}
 	error = 0;
 cleanup:
+	/* the API budget: calls per issue triaged (job.h) */
+	report_counter_set(ctx->rep, "issues_handled", report_counter_get(ctx->rep, "triaged"));
 	if (error >= 0 || report_action_count(ctx->rep) || report_counter_get(ctx->rep, "issues_seen")) {
 		int changes = report_action_count(ctx->rep);
 		report_summary(ctx->rep, "%s%ld open issues read, %ld triaged, %d change%s%s",
@@ -194,6 +221,36 @@ cleanup:
 			       changes ? (ctx->dry_run ? " that would be made" : " made") : ": no write made");
 	}
 	tri_run_release(&r);
+	return error;
+}
+
+static int group_project(job_ctx *pctx, const scope_project *p, job_ctx *group, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return run_project(pctx, group);
+}
+
+/* The scheduled run: the job's project, or every project of a group. */
+static int run(job_ctx *ctx)
+{
+	char *group = NULL;
+	int error;
+
+	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
+		return error;
+	if (!group)
+		return run_project(ctx, ctx);
+	error = scope_job_run(ctx, group, group_project, NULL);
+	report_summary(ctx->rep, "%sgroup %s: %ld of %ld projects triaged%s, %ld open issues read, %ld triaged, %d change%s%s",
+		       ctx->dry_run ? "dry run: " : "", group,
+		       report_counter_get(ctx->rep, "projects_taking_part") - report_counter_get(ctx->rep, "projects_failed"),
+		       report_counter_get(ctx->rep, "projects"),
+		       report_counter_get(ctx->rep, "projects_failed") ? " (some failed)" : "",
+		       report_counter_get(ctx->rep, "issues_seen"), report_counter_get(ctx->rep, "triaged"),
+		       report_action_count(ctx->rep), report_action_count(ctx->rep) == 1 ? "" : "s",
+		       report_action_count(ctx->rep) ? (ctx->dry_run ? " that would be made" : " made") : ": no write made");
+	free(group);
 	return error;
 }
 

@@ -247,10 +247,11 @@ static int retriage(tri_run *r, tri_item *it, const char *ours, const char *why)
 
 /* Issues the Factory keeps for itself (the pipeline job's failure ledger)
  * are not work to triage: the setting triage.skip_labels (comma-separated,
- * default "factory::ledger") names the labels that leave an issue out. */
+ * default "factory::ledger", read once at start-up into r->skip_labels)
+ * names the labels that leave an issue out. */
 static int skipped(const tri_run *r, const cJSON *issue)
 {
-	const char *list = fconfig_get_str(r->job->cfg, "triage.skip_labels", "factory::ledger");
+	const char *list = r->skip_labels ? r->skip_labels : "factory::ledger";
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(issue, "labels"), *l;
 
 	cJSON_ArrayForEach(l, labels) {

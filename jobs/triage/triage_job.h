@@ -55,6 +55,7 @@ typedef struct {
 	size_t n, alloc;
 	long me;               /* the Factory's user id, 0 until needed */
 	long failures;         /* writes that failed for a reason other than a deleted issue */
+	const char *skip_labels; /* triage.skip_labels, read at start-up (borrowed from the settings) */
 	cJSON *decisions;      /* report data */
 } tri_run;
 
