@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "error.h"
-#include "llm.h"
 #include "log.h"
+#include "opinion.h"
 #include "release_job.h"
 #include "untrusted.h"
 
@@ -25,11 +25,7 @@
 #define SUMMARY_MAX 200
 
 struct rel_model {
-	llm *l;
-	char *key;
-	cJSON *tools;
-	long max, asked, changed, ignored;
-	int disabled;
+	opinion *op;
 };
 
 static const char system_prompt[] =
@@ -54,35 +50,26 @@ static cJSON *schema(void)
 int rel_model_open(rel_model **out, job_ctx *ctx)
 {
 	rel_model *m = NULL;
-	llm_options o;
-	cJSON *tool = NULL, *s = NULL;
-	const char *model = fconfig_get_str(ctx->cfg, "llm.model", NULL);
+	opinion_options o = {
+	        .system = system_prompt,
+	        .tool = "release_assessment",
+	        .description = "Record the assessment of each change.",
+	        .answer_tokens = ANSWER_TOKENS,
+	        .deadline_ms = ASK_DEADLINE_MS,
+	};
 	int error;
 
 	*out = NULL;
-	if (!model || !*model)
+	if (!opinion_wanted(ctx->cfg))
 		return 0; /* no model: the rules alone decide */
 	if (!(m = calloc(1, sizeof(*m))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	if ((error = fconfig_get_long(&m->max, ctx->cfg, "release.llm_max", 100, 0, 10000)) < 0 ||
-	    (error = llm_options_from_config(&o, &m->key, ctx->cfg)) < 0 || (error = llm_new(&m->l, &o)) < 0)
+	if ((error = fconfig_get_long(&o.max, ctx->cfg, "release.llm_max", 100, 0, 10000)) < 0 ||
+	    (error = opinion_open(&m->op, ctx->cfg, &o, schema())) < 0)
 		goto cleanup;
-	if (!(m->tools = cJSON_CreateArray()) || !(tool = cJSON_CreateObject()) || !(s = schema()) ||
-	    !cJSON_AddStringToObject(tool, "name", "release_assessment") ||
-	    !cJSON_AddStringToObject(tool, "description", "Record the assessment of each change.")) {
-		error = ferror_set(FACTORY_ENOMEM, "out of memory");
-		goto cleanup;
-	}
-	cJSON_AddItemToObject(tool, "input_schema", s);
-	s = NULL;
-	cJSON_AddItemToArray(m->tools, tool);
-	tool = NULL;
 	*out = m;
 	m = NULL;
-	error = 0;
 cleanup:
-	cJSON_Delete(tool);
-	cJSON_Delete(s);
 	rel_model_free(m);
 	return error;
 }
@@ -91,20 +78,13 @@ void rel_model_free(rel_model *m)
 {
 	if (!m)
 		return;
-	llm_free(m->l);
-	if (m->key) {
-		memset(m->key, 0, strlen(m->key));
-		free(m->key);
-	}
-	cJSON_Delete(m->tools);
+	opinion_free(m->op);
 	free(m);
 }
 
 void rel_model_counters(const rel_model *m, long *asked, long *changed, long *ignored)
 {
-	*asked = m ? m->asked : 0;
-	*changed = m ? m->changed : 0;
-	*ignored = m ? m->ignored : 0;
+	opinion_counters(m ? m->op : NULL, asked, changed, ignored);
 }
 
 static const char *str_of(const cJSON *o, const char *k)
@@ -157,21 +137,6 @@ static int describe(fbuf *q, const rel_run *r, const rel_item *it)
 	return error == FACTORY_ETOOBIG ? 0 : error;
 }
 
-static const cJSON *answer_of(const llm_response *resp, cJSON **parsed)
-{
-	const char *s, *e;
-	size_t i;
-
-	*parsed = NULL;
-	for (i = 0; i < resp->ncalls; i++)
-		if (resp->calls[i].name && !strcmp(resp->calls[i].name, "release_assessment") && resp->calls[i].input)
-			return resp->calls[i].input;
-	if (!resp->text || !(s = strchr(resp->text, '{')) || !(e = strrchr(resp->text, '}')) || e < s)
-		return NULL;
-	*parsed = cJSON_ParseWithLength(s, (size_t)(e - s) + 1);
-	return *parsed;
-}
-
 static rel_item *find_key(rel_run *r, const char *key, const size_t *batch, size_t n)
 {
 	size_t i;
@@ -190,8 +155,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 	const cJSON *changes = cJSON_GetObjectItemCaseSensitive(answer, "changes"), *c;
 
 	if (!cJSON_IsArray(changes)) {
-		log_warn("model answer ignored: no list of changes");
-		m->ignored += (long)n;
+		opinion_ignored(m->op, (long)n, "no list of changes");
 		return;
 	}
 	cJSON_ArrayForEach(c, changes)
@@ -201,7 +165,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 		const char *summary = str_of(c, "summary"), *reason = str_of(c, "reason");
 
 		if (!it || !cJSON_IsBool(cf)) {
-			m->ignored++;
+			opinion_ignored(m->op, 1, NULL);
 			continue;
 		}
 		if (cJSON_IsTrue(cf) != (it->item.customer != 0)) {
@@ -209,7 +173,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 
 			it->item.customer = cJSON_IsTrue(cf);
 			it->model = 1;
-			m->changed++;
+			opinion_changed(m->op, 1);
 			fbuf_init(&t, sizeof(it->model_reason));
 			untrusted_title(&t, reason ? reason : "", reason ? strlen(reason) : 0,
 			                sizeof(it->model_reason) - 1);
@@ -227,41 +191,18 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 /* One request about the items in `batch`. */
 static int ask_batch(rel_model *m, rel_run *r, const size_t *batch, size_t n)
 {
-	llm_conv *c = NULL;
-	llm_response resp;
-	cJSON *parsed = NULL;
-	const cJSON *answer;
+	cJSON *answer = NULL;
 	fbuf q;
 	size_t k;
 	int error;
 
 	fbuf_init(&q, 256 * 1024);
-	llm_response_init(&resp);
 	error = fbuf_printf(&q, "Project: %s. Changes in the next release:\n", r->project_name);
 	for (k = 0; !error && k < n; k++)
 		error = describe(&q, r, &r->items[batch[k]]);
-	if (!error && !(error = llm_conv_new(&c, llm_get_provider(m->l), system_prompt, m->tools)))
-		error = llm_conv_add_user_text(c, fbuf_cstr(&q));
-	if (error < 0)
-		goto cleanup;
-	m->asked += (long)n;
-	error = llm_send(&resp, m->l, c, ANSWER_TOKENS, llm_now_ms() + ASK_DEADLINE_MS);
-	if (error < 0) {
-		m->disabled = error == FACTORY_EAUTH || error == FACTORY_EUPSTREAM || error == FACTORY_ENOTFOUND ||
-		              error == FACTORY_ETIMEOUT;
-		log_warn("model: %s: the rules decide", ferror_last());
-		m->ignored += (long)n;
-		error = error == FACTORY_ENOMEM ? error : 0;
-	} else if (!(answer = answer_of(&resp, &parsed))) {
-		log_warn("model answer ignored: no release_assessment call and no JSON object");
-		m->ignored += (long)n;
-	} else {
+	if (!error && !(error = opinion_ask(&answer, m->op, fbuf_cstr(&q), (long)n)) && answer)
 		apply(m, r, answer, batch, n);
-	}
-cleanup:
-	cJSON_Delete(parsed);
-	llm_response_release(&resp);
-	llm_conv_free(c);
+	cJSON_Delete(answer);
 	fbuf_release(&q);
 	return error;
 }
@@ -271,8 +212,9 @@ int rel_model_ask(rel_model *m, rel_run *r)
 	size_t batch[BATCH], n = 0, i;
 	int error = 0;
 
-	for (i = 0; i < r->nitems && !m->disabled; i++) {
-		if (!askable(&r->items[i]) || m->asked + (long)n >= m->max)
+	/* asked + n stays under the room left: a batch sent moves n into asked */
+	for (i = 0; i < r->nitems && opinion_room(m->op) > 0; i++) {
+		if (!askable(&r->items[i]) || (long)n >= opinion_room(m->op))
 			continue;
 		batch[n++] = i;
 		if (n == BATCH) {
@@ -281,7 +223,7 @@ int rel_model_ask(rel_model *m, rel_run *r)
 			n = 0;
 		}
 	}
-	if (n && !m->disabled)
+	if (n && opinion_room(m->op) > 0)
 		error = ask_batch(m, r, batch, n);
 	return error;
 }

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "opinion.h"
 #include "triage_job.h"
 #include "untrusted.h"
 
@@ -19,11 +20,7 @@
 #define ANSWER_TOKENS 600
 
 struct tri_model {
-	llm *l;
-	char *key;
-	cJSON *tools;
-	long max, asked, changed, ignored;
-	int disabled;        /* after the service failed: no more calls this run */
+	opinion *op;
 };
 
 static const char system_prompt[] =
@@ -40,37 +37,28 @@ static const char system_prompt[] =
 int tri_model_open(tri_model **out, job_ctx *ctx, const triage_policy *p)
 {
 	tri_model *m = NULL;
-	llm_options o;
-	cJSON *tool = NULL, *schema = NULL;
-	const char *model = fconfig_get_str(ctx->cfg, "llm.model", NULL);
-	int error = -1;
+	opinion_options o = {
+	        .system = system_prompt,
+	        .tool = "triage_decision",
+	        .description = "Record the triage decision for the issue.",
+	        .max = triage_policy_llm_max(p),
+	        .answer_tokens = ANSWER_TOKENS,
+	        .deadline_ms = ASK_DEADLINE_MS,
+	};
+	int error;
 
 	*out = NULL;
-	if (!model || !*model)
+	if (!opinion_wanted(ctx->cfg))
 		return 0; /* no model configured: rules alone decide */
 	if (!(m = calloc(1, sizeof(*m))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	m->max = triage_policy_llm_max(p);
-	if ((error = llm_options_from_config(&o, &m->key, ctx->cfg)) < 0 || (error = llm_new(&m->l, &o)) < 0)
+	if ((error = opinion_open(&m->op, ctx->cfg, &o, triage_model_schema())) < 0)
 		goto cleanup;
-	if (!(m->tools = cJSON_CreateArray()) || !(tool = cJSON_CreateObject()) || !(schema = triage_model_schema()) ||
-	    !cJSON_AddStringToObject(tool, "name", "triage_decision") ||
-	    !cJSON_AddStringToObject(tool, "description", "Record the triage decision for the issue.")) {
-		error = ferror_set(FACTORY_ENOMEM, "out of memory");
-		goto cleanup;
-	}
-	cJSON_AddItemToObject(tool, "input_schema", schema);
-	schema = NULL;
-	cJSON_AddItemToArray(m->tools, tool);
-	tool = NULL;
-	log_info("model %s (%s) will be asked about ambiguous issues (at most %ld this run)", llm_model(m->l),
-		 llm_provider_name(llm_get_provider(m->l)), m->max);
+	log_info("model %s (%s) will be asked about ambiguous issues (at most %ld this run)",
+	         llm_model(opinion_llm(m->op)), llm_provider_name(llm_get_provider(opinion_llm(m->op))), o.max);
 	*out = m;
 	m = NULL;
-	error = 0;
 cleanup:
-	cJSON_Delete(tool);
-	cJSON_Delete(schema);
 	tri_model_free(m);
 	return error;
 }
@@ -79,20 +67,13 @@ void tri_model_free(tri_model *m)
 {
 	if (!m)
 		return;
-	llm_free(m->l);
-	if (m->key) {
-		memset(m->key, 0, strlen(m->key));
-		free(m->key);
-	}
-	cJSON_Delete(m->tools);
+	opinion_free(m->op);
 	free(m);
 }
 
 void tri_model_counters(const tri_model *m, long *asked, long *changed, long *ignored)
 {
-	*asked = m ? m->asked : 0;
-	*changed = m ? m->changed : 0;
-	*ignored = m ? m->ignored : 0;
+	opinion_counters(m ? m->op : NULL, asked, changed, ignored);
 }
 
 /* The question: the rules' verdict and the issue, cleaned and cut. */
@@ -121,64 +102,24 @@ static int question(fbuf *q, const triage_decision *d, const cJSON *issue)
 	return error == FACTORY_ETOOBIG ? 0 : error;
 }
 
-/* The answer as a JSON object: the tool call's input, or a JSON object in
- * the text (fenced or not). New object, or NULL. */
-static cJSON *answer_of(const llm_response *resp)
-{
-	const char *s, *e;
-	size_t i;
-
-	for (i = 0; i < resp->ncalls; i++)
-		if (resp->calls[i].name && !strcmp(resp->calls[i].name, "triage_decision") && resp->calls[i].input)
-			return cJSON_Duplicate(resp->calls[i].input, 1);
-	if (!resp->text || !(s = strchr(resp->text, '{')) || !(e = strrchr(resp->text, '}')) || e < s)
-		return NULL;
-	return cJSON_ParseWithLength(s, (size_t)(e - s) + 1);
-}
-
 int tri_model_ask(tri_model *m, triage_decision *d, const cJSON *issue)
 {
-	llm_conv *c = NULL;
-	llm_response resp;
 	cJSON *answer = NULL;
 	fbuf q;
 	int error;
 
-	if (!m || m->disabled || m->asked >= m->max)
+	if (!m || opinion_room(m->op) < 1)
 		return 0;
 	fbuf_init(&q, 64 * 1024);
-	llm_response_init(&resp);
-	if ((error = question(&q, d, issue)) < 0)
+	if ((error = question(&q, d, issue)) < 0 || (error = opinion_ask(&answer, m->op, fbuf_cstr(&q), 1)) < 0 ||
+	    !answer)
 		goto cleanup;
-	if ((error = llm_conv_new(&c, llm_get_provider(m->l), system_prompt, m->tools)) < 0 ||
-	    (error = llm_conv_add_user_text(c, fbuf_cstr(&q))) < 0)
-		goto cleanup;
-	m->asked++;
-	error = llm_send(&resp, m->l, c, ANSWER_TOKENS, llm_now_ms() + ASK_DEADLINE_MS);
-	if (error < 0) {
-		m->disabled = error == FACTORY_EAUTH || error == FACTORY_EUPSTREAM || error == FACTORY_ENOTFOUND ||
-			      error == FACTORY_ETIMEOUT;
-		log_warn("model: %s: the rules decide%s", ferror_last(), m->disabled ? " alone for the rest of the run" : "");
-		m->ignored++;
-		error = 0;
-		goto cleanup;
-	}
-	if (!(answer = answer_of(&resp))) {
-		log_warn("model answer ignored: no JSON object in it");
-		m->ignored++;
-		goto cleanup;
-	}
-	if (triage_apply_model(d, answer) < 0) {
-		log_warn("model answer ignored: %s", ferror_last());
-		m->ignored++;
-		goto cleanup;
-	}
-	if (d->model)
-		m->changed++;
+	if (triage_apply_model(d, answer) < 0)
+		opinion_ignored(m->op, 1, ferror_last());
+	else if (d->model)
+		opinion_changed(m->op, 1);
 cleanup:
 	cJSON_Delete(answer);
-	llm_response_release(&resp);
-	llm_conv_free(c);
 	fbuf_release(&q);
 	return error == FACTORY_ENOMEM ? error : 0;
 }
