@@ -12,6 +12,12 @@
  * group's first one is a paid feature (POST /groups/:id/boards is 403 on
  * Free): then the Factory's lists go on the group's existing board, which
  * later runs recognise by those lists.
+ *
+ * With --schedules (setup.schedules; the component turns it on through its
+ * `schedules` input) it also creates, or repairs, one pipeline schedule per
+ * enabled job, routed by the variable FACTORY_JOB=<job> (schedules.h): so
+ * adopting the Factory is the include, two masked variables and one run of
+ * setup. In a group scope the schedules go in the project that runs setup.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +29,13 @@
 #include "error.h"
 #include "job.h"
 #include "log.h"
+#include "schedules.h"
 #include "scope.h"
 
 static const job_option options[] = {
 	{"print-board", "setup.print_board", 0, "print the board after setting it up"},
 	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH for group labels and a group board"},
+	{"schedules", "setup.schedules", 0, "also create or repair one pipeline schedule per enabled job"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -461,7 +469,24 @@ cleanup:
 	return error;
 }
 
-static int run_group(job_ctx *ctx, const char *group, int print)
+/* In a group scope the schedules go in the project that runs setup. */
+static int group_schedules(job_ctx *ctx)
+{
+	cJSON *project = NULL;
+	int error;
+
+	if (!ctx->project || !*ctx->project)
+		return ferror_set(FACTORY_ECONFIG, "pipeline schedules are made in the project that runs the Factory: "
+						   "set FACTORY_PROJECT (CI_PROJECT_ID in CI) or leave setup.schedules off");
+	if ((error = gitlab_set_project(ctx->gl, ctx->project)) < 0)
+		return error;
+	if ((error = gitlab_request(&project, ctx->gl, "GET", NULL, "projects/:id")) == 0)
+		error = schedules_setup(ctx, project);
+	cJSON_Delete(project);
+	return error;
+}
+
+static int run_group(job_ctx *ctx, const char *group, int print, int schedules)
 {
 	cJSON *info = NULL, *labels = NULL;
 	fbuf base, labels_path, boards_path;
@@ -488,6 +513,8 @@ static int run_group(job_ctx *ctx, const char *group, int print)
 		goto cleanup;
 	if ((error = setup_group_board(ctx, group, boards_path.ptr, labels)) < 0)
 		goto cleanup;
+	if (schedules && (error = group_schedules(ctx)) < 0)
+		goto cleanup;
 	projects_error = report_projects(ctx, group, &taking_part, &found);
 	if (projects_error < 0 && projects_error != FACTORY_ECONFIG) {
 		error = projects_error;
@@ -496,14 +523,15 @@ static int run_group(job_ctx *ctx, const char *group, int print)
 	changes = report_action_count(ctx->rep);
 	if (!changes) {
 		report_summary(ctx->rep,
-			       "already set up: %d labels and board %s of group %s checked, no write made; %zu of %zu "
+			       "already set up: %d labels and board %s of group %s%s checked, no write made; %zu of %zu "
 			       "projects take part",
-			       board_label_count(), BOARD_NAME, group, taking_part, found);
+			       board_label_count(), BOARD_NAME, group, schedules ? " and the pipeline schedules" : "",
+			       taking_part, found);
 		log_info("already set up: no write made");
 	} else {
-		report_summary(ctx->rep, "%s%d change%s to the labels and board of group %s; %zu of %zu projects take part",
+		report_summary(ctx->rep, "%s%d change%s to the labels and board of group %s%s; %zu of %zu projects take part",
 			       ctx->dry_run ? "dry run: would make " : "", changes, changes == 1 ? "" : "s", group,
-			       taking_part, found);
+			       schedules ? " and the pipeline schedules" : "", taking_part, found);
 		log_info("%s%d change%s made", ctx->dry_run ? "dry run: " : "", changes, changes == 1 ? "" : "s");
 	}
 	log_info("%zu of %zu projects of group %s take part", taking_part, found, group);
@@ -521,15 +549,18 @@ static int run(job_ctx *ctx)
 {
 	cJSON *project = NULL, *labels = NULL;
 	char *group = NULL;
-	int print = 0, error;
+	int print = 0, schedules = 0, error;
 	int changes;
 
-	if ((error = fconfig_get_bool(&print, ctx->cfg, "setup.print_board", 0)) < 0)
+	if ((error = fconfig_get_bool(&print, ctx->cfg, "setup.print_board", 0)) < 0 ||
+	    (error = fconfig_get_bool(&schedules, ctx->cfg, "setup.schedules", 0)) < 0)
+		goto cleanup;
+	if (schedules && (error = schedules_check(ctx)) < 0)
 		goto cleanup;
 	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
 		goto cleanup;
 	if (group) {
-		error = run_group(ctx, group, print);
+		error = run_group(ctx, group, print, schedules);
 		goto cleanup;
 	}
 	if ((error = gitlab_request(&project, ctx->gl, "GET", NULL, "projects/:id")) < 0)
@@ -540,14 +571,17 @@ static int run(job_ctx *ctx)
 		goto cleanup;
 	if ((error = setup_board(ctx, labels)) < 0)
 		goto cleanup;
+	if (schedules && (error = schedules_setup(ctx, project)) < 0)
+		goto cleanup;
 
 	changes = report_action_count(ctx->rep);
 	if (!changes) {
-		report_summary(ctx->rep, "already set up: %d labels and board %s checked, no write made",
-			       board_label_count(), BOARD_NAME);
+		report_summary(ctx->rep, "already set up: %d labels and board %s%s checked, no write made",
+			       board_label_count(), BOARD_NAME, schedules ? " and the pipeline schedules" : "");
 	} else {
-		report_summary(ctx->rep, "%s%d change%s to labels and board %s", ctx->dry_run ? "dry run: would make " : "",
-			       changes, changes == 1 ? "" : "s", BOARD_NAME);
+		report_summary(ctx->rep, "%s%d change%s to labels and board %s%s",
+			       ctx->dry_run ? "dry run: would make " : "", changes, changes == 1 ? "" : "s", BOARD_NAME,
+			       schedules ? " and the pipeline schedules" : "");
 	}
 	if (print && (error = board_print(stdout, ctx->gl, 5)) < 0)
 		goto cleanup;

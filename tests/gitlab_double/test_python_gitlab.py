@@ -719,6 +719,30 @@ class TestPipelinesJobsSchedules(DoubleTestCase):
         self.assertFalse(self.demo.pipelineschedules.get(sched.id).active)
         got.delete()
 
+    def test_pipeline_schedules_paged_and_variable_edited(self):
+        # what factory-setup --schedules relies on: every page of the list (no
+        # variables there), the owner, and a variable edited in place
+        made = [self.demo.pipelineschedules.create({"description": "paged %d" % i, "ref": "main",
+                                                    "cron": "*/10 * * * *"}) for i in range(3)]
+        try:
+            listed = self.demo.pipelineschedules.list(per_page=2, get_all=True)
+            mine = [s for s in listed if s.description.startswith("paged ")]
+            self.assertEqual(sorted(s.id for s in mine), sorted(s.id for s in made))
+            self.assertNotIn("variables", mine[0].attributes)
+            self.assertEqual(mine[0].owner["username"], self.gl.users.get(mine[0].owner["id"]).username)
+            made[0].variables.create({"key": "FACTORY_JOB", "value": "watch"})
+            made[0].variables.update("FACTORY_JOB", {"value": "triage"})
+            got = self.demo.pipelineschedules.get(made[0].id)
+            self.assertEqual([(v["key"], v["value"]) for v in got.attributes["variables"]], [("FACTORY_JOB", "triage")])
+            got.ref = "refs/heads/main"
+            got.cron_timezone = "Europe/Berlin"
+            got.save()
+            got = self.demo.pipelineschedules.get(made[0].id)
+            self.assertEqual((got.ref, got.cron_timezone), ("refs/heads/main", "Europe/Berlin"))
+        finally:
+            for s in made:
+                s.delete()
+
 
 class TestTokens(DoubleTestCase):
     def test_job_token_scope(self):

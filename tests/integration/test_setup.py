@@ -1,6 +1,7 @@
 """factory-setup end to end against the GitLab double: labels, board, idempotence,
 the environment contract, and every kind of bad input or server fault."""
 import os
+import shutil
 import tempfile
 import unittest
 
@@ -152,6 +153,216 @@ class SetupTest(unittest.TestCase):
             env3 = dict(env2, FACTORY_PROJECT="no/such")
             r = run_job("setup", None, "--config", cfg, "--project", "1", env=env3)
             self.assertEqual(r.returncode, 0, r)
+
+
+JOB_CRONS = {"triage": "0 * * * *", "implement": "5,35 * * * *", "pipeline": "*/15 * * * *",
+             "release": "0 6 * * *", "watch": "*/10 * * * *"}
+
+
+class ScheduleTest(unittest.TestCase):
+    """--schedules: one pipeline schedule per enabled job, routed by FACTORY_JOB."""
+
+    def setUp(self):
+        self.double = Double()
+        self.double.start()
+        self.addCleanup(self.double.stop)
+        self.tmp = tempfile.mkdtemp(prefix="factory-schedules-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def setup_run(self, *args, policy=None, extra=None):
+        cfg = os.path.join(self.tmp, "factory.yml")
+        with open(cfg, "w") as f:
+            f.write(policy or "")
+        return run_job("setup", None, "--schedules", "--config", cfg, *args, env=job_env(self.double, extra=extra))
+
+    def schedules(self):
+        """Every schedule, with its variables (the list endpoint leaves them out)."""
+        out, page = {}, 1
+        while True:
+            batch = gl(self.double, "GET", "/projects/1/pipeline_schedules?per_page=100&page=%d" % page)
+            for s in batch:
+                one = gl(self.double, "GET", "/projects/1/pipeline_schedules/%d" % s["id"])
+                out.setdefault(one["description"], []).append(one)
+            if len(batch) < 100:
+                return out
+            page += 1
+
+    def factory_schedules(self):
+        return {d[len("factory: "):]: v[0] for d, v in self.schedules().items() if d.startswith("factory: ")}
+
+    def assert_as_wanted(self, crons=JOB_CRONS, tz="UTC", ref="main"):
+        got = self.factory_schedules()
+        self.assertEqual(sorted(got), sorted(crons))
+        for job, s in got.items():
+            self.assertEqual((s["cron"], s["cron_timezone"], s["ref"], s["active"]), (crons[job], tz, ref, True), job)
+            self.assertEqual([(v["key"], v["value"]) for v in s["variables"]], [("FACTORY_JOB", job)], job)
+
+    def test_first_run_creates_one_schedule_per_job_and_a_rerun_writes_nothing(self):
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 0, r)
+        self.assert_as_wanted()
+        made = [a for a in r.report["actions"] if a["kind"].startswith("schedule.")]
+        self.assertEqual(sorted(a["target"] for a in made), sorted("factory: " + j for j in JOB_CRONS))
+        self.assertEqual({a["kind"] for a in made}, {"schedule.create"})
+        self.assertEqual({s["state"] for s in r.report["data"]["schedules"]}, {"created"})
+        self.assertIn("| factory: triage | 0 * * * * | created |", r.report_md)
+        posts = [x for x in writes(self.double.requests()) if "pipeline_schedules" in x["path"]]
+        self.assertEqual(len(posts), 2 * len(JOB_CRONS))  # the schedule, then its variable
+        self.double.clear_requests()
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertIn("no write", r.report["summary"])
+        self.assertEqual({s["state"] for s in r.report["data"]["schedules"]}, {"as wanted"})
+        self.assert_as_wanted()
+
+    def test_drift_is_repaired_in_place(self):
+        self.assertEqual(self.setup_run().returncode, 0)
+        ids = {j: s["id"] for j, s in self.factory_schedules().items()}
+        gl(self.double, "PUT", "/projects/1/pipeline_schedules/%d" % ids["triage"], {"cron": "7 7 * * *"})
+        gl(self.double, "PUT", "/projects/1/pipeline_schedules/%d" % ids["implement"], {"active": False})
+        gl(self.double, "PUT", "/projects/1/pipeline_schedules/%d" % ids["release"],
+           {"ref": "other", "cron_timezone": "Europe/Berlin"})
+        gl(self.double, "PUT", "/projects/1/pipeline_schedules/%d/variables/FACTORY_JOB" % ids["watch"],
+           {"value": "triage"})
+        self.double.request("DELETE", "/projects/1/pipeline_schedules/%d/variables/FACTORY_JOB" % ids["pipeline"])
+        # a variable someone added to one of ours stays
+        gl(self.double, "POST", "/projects/1/pipeline_schedules/%d/variables" % ids["triage"],
+           {"key": "EXTRA", "value": "1"})
+        self.double.clear_requests()
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 0, r)
+        done = sorted((a["kind"], a["target"]) for a in r.report["actions"])
+        self.assertEqual(done, [("schedule.update", "factory: implement"), ("schedule.update", "factory: release"),
+                                ("schedule.update", "factory: triage"),
+                                ("schedule.variable.create", "factory: pipeline"),
+                                ("schedule.variable.update", "factory: watch")])
+        self.assertFalse([x for x in writes(self.double.requests()) if x["method"] != "PUT" and
+                          not x["path"].endswith("/variables")])  # no new schedule
+        got = self.factory_schedules()
+        self.assertEqual({j: s["id"] for j, s in got.items()}, ids)
+        self.assertEqual(got["triage"]["cron"], "0 * * * *")
+        self.assertEqual([v["key"] for v in got["triage"]["variables"]], ["FACTORY_JOB", "EXTRA"])
+        self.assertEqual(self.setup_run().report["actions"], [])
+        self.assertIn("was \"7 7 * * *\"", r.report_md)
+
+    def test_others_schedules_are_left_alone(self):
+        self.double.seed({"users": [{"username": "alice"}], "tokens": [{"token": "glpat-alice-0000", "user": "alice"}]})
+        alice = {"token": "glpat-alice-0000"}
+        human = self.double.request("POST", "/projects/1/pipeline_schedules", {
+            "description": "nightly build", "ref": "main", "cron": "0 2 * * *"}, **alice).json()
+        self.double.request("POST", "/projects/1/pipeline_schedules/%d/variables" % human["id"],
+                            {"key": "FACTORY_JOB", "value": "triage"}, **alice)
+        # alice made one named like the Factory's, with another cron: not ours, not duplicated
+        theirs = self.double.request("POST", "/projects/1/pipeline_schedules", {
+            "description": "factory: watch", "ref": "main", "cron": "1 1 * * *", "active": False}, **alice).json()
+        before = {s["id"]: s for v in self.schedules().values() for s in v}
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 0, r)
+        after = {s["id"]: s for v in self.schedules().values() for s in v}
+        for sid, s in before.items():
+            self.assertEqual(after[sid], s)
+        self.assertEqual(len(self.schedules()["factory: watch"]), 1)
+        self.assertEqual(self.factory_schedules()["watch"]["id"], theirs["id"])
+        self.assertIn("owned by alice", r.stderr)
+        rows = {s["job"]: s["state"] for s in r.report["data"]["schedules"]}
+        self.assertEqual(rows["watch"], "left: owned by another user")
+        self.assertEqual(len(after), 2 + 4)
+
+    def test_schedules_are_found_past_the_first_page(self):
+        self.double.seed({"users": [{"username": "bob"}], "tokens": [{"token": "glpat-bob-0000", "user": "bob"}]})
+        for i in range(101):
+            self.double.request("POST", "/projects/1/pipeline_schedules", {
+                "description": "build %d" % i, "ref": "main", "cron": "0 3 * * *"}, token="glpat-bob-0000")
+        self.assertEqual(self.setup_run().returncode, 0)
+        self.double.clear_requests()
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        pages = [x for x in self.double.requests() if x["path"].endswith("/pipeline_schedules")]
+        self.assertEqual(len(pages), 2)  # 106 schedules at 100 a page
+        self.assert_as_wanted()
+
+    def test_dry_run_writes_nothing_and_reports_each_schedule(self):
+        r = self.setup_run("--dry-run")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertEqual(self.schedules(), {})
+        made = [a for a in r.report["actions"] if a["kind"] == "schedule.create"]
+        self.assertEqual(len(made), len(JOB_CRONS))
+        self.assertTrue(all(a["dry_run"] for a in made))
+        self.assertEqual(r.output.count("would POST projects/:id/pipeline_schedules/<new>/variables"), len(JOB_CRONS))
+        # drift in a dry run: reported, not repaired
+        self.assertEqual(self.setup_run().returncode, 0)
+        sid = self.factory_schedules()["triage"]["id"]
+        gl(self.double, "PUT", "/projects/1/pipeline_schedules/%d" % sid, {"cron": "7 7 * * *"})
+        self.double.clear_requests()
+        r = self.setup_run("--dry-run")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertEqual([a["kind"] for a in r.report["actions"]], ["schedule.update"])
+        self.assertEqual(self.factory_schedules()["triage"]["cron"], "7 7 * * *")
+
+    def test_policy_file_sets_crons_timezone_ref_and_jobs(self):
+        self.double.seed({"projects": [{"id": 1, "path_with_namespace": "factory/demo",
+                                        "branches": {"stable": "main"}}]})
+        policy = ("schedules:\n  timezone: Europe/Berlin\n  ref: stable\n  triage: \"*/20 * * * *\"\n"
+                  "  watch: off\n  setup: \"0 4 * * 1\"\n")
+        r = self.setup_run(policy=policy, extra={"FACTORY_JOBS": "setup,triage,implement,watch"})
+        self.assertEqual(r.returncode, 0, r)
+        self.assert_as_wanted({"setup": "0 4 * * 1", "triage": "*/20 * * * *", "implement": "5,35 * * * *"},
+                              tz="Europe/Berlin", ref="stable")
+        # a job disabled later: its schedule is deactivated, not deleted
+        r = self.setup_run(policy=policy, extra={"FACTORY_JOBS": "setup,triage,watch"})
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual([(a["kind"], a["target"]) for a in r.report["actions"]],
+                         [("schedule.deactivate", "factory: implement")])
+        self.assertFalse(self.factory_schedules()["implement"]["active"])
+        # and enabled again: active again
+        r = self.setup_run(policy=policy, extra={"FACTORY_JOBS": "setup,triage,implement"})
+        self.assertEqual([(a["kind"], a["target"]) for a in r.report["actions"]],
+                         [("schedule.update", "factory: implement")])
+        self.assertTrue(self.factory_schedules()["implement"]["active"])
+
+    def test_bad_settings_are_refused_before_any_write(self):
+        cases = [("schedules:\n  triage: \"every hour\"\n", {}, "schedules.triage"),
+                 ("schedules:\n  triage: \"0 * * *\"\n", {}, "five fields"),
+                 ("schedules:\n  timezone: \"Mars/Base;1\"\n", {}, "schedules.timezone"),
+                 ("", {"FACTORY_JOBS": "triage,deploy"}, "unknown job 'deploy'"),
+                 ("", {"FACTORY_SCHEDULES_REF": "a b"}, "schedules.ref")]
+        for policy, extra, want in cases:
+            with self.subTest(want=want):
+                self.double.clear_requests()
+                r = self.setup_run(policy=policy, extra=extra)
+                self.assertEqual(r.returncode, 2, r)
+                self.assertIn(want, r.stderr)
+                self.assertEqual(writes(self.double.requests()), [])
+        # GitLab's own check of a cron that only looks right: its message, exit 1
+        r = self.setup_run(policy="schedules:\n  triage: \"61 * * * *\"\n")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("cron", r.stderr)
+
+    def test_forbidden_says_which_permission_is_missing(self):
+        self.double.faults([{"method": "POST", "path_regex": "/pipeline_schedules$", "status": 403,
+                             "body": "{\"message\":\"403 Forbidden\"}", "times": -1}])
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("cannot create pipeline schedule 'factory: triage'", r.stderr)
+        self.assertIn("Developer role", r.stderr)
+        self.assertIn("403", r.stderr)
+        self.assertNotIn(self.double.token, r.output)
+        self.double.clear_faults()
+        self.double.faults([{"method": "GET", "path_regex": "/pipeline_schedules", "status": 403,
+                             "body": "{\"message\":\"403 Forbidden\"}", "times": -1}])
+        r = self.setup_run()
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("cannot list the pipeline schedules", r.stderr)
+
+    def test_off_by_default_for_the_binary(self):
+        r = run_job("setup", self.double)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.schedules(), {})
+        self.assertNotIn("schedules", r.report["data"])
 
 
 class BadInputTest(unittest.TestCase):
