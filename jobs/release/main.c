@@ -15,6 +15,15 @@
  * next one, which tells nobody twice (state in GitLab, never on disk).
  *
  *   factory-release [--dry-run] [--release-version X.Y.Z] [--ref REF]
+ *   factory-release [--dry-run] --scope group:PATH
+ *
+ * With a group scope (common/scope.h) every project of the group and its
+ * subgroups is released on its own, as if the job ran in it: its own tag,
+ * version, notes, CHANGELOG.md and customers, under its own .factory.yml.
+ * The model and the mail server are the group's (the job's own settings),
+ * never a project's file (scope_job.h, "Trust"); a version, a ref and a
+ * tag pipeline name one project's release, so they are refused (version,
+ * ref) or ignored (CI_COMMIT_TAG) there.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +31,7 @@
 #include "error.h"
 #include "log.h"
 #include "release_job.h"
+#include "scope_job.h"
 
 static const job_option options[] = {
         {"release-version", "release.version", 1,
@@ -31,6 +41,7 @@ static const job_option options[] = {
         {"branch", "release.branch", 1, "NAME     where CHANGELOG.md is committed (default: the default branch)"},
         {"since", "release.since", 1, "TIME     for a first release: only issues closed after TIME (ISO 8601)"},
         {"no-llm", "release.no_llm", 0, "judge with the rules alone even when a model is configured"},
+        {"scope", "scope", 1, "SCOPE    project (default) or group:PATH: release every project of the group"},
         {NULL, NULL, 0, NULL},
 };
 
@@ -88,8 +99,11 @@ int rel_step_failed(rel_run *r, int error, const char *what)
 	return 0;
 }
 
-/* Settings, the rules, and the ways to tell people. */
-static int open_run(rel_run *r, job_ctx *ctx)
+/* Settings, the rules, and the ways to tell people. The model's and the
+ * mail server's settings (with their secrets) come from `trusted`: the
+ * job's own, never a project's file in a group scope. `group` is 1 in a
+ * group scope (no tag pipeline there). */
+static int open_run(rel_run *r, job_ctx *ctx, job_ctx *trusted, int group)
 {
 	smtp_options so;
 	http_options ho;
@@ -105,7 +119,7 @@ static int open_run(rel_run *r, job_ctx *ctx)
 	r->branch = fconfig_get_str(ctx->cfg, "release.branch", NULL);
 	r->version_given = fconfig_get_str(ctx->cfg, "release.version", NULL);
 	/* a pipeline for a tag a person pushed: release that tag, as that version */
-	r->ci_tag = getenv("CI_COMMIT_TAG");
+	r->ci_tag = group ? NULL : getenv("CI_COMMIT_TAG");
 	if (r->ci_tag && *r->ci_tag && !(r->ref && *r->ref) && !(r->version_given && *r->version_given)) {
 		semver v;
 		if (semver_parse(&v, r->ci_tag, r->tag_prefix) < 0) {
@@ -147,9 +161,9 @@ static int open_run(rel_run *r, job_ctx *ctx)
 		                  r->changelog_file);
 	if ((error = impact_policy_new(&r->policy, ctx->cfg)) < 0)
 		return error;
-	if (!no_llm && (error = rel_model_open(&r->model, ctx)) < 0)
+	if (!no_llm && (error = rel_model_open(&r->model, trusted)) < 0)
 		return error;
-	if ((error = smtp_options_from_config(&so, &r->smtp_password, ctx->cfg)) < 0)
+	if ((error = smtp_options_from_config(&so, &r->smtp_password, trusted->cfg)) < 0)
 		return error;
 	if (so.url && (error = smtp_new(&r->mail, &so)) < 0)
 		return error;
@@ -233,6 +247,14 @@ static void summarise(rel_run *r, int error)
 	report_counter_set(rep, "internal", (long)r->nitems - customer);
 	report_counter_set(rep, "skipped", r->skipped);
 	report_counter_set(rep, "failures", r->failures);
+	/* the API budget: calls per issue in the release notes (job.h) */
+	{
+		long issues = 0;
+		for (i = 0; i < r->nitems; i++)
+			issues += r->items[i].item.iid > 0;
+		report_counter_set(rep, "issues_handled", issues);
+	}
+	report_counter_set(rep, "releases", !r->nothing && r->version[0] ? 1 : 0);
 	if (r->model) {
 		rel_model_counters(r->model, &asked, &changed, &ignored);
 		report_counter_set(rep, "model_asked", asked);
@@ -261,12 +283,13 @@ static void summarise(rel_run *r, int error)
 	}
 }
 
-static int run(job_ctx *ctx)
+/* One project's release (the job's project, or one of a group's). */
+static int run_project(job_ctx *ctx, job_ctx *trusted, int group)
 {
 	rel_run r;
 	int error;
 
-	if ((error = open_run(&r, ctx)) < 0)
+	if ((error = open_run(&r, ctx, trusted, group)) < 0)
 		goto cleanup;
 	if ((error = rel_project(&r)) < 0 || (error = rel_find_last(&r)) < 0)
 		goto cleanup;
@@ -319,6 +342,49 @@ cleanup:
 	if (ctx->rep)
 		summarise(&r, error);
 	close_run(&r);
+	return error;
+}
+
+static int group_project(job_ctx *pctx, const scope_project *p, job_ctx *group, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return run_project(pctx, group, 1);
+}
+
+/* The job's project, or every project of a group, each released on its own. */
+static int run(job_ctx *ctx)
+{
+	static const char *const one_project[] = {"release.version", "release.ref", NULL};
+	char *group = NULL;
+	size_t i;
+	int error;
+
+	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
+		return error;
+	if (!group)
+		return run_project(ctx, ctx, 0);
+	for (i = 0; one_project[i]; i++) {
+		fconfig_source src;
+		if (fconfig_get(ctx->cfg, one_project[i], &src)) {
+			error = ferror_set(FACTORY_ECONFIG,
+			                   "%s (from %s) names one project's release: not with scope group:%s (each "
+			                   "project's version comes from its own changes)",
+			                   one_project[i], fconfig_source_name(src), group);
+			goto cleanup;
+		}
+	}
+	error = scope_job_run(ctx, group, group_project, NULL);
+	report_summary(ctx->rep, "%sgroup %s: %ld release%s of %ld project%s taking part%s, %ld change%s, %d action%s",
+	               ctx->dry_run ? "dry run: " : "", group, report_counter_get(ctx->rep, "releases"),
+	               report_counter_get(ctx->rep, "releases") == 1 ? "" : "s",
+	               report_counter_get(ctx->rep, "projects_taking_part"),
+	               report_counter_get(ctx->rep, "projects_taking_part") == 1 ? "" : "s",
+	               report_counter_get(ctx->rep, "projects_failed") ? " (some failed)" : "",
+	               report_counter_get(ctx->rep, "items"), report_counter_get(ctx->rep, "items") == 1 ? "" : "s",
+	               report_action_count(ctx->rep), report_action_count(ctx->rep) == 1 ? "" : "s");
+cleanup:
+	free(group);
 	return error;
 }
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import unittest
 
 from lib.double import Double
@@ -194,6 +195,91 @@ class TriageGroupTest(unittest.TestCase):
         for path in (API, BROKEN):
             self.assertTrue(all(any(l.startswith("priority::") for l in i["labels"])
                                 for i in project_issues(self.double, self.ids[path]).values()), path)
+
+
+class ReleaseGroupTest(unittest.TestCase):
+    def setUp(self):
+        self.double = Double(tier="premium")
+        self.addCleanup(self.double.stop)
+        # acme/web: its own tag prefix; the rest the group's ("v").
+        self.ids = seed_group(self.double, "release:\n  tag_prefix: web-v\n",
+                              broken_file="release: {tag_prefix: [\n")
+        closed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400))
+        issues = []
+        for path in PATHS:
+            issues.append({"project_id": self.ids[path], "title": "Export to CSV", "description": "As a feature.",
+                           "labels": ["type::feature"], "state": "closed", "closed_at": closed})
+            issues.append({"project_id": self.ids[path], "title": "Crash on save", "description": "A bug.",
+                           "labels": ["type::bug"], "state": "closed", "closed_at": closed})
+        self.double.seed({"issues": issues})
+        self.report_dir = tempfile.mkdtemp(prefix="group-release-")
+        self.addCleanup(shutil.rmtree, self.report_dir, True)
+
+    def release(self, *args, **kw):
+        return group_run("release", self.double, *args, **kw)
+
+    def releases(self, path):
+        return [r["tag_name"] for r in gl(self.double, "GET", "/projects/%d/releases" % self.ids[path])]
+
+    def test_each_project_released_on_its_own(self):
+        self.double.clear_requests()
+        r = self.release(report_dir=self.report_dir)
+        requests = self.double.requests()
+        self.assertEqual(r.returncode, 2, r)  # the broken file
+        self.assertIn("acme/broken/.factory.yml", r.stderr)
+        projects = by_path(r.report)
+        self.assertEqual(projects[WEB]["result"], "ok", projects[WEB])
+        self.assertEqual(projects[API]["result"], "ok", projects[API])
+        self.assertEqual(self.releases(WEB), ["web-v0.1.0"])
+        self.assertEqual(self.releases(API), ["v0.1.0"])
+        self.assertEqual(self.releases(LEGACY), [])
+        self.assertEqual(self.releases(BROKEN), [])
+        for path in (WEB, API):
+            changelog = self.double.request("GET", "/projects/%d/repository/files/CHANGELOG.md/raw?ref=main"
+                                            % self.ids[path])
+            self.assertEqual(changelog.status, 200, path)
+            self.assertIn("Export to CSV", changelog.text)
+            # Each project's notes artifact in its own folder of the report.
+            folder = os.path.join(self.report_dir, os.path.dirname(projects[path]["report"]))
+            with open(os.path.join(folder, "release-notes.md")) as f:
+                self.assertIn("Crash on save", f.read())
+            own = projects[path]["counters"]
+            self.assertEqual(own["releases"], 1)
+            self.assertEqual(own["issues_handled"], 2)
+            self.assertEqual(own["api_calls_per_issue"], (own["api_requests"] + 1) // 2)
+        for path in (LEGACY, BROKEN):
+            sent = [q for q in requests if q["path"].startswith("/api/v4/projects/%d/" % self.ids[path])]
+            self.assertTrue(all("/repository/files/" in q["path"] for q in sent), sent)
+        c = r.report["counters"]
+        self.assertEqual(c["releases"], 2)
+        self.assertEqual(c["issues_handled"], 4)
+        self.assertEqual(c["api_requests"], len(requests))
+        self.assertEqual(c["api_calls_per_issue"], (c["api_requests"] + 2) // 4)
+        self.assertTrue(any(a["kind"] == "release.create" and a["target"] == WEB + ": web-v0.1.0"
+                            for a in r.report["actions"]), r.report["actions"])
+
+        # A rerun: nothing changed anywhere, no write.
+        self.double.clear_requests()
+        again = self.release()
+        self.assertEqual(again.returncode, 2, again)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertEqual(again.report["counters"]["releases"], 0)
+        self.assertEqual(self.releases(WEB), ["web-v0.1.0"])
+
+    def test_dry_run_writes_nothing(self):
+        self.double.clear_requests()
+        r = self.release("--dry-run")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertIn("dry run", r.report["summary"])
+        self.assertTrue(any(a["target"] == API + ": v0.1.0" for a in r.report["actions"]), r.report["actions"])
+        self.assertEqual(self.releases(API), [])
+
+    def test_one_version_for_a_group_is_refused(self):
+        r = self.release("--release-version", "1.0.0")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("release.version", r.stderr)
+        self.assertEqual(writes(self.double.requests()), [])
 
 
 if __name__ == "__main__":
