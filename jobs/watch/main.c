@@ -11,6 +11,14 @@
  *
  * No state is kept on the runner: what was reported lives in the issues
  * (a hidden fingerprint marker and a state marker with the last event time).
+ *
+ * With a group scope (--scope group:PATH, common/scope.h) `run` watches
+ * each project of the group that names a log source in its settings
+ * (watch.source or watch.loki_url, its .factory.yml over the group's) and
+ * files the issues in that project; a project with no source is skipped
+ * and the report says so. A project's own file may name only http(s)
+ * sources: files on the runner and standard input are the group's to name
+ * (scope_job.h, "Trust"), and so is watch.rules_file.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +30,7 @@
 #include "error.h"
 #include "job.h"
 #include "log.h"
+#include "scope_job.h"
 #include "watch.h"
 
 #define MAX_FINGERPRINTS 5000
@@ -44,6 +53,8 @@ static const job_option options[] = {
         {"friction-scope", "watch.friction_scope", 1, "SCOPE    user, route or everyone (default user)"},
         {"max-issues", "watch.max_issues", 1, "N        new issues per run at most (default 20)"},
         {"raw", "watch.raw", 0, "templates: parse each line as a record and template its message"},
+        {"scope", "scope", 1,
+         "SCOPE    project (default) or group:PATH: run watches each project of the group with a source"},
         {NULL, NULL, 0, NULL},
 };
 
@@ -460,7 +471,7 @@ static void run_release(watch_run *run)
 static int load_settings(watch_run *run, reader *rd, job_ctx *ctx)
 {
 	const char *now = fconfig_get(ctx->cfg, "watch.now", NULL);
-	const char *scope = fconfig_get_str(ctx->cfg, "watch.friction_scope", "user");
+	const char *friction = fconfig_get_str(ctx->cfg, "watch.friction_scope", "user");
 	const char *format = fconfig_get_str(ctx->cfg, "watch.format", "auto");
 	long window_ms = 0, baseline_ms = 0, count = 0, max_clusters = 0;
 	const cJSON *rules;
@@ -503,16 +514,16 @@ static int load_settings(watch_run *run, reader *rd, job_ctx *ctx)
 		run->rate_jump_factor = (double)factor;
 	}
 	run->friction_count = (int)count;
-	if (!strcmp(scope, "user"))
+	if (!strcmp(friction, "user"))
 		rd->scope = 0;
-	else if (!strcmp(scope, "route"))
+	else if (!strcmp(friction, "route"))
 		rd->scope = 1;
-	else if (!strcmp(scope, "everyone"))
+	else if (!strcmp(friction, "everyone"))
 		rd->scope = 2;
 	else
 		return ferror_set(FACTORY_ECONFIG,
-		                  "bad setting watch.friction_scope=%s: expected user, route or everyone", scope);
-	run->friction_scope = scope;
+		                  "bad setting watch.friction_scope=%s: expected user, route or everyone", friction);
+	run->friction_scope = friction;
 	run->query_link = fconfig_get(ctx->cfg, "watch.query_link", NULL);
 
 	logparse_options_init(&po);
@@ -762,7 +773,10 @@ static int print_findings(const watch_run *run)
 
 /* ------------------------------------------------------------------ run */
 
-static int cmd_run(job_ctx *ctx, int with_gitlab)
+/* One project's run. In a group scope (`in_group`) the client is connected
+ * already, and a log source that cannot be reached fails this project only
+ * (FACTORY_ERR), where GitLab unavailable (FACTORY_EUPSTREAM) stops the walk. */
+static int run_one(job_ctx *ctx, int with_gitlab, int in_group)
 {
 	watch_run run;
 	reader rd;
@@ -772,24 +786,121 @@ static int cmd_run(job_ctx *ctx, int with_gitlab)
 	if ((error = load_settings(&run, &rd, ctx)) < 0)
 		goto cleanup;
 	if (with_gitlab) {
-		if ((error = job_connect(ctx)) < 0)
+		if (!in_group && (error = job_connect(ctx)) < 0)
 			goto cleanup;
 		if ((error = watch_load_known(&run, ctx)) < 0)
 			goto cleanup;
 		watch_load_release(&run, ctx);
 	}
-	if ((error = read_sources(&run, &rd, ctx)) != 0)
+	if ((error = read_sources(&run, &rd, ctx)) != 0) {
+		if (in_group && error == FACTORY_EUPSTREAM) {
+			char message[1024];
+			snprintf(message, sizeof(message), "%s", ferror_last());
+			error = ferror_set(FACTORY_ERR, "its log source is unavailable: %s", message);
+		}
 		goto cleanup;
+	}
 	log_counts(ctx, &rd);
 	if (!run.baseline_available)
 		log_info("no record older than the window: new and rising errors are not judged this run");
-	if (with_gitlab)
+	if (with_gitlab) {
 		error = watch_file_all(&run, ctx);
-	else
+		/* the API budget: calls per issue filed or updated (job.h) */
+		report_counter_set(ctx->rep, "issues_handled",
+		                   report_counter_get(ctx->rep, "issues_filed") +
+		                           report_counter_get(ctx->rep, "issues_noted"));
+	} else {
 		error = print_findings(&run);
+	}
 cleanup:
 	reader_release(&rd);
 	run_release(&run);
+	return error;
+}
+
+/* Whether a project's own sources are ones it may name (see the top). */
+static int check_trust(job_ctx *pctx, const scope_project *p, job_ctx *group)
+{
+	const char *specs = fconfig_get(pctx->cfg, "watch.source", NULL);
+	char *list = NULL, *save = NULL, *tok, *s;
+	int error = 0;
+
+	if (!scope_job_same(pctx, group, "watch.rules_file"))
+		return ferror_set(FACTORY_ECONFIG,
+		                  "%s/" SCOPE_PROJECT_FILE ": watch.rules_file names a file on the runner: in a group "
+		                  "scope only the group's settings may (put the rules in watch.rules)",
+		                  p->path);
+	if (!specs)
+		return 0;
+	if (!(list = strdup(specs)))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	for (s = list; (tok = strtok_r(s, ",", &save)); s = NULL) {
+		while (*tok == ' ')
+			tok++;
+		if (!*tok)
+			continue;
+		if (!strcmp(tok, "-")) {
+			error = ferror_set(FACTORY_ECONFIG,
+			                   "%s: watch.source: standard input cannot be read for each "
+			                   "project of a group",
+			                   p->path);
+			break;
+		}
+		if (strncmp(tok, "http://", 7) != 0 && strncmp(tok, "https://", 8) != 0 &&
+		    !scope_job_same(pctx, group, "watch.source")) {
+			error = ferror_set(FACTORY_ECONFIG,
+			                   "%s/" SCOPE_PROJECT_FILE
+			                   ": watch.source: %s is not an http(s) URL: in a group "
+			                   "scope files on the runner are the group's to name",
+			                   p->path, tok);
+			break;
+		}
+	}
+	free(list);
+	return error;
+}
+
+static int group_project(job_ctx *pctx, const scope_project *p, job_ctx *group, void *arg)
+{
+	int error;
+
+	(void)arg;
+	if (!fconfig_get(pctx->cfg, "watch.source", NULL) && !fconfig_get(pctx->cfg, "watch.loki_url", NULL)) {
+		log_info("project %s names no log source (watch.source, watch.loki_url): skipped", p->path);
+		report_counter_set(pctx->rep, "skipped_no_source", 1);
+		report_summary(pctx->rep, "no log source (watch.source or watch.loki_url): not watched");
+		return 0;
+	}
+	if ((error = check_trust(pctx, p, group)) < 0)
+		return error;
+	report_counter_set(pctx->rep, "watched", 1);
+	return run_one(pctx, 1, 1);
+}
+
+/* run and scan: the job's project, or each project of a group (run only). */
+static int cmd_run(job_ctx *ctx, int with_gitlab)
+{
+	char *group = NULL;
+	int error;
+
+	if (!with_gitlab)
+		return run_one(ctx, 0, 0);
+	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
+		return error;
+	if (!group)
+		return run_one(ctx, 1, 0);
+	if ((error = job_connect(ctx)) == 0)
+		error = scope_job_run(ctx, group, group_project, NULL);
+	report_summary(ctx->rep,
+	               "%sgroup %s: %ld of %ld projects watched (%ld with no log source)%s, %ld issue%s filed, "
+	               "%ld noted",
+	               ctx->dry_run ? "dry run: " : "", group, report_counter_get(ctx->rep, "watched"),
+	               report_counter_get(ctx->rep, "projects"), report_counter_get(ctx->rep, "skipped_no_source"),
+	               report_counter_get(ctx->rep, "projects_failed") ? ", some failed" : "",
+	               report_counter_get(ctx->rep, "issues_filed"),
+	               report_counter_get(ctx->rep, "issues_filed") == 1 ? "" : "s",
+	               report_counter_get(ctx->rep, "issues_noted"));
+	free(group);
 	return error;
 }
 

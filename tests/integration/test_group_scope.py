@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 
+from integration import test_watch as tw
 from lib.double import Double
 from lib.factory import gl, job_env, run_job
 
@@ -280,6 +282,102 @@ class ReleaseGroupTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("release.version", r.stderr)
         self.assertEqual(writes(self.double.requests()), [])
+
+
+class WatchGroupTest(unittest.TestCase):
+    """acme/web names its own log source (over HTTP), acme/platform/api none:
+    web is watched and its issues filed in web, api is skipped and the report
+    says so."""
+
+    def setUp(self):
+        self.double = Double(tier="premium")
+        self.addCleanup(self.double.stop)
+        lines = tw.baseline_lines() + tw.window_lines()
+        self.server = tw.LogServer("\n".join(lines) + "\n", [])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+        self.url = "http://127.0.0.1:%d/app.log" % self.server.server_address[1]
+        self.ids = seed_group(self.double, "watch:\n  source: %s\n" % self.url,
+                              broken_file="watch: {source: [\n")
+        self.dir = tempfile.mkdtemp(prefix="group-watch-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def watch(self, *args, config=None, **kw):
+        return group_run("watch", self.double, "--now", tw.NOW, "--window", "15m", "--baseline", "2h", *args,
+                         config=config, **kw)
+
+    def filed(self, path):
+        return [i for i in project_issues(self.double, self.ids[path]).values() if "source::factory" in i["labels"]]
+
+    def test_projects_with_a_source_are_watched(self):
+        self.double.clear_requests()
+        r = self.watch()
+        requests = self.double.requests()
+        self.assertEqual(r.returncode, 2, r)  # the broken file
+        projects = by_path(r.report)
+        self.assertEqual(projects[WEB]["result"], "ok", projects[WEB])
+        web = self.filed(WEB)
+        self.assertEqual(len(web), 1, web)
+        self.assertIn("payment failed for order", web[0]["title"])
+        self.assertEqual(projects[WEB]["counters"]["issues_filed"], 1)
+        self.assertEqual(projects[WEB]["counters"]["issues_handled"], 1)
+        self.assertEqual(projects[API]["result"], "ok")
+        self.assertEqual(projects[API]["counters"]["skipped_no_source"], 1)
+        self.assertIn("no log source", projects[API]["summary"])
+        self.assertEqual(self.filed(API), [])
+        self.assertFalse(any(q["path"].startswith("/api/v4/projects/%d/" % self.ids[API])
+                             and "/repository/files/" not in q["path"] for q in requests))
+        c = r.report["counters"]
+        self.assertEqual((c["watched"], c["skipped_no_source"], c["issues_filed"]), (1, 1, 1))
+        self.assertEqual(c["issues_handled"], 1)
+        self.assertEqual(c["api_calls_per_issue"], c["api_requests"])
+        self.assertEqual(c["api_requests"], len(requests))
+        self.assertIn("no log source", r.report["summary"])
+
+        # The same window again: nothing new, no write.
+        self.double.clear_requests()
+        again = self.watch()
+        self.assertEqual(again.returncode, 2, again)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertEqual(len(self.filed(WEB)), 1)
+
+    def test_dry_run_writes_nothing(self):
+        self.double.clear_requests()
+        r = self.watch("--dry-run")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(writes(self.double.requests()), [])
+        self.assertEqual(r.report["counters"]["issues_filed"], 1)
+        self.assertEqual(self.filed(WEB), [])
+
+    def test_files_on_the_runner_are_the_groups_to_name(self):
+        logs = tempfile.mkdtemp(prefix="group-watch-logs-")
+        self.addCleanup(shutil.rmtree, logs, True)
+        with open(os.path.join(logs, "app.log"), "w") as f:
+            f.write("\n".join(tw.baseline_lines() + tw.window_lines()) + "\n")
+        # The group's own settings name a file: every project without its own source reads it.
+        self.double.seed({"projects": [{"path_with_namespace": BROKEN, "files": {".factory.yml": "watch:\n  source: "
+                                                                                   "/etc/hostname\n"}}]})
+        r = self.watch(config="watch:\n  source: %s\n" % os.path.join(logs, "app.log"))
+        self.assertEqual(r.returncode, 2, r)
+        projects = by_path(r.report)
+        self.assertEqual(len(self.filed(WEB)), 1)   # its own, over HTTP
+        self.assertEqual(len(self.filed(API)), 1)   # the group's file
+        # A project's own file may not name a file on the runner.
+        self.assertEqual(projects[BROKEN]["result"], "failed")
+        self.assertIn("not an http(s) URL", projects[BROKEN]["error"])
+        self.assertEqual(self.filed(BROKEN), [])
+
+    def test_an_unreachable_source_fails_that_project_only(self):
+        self.double.seed({"projects": [{"path_with_namespace": BROKEN, "files": {".factory.yml": "watch:\n  source: "
+                                                                                   "http://127.0.0.1:9/app.log\n"}}]})
+        r = self.watch()
+        self.assertEqual(r.returncode, 1, r)
+        projects = by_path(r.report)
+        self.assertEqual(projects[BROKEN]["result"], "failed")
+        self.assertIn("log source is unavailable", projects[BROKEN]["error"])
+        self.assertEqual(projects[WEB]["result"], "ok")
+        self.assertEqual(len(self.filed(WEB)), 1)
 
 
 if __name__ == "__main__":
