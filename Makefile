@@ -59,6 +59,8 @@ JOB_BINS := $(JOB_DIRS:%=$(BIN)/factory-%)
 
 UNIT_SRC  := $(wildcard tests/unit/*_test.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Helpers every unit test binary links (tests/unit/support/support.h).
+UNIT_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/unit/support/*.c))
 
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 
@@ -81,9 +83,9 @@ $(BIN)/factory-%: $$(patsubst $$(PCT).c,$(BUILD)/$$(PCT).o,$$(wildcard jobs/$$*/
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LIBS)
 
-$(BUILD)/tests/%_test: $(BUILD)/tests/unit/%_test.o $(LIB)
+$(BUILD)/tests/%_test: $(BUILD)/tests/unit/%_test.o $(UNIT_SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS) -lcriterion
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(UNIT_SUPPORT_OBJ) $(LIB) $(LIBS) -lcriterion
 
 unit-bins: $(UNIT_BINS)
 
@@ -142,5 +144,5 @@ lint:
 clean:
 	rm -rf build build-san bin build-fuzz
 
--include $(COMMON_OBJ:.o=.d) $(wildcard $(BUILD)/jobs/*/*.d) $(wildcard $(BUILD)/tests/unit/*.d) \
+-include $(COMMON_OBJ:.o=.d) $(wildcard $(BUILD)/jobs/*/*.d) $(wildcard $(BUILD)/tests/unit/*.d) $(wildcard $(BUILD)/tests/unit/support/*.d) \
 	$(wildcard $(BUILD)/multicall/*.d)

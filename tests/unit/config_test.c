@@ -11,25 +11,22 @@
 
 #include "config.h"
 #include "error.h"
+#include "support/support.h"
 
 static fconfig *cfg;
 static char dir[256];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/config_test.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tu_tmpdir_make(dir, sizeof(dir), "config_test");
 	cr_assert_eq(fconfig_new(&cfg), 0);
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-
 	fconfig_free(cfg);
 	cfg = NULL;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
+	tu_tmpdir_remove(dir);
 }
 
 TestSuite(precedence, .init = setup, .fini = teardown);

@@ -11,60 +11,22 @@
 #include "error.h"
 #include "gitlab.h"
 #include "log.h"
+#include "support/support.h"
 #include "testserver.h"
 
 #define TOKEN "s3cr3t-t0ken-value-42"
 
-static void no_sleep(long ms)
-{
-	(void)ms;
-}
-
-static char *log_text;
-static size_t log_len;
-static FILE *log_file;
-
 static void setup(void)
 {
-	http_set_sleep(no_sleep);
-	log_file = open_memstream(&log_text, &log_len);
-	cr_assert_not_null(log_file);
-	log_set_stream(log_file);
-	log_set_level(LOG_DEBUG);
+	http_set_sleep(tu_no_sleep);
+	tu_log_capture(LOG_DEBUG);
 }
 
-static void teardown(void)
-{
-	log_set_stream(NULL);
-	fclose(log_file);
-	free(log_text);
-	log_text = NULL;
-}
-
-TestSuite(gitlab, .init = setup, .fini = teardown, .timeout = 30);
-
-static const char *logged(void)
-{
-	fflush(log_file);
-	return log_text ? log_text : "";
-}
+TestSuite(gitlab, .init = setup, .fini = tu_log_release, .timeout = 30);
 
 static gitlab *client_for(ts_server *s, const char *project, int dry_run)
 {
-	gitlab_options o;
-	gitlab *gl = NULL;
-	char url[256];
-
-	ts_url(url, sizeof(url), s, "/api/v4/");
-	gitlab_options_init(&o);
-	o.api_url = url;
-	o.project = project;
-	o.token = TOKEN;
-	o.dry_run = dry_run;
-	o.http.max_retries = 2;
-	o.http.backoff_base_ms = 1;
-	cr_assert_eq(gitlab_new(&gl, &o), 0, "%s", ferror_last());
-	return gl;
+	return tu_gitlab_for(s, project, TOKEN, dry_run, 2);
 }
 
 Test(gitlab, new_needs_url_and_token)
@@ -586,13 +548,13 @@ Test(gitlab, dry_run_sends_no_write)
 	cr_assert_eq(gitlab_branch_delete(gl, "old"), 0);
 	cr_assert_eq(gitlab_issue_reorder(gl, 4, 10, 0), 0);
 	cr_assert_eq(ts_count(s), 0);
-	cr_assert(strstr(logged(), "dry-run: would POST projects/:id/labels "
+	cr_assert(strstr(tu_log_text(), "dry-run: would POST projects/:id/labels "
 	                           "{\"name\":\"priority::1\",\"color\":\"#FF0000\",\"description\":\"Urgent\"}"),
-	          "%s", logged());
-	cr_assert(strstr(logged(), "dry-run: would PUT projects/:id/issues/4 "
+	          "%s", tu_log_text());
+	cr_assert(strstr(tu_log_text(), "dry-run: would PUT projects/:id/issues/4 "
 	                           "{\"add_labels\":\"doing\",\"remove_labels\":\"todo\"}"),
-	          "%s", logged());
-	cr_assert(strstr(logged(), "dry-run: would DELETE projects/:id/repository/branches/old"), "%s", logged());
+	          "%s", tu_log_text());
+	cr_assert(strstr(tu_log_text(), "dry-run: would DELETE projects/:id/repository/branches/old"), "%s", tu_log_text());
 	/* Reads still go out. */
 	ts_reply(s, 200, "OK", NULL, "[{\"id\":1}]");
 	cr_assert_eq(gitlab_list_all(&list, gl, "projects/:id/labels", NULL, 0), 0);
@@ -629,9 +591,9 @@ Test(gitlab, token_never_in_errors_or_logs)
 	gl = client_for(s, "5", 1);
 	cJSON_AddStringToObject(body, "description", "leaked " TOKEN " here");
 	cr_assert_eq(gitlab_issue_create(&out, gl, body), 0);
-	cr_assert(strstr(logged(), "dry-run: would POST projects/:id/issues"), "%s", logged());
-	cr_assert_null(strstr(logged(), TOKEN), "%s", logged());
-	cr_assert_null(strstr(logged(), "t0ken-value"), "%s", logged());
+	cr_assert(strstr(tu_log_text(), "dry-run: would POST projects/:id/issues"), "%s", tu_log_text());
+	cr_assert_null(strstr(tu_log_text(), TOKEN), "%s", tu_log_text());
+	cr_assert_null(strstr(tu_log_text(), "t0ken-value"), "%s", tu_log_text());
 
 	/* It did go where it belongs. */
 	cr_assert_eq(ts_header(v, sizeof(v), ts_req(s, 0)->headers, "PRIVATE-TOKEN"), 0);
@@ -733,34 +695,17 @@ Test(gitlab, resource_wrappers)
 	ts_stop(s);
 }
 
-typedef struct {
-	char data[256];
-	size_t len;
-} text;
-
-static int text_sink(void *ctx, const char *data, size_t len)
-{
-	text *t = ctx;
-
-	if (t->len + len >= sizeof(t->data))
-		return -1;
-	memcpy(t->data + t->len, data, len);
-	t->len += len;
-	t->data[t->len] = '\0';
-	return 0;
-}
-
 Test(gitlab, job_trace_follows_redirect_without_token)
 {
 	ts_server *s = ts_start(), *store = ts_start();
 	gitlab *gl = client_for(s, "5", 0);
-	text t = {{0}, 0};
+	tu_text t = {{0}, 0, 0};
 	char loc[256];
 
 	snprintf(loc, sizeof(loc), "Location: http://127.0.0.1:%d/bucket/77.log?X-Amz-Signature=abc\r\n", store->port);
 	ts_reply(s, 302, "Found", loc, "");
 	ts_reply(store, 200, "OK", "Content-Type: text/plain\r\n", "$ make\nok\n");
-	cr_assert_eq(gitlab_job_trace(gl, 77, text_sink, &t), 0, "%s", ferror_last());
+	cr_assert_eq(gitlab_job_trace(gl, 77, tu_text_sink, &t), 0, "%s", ferror_last());
 	cr_assert_str_eq(t.data, "$ make\nok\n");
 	cr_assert_str_eq(ts_req(s, 0)->target, "/api/v4/projects/5/jobs/77/trace");
 	cr_assert(ts_has_header(ts_req(s, 0), "PRIVATE-TOKEN"));
@@ -768,7 +713,7 @@ Test(gitlab, job_trace_follows_redirect_without_token)
 
 	/* A missing trace: GitLab's words, not the body in the sink. */
 	ts_reply(s, 404, "Not Found", NULL, "{\"message\":\"404 Not found\"}");
-	cr_assert_eq(gitlab_job_trace(gl, 78, text_sink, &t), FACTORY_ENOTFOUND);
+	cr_assert_eq(gitlab_job_trace(gl, 78, tu_text_sink, &t), FACTORY_ENOTFOUND);
 	cr_assert_str_eq(ferror_last(), "GET projects/:id/jobs/78/trace: 404 Not Found: 404 Not found");
 	cr_assert_str_eq(t.data, "$ make\nok\n");
 	gitlab_free(gl);

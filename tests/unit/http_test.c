@@ -13,6 +13,7 @@
 #include "log.h"
 #include "testserver.h"
 #include "version.h"
+#include "support/support.h"
 
 static long waits[64];
 static int nwaits;
@@ -734,32 +735,13 @@ Test(http, redirects_not_followed_when_off)
 	ts_stop(s);
 }
 
-typedef struct {
-	char data[256];
-	size_t len;
-	int calls;
-} sink_buf;
-
-static int sink(void *ctx, const char *data, size_t len)
-{
-	sink_buf *b = ctx;
-
-	if (b->len + len >= sizeof(b->data))
-		return FACTORY_ETOOBIG;
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-	b->data[b->len] = '\0';
-	b->calls++;
-	return 0;
-}
-
 Test(http, sink_gets_2xx_body_error_body_buffered)
 {
 	ts_server *s = ts_start();
 	http_client *c = client(0, 0);
 	http_response r;
 	http_request q;
-	sink_buf sb = {{0}, 0, 0};
+	tu_text sb = {{0}, 0, 0};
 	char url[256];
 
 	ts_reply(s, 200, "OK", NULL, "line one\nline two\n");
@@ -768,7 +750,7 @@ Test(http, sink_gets_2xx_body_error_body_buffered)
 	memset(&q, 0, sizeof(q));
 	q.method = "GET";
 	q.url = url;
-	q.sink = sink;
+	q.sink = tu_text_sink;
 	q.sink_ctx = &sb;
 	http_response_init(&r);
 	cr_assert_eq(http_do(&r, c, &q), 0, "%s", ferror_last());
@@ -789,7 +771,7 @@ Test(http, sink_abort_is_returned)
 	http_client *c = client(3, 10000);
 	http_response r;
 	http_request q;
-	sink_buf sb = {{0}, 0, 0};
+	tu_text sb = {{0}, 0, 0};
 	char url[256], *body = big_body(1000);
 
 	ts_reply(s, 200, "OK", NULL, body);
@@ -797,7 +779,7 @@ Test(http, sink_abort_is_returned)
 	memset(&q, 0, sizeof(q));
 	q.method = "GET";
 	q.url = url;
-	q.sink = sink;
+	q.sink = tu_text_sink;
 	q.sink_ctx = &sb;
 	http_response_init(&r);
 	cr_assert_eq(http_do(&r, c, &q), FACTORY_ETOOBIG);
@@ -1120,12 +1102,9 @@ Test(http, pacing_wait_is_cut_to_the_retry_budget_and_says_so)
 	http_client *c = pacing_client(10, -1, 1500);
 	http_stats st;
 	time_t now = time(NULL);
-	char url[256], *h, *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
+	char url[256], *h;
 
-	log_set_stream(f);
-	log_set_level(LOG_WARN);
+	tu_log_capture(LOG_WARN);
 	/* Nothing left and 40 s to the reset, but the retry budget is 1.5 s. */
 	h = rl_headers(100, 0, 40, now);
 	ts_reply(s, 200, "OK", h, "[]");
@@ -1133,17 +1112,14 @@ Test(http, pacing_wait_is_cut_to_the_retry_budget_and_says_so)
 	ts_reply(s, 200, "OK", NULL, "[]");
 	ts_url(url, sizeof(url), s, "/cut");
 	gets(c, url, 2);
-	fflush(f);
 	cr_assert_eq(nwaits, 1);
 	cr_assert_eq(waits[0], 1500);
-	cr_assert(strstr(text, "retry budget of 1500 ms"), "%s", text);
-	cr_assert(strstr(text, "until the window resets"), "%s", text);
+	cr_assert(strstr(tu_log_text(), "retry budget of 1500 ms"), "%s", tu_log_text());
+	cr_assert(strstr(tu_log_text(), "until the window resets"), "%s", tu_log_text());
 	http_client_stats(&st, c);
 	cr_assert_eq(st.paced_ms, 1500);
-	log_set_stream(NULL);
+	tu_log_release();
 	log_set_level(LOG_ERROR);
-	fclose(f);
-	free(text);
 	http_client_free(c);
 	ts_stop(s);
 }

@@ -13,6 +13,7 @@
 #include "job.h"
 #include "log.h"
 #include "testserver.h"
+#include "support/support.h"
 
 static long slept;
 
@@ -28,8 +29,7 @@ static void setup(void)
 {
 	slept = 0;
 	http_set_sleep(record_sleep);
-	snprintf(dir, sizeof(dir), "/tmp/job_test.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tu_tmpdir_make(dir, sizeof(dir), "job_test");
 	cr_assert_not_null(getcwd(old_cwd, sizeof(old_cwd)));
 	cr_assert_eq(chdir(dir), 0); /* no .factory.yml of the tree is read */
 	setenv("FACTORY_GITLAB_TOKEN", "job-test-token-5678", 1);
@@ -40,11 +40,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[128];
-
 	cr_assert_eq(chdir(old_cwd), 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
+	tu_tmpdir_remove(dir);
 }
 
 TestSuite(job, .init = setup, .fini = teardown, .timeout = 30);

@@ -2,7 +2,6 @@
  * and token-shaped strings, GitLab section markers. */
 #include <criterion/criterion.h>
 #include <pthread.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "support/support.h"
 
 static void cleanup(void)
 {
@@ -47,17 +47,6 @@ static void expect_hidden(const char *in, const char *secret)
 	cr_expect_null(strstr(got, secret), "[%s] kept [%s]: [%s]", in, secret, got);
 	cr_expect(strstr(got, "[MASKED]"), "[%s]: no [MASKED] in [%s]", in, got);
 	free(got);
-}
-
-static int matches(const char *re, const char *s)
-{
-	regex_t rx;
-	int ok;
-
-	cr_assert_eq(regcomp(&rx, re, REG_EXTENDED | REG_NOSUB), 0);
-	ok = regexec(&rx, s, 0, NULL, 0) == 0;
-	regfree(&rx);
-	return ok;
 }
 
 /* Run log lines into a temporary stream and return what was written. */
@@ -128,7 +117,7 @@ Test(log, line_format)
 	log_set_program("factory-test");
 	log_set_level(LOG_INFO);
 	out = capture(four_lines);
-	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z info  factory-test: i 2\n"
+	cr_assert(tu_matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z info  factory-test: i 2\n"
 	                  "[0-9T:Z-]+ warn  factory-test: w 3\n"
 	                  "[0-9T:Z-]+ error factory-test: e 4\n$",
 	                  out),

@@ -2,7 +2,6 @@
  * escaping, masking of everything written, atomic writes, directories. */
 #include <criterion/criterion.h>
 #include <dirent.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +12,19 @@
 #include "error.h"
 #include "log.h"
 #include "report.h"
+#include "support/support.h"
 
 static char dir[256];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/report_test.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tu_tmpdir_make(dir, sizeof(dir), "report_test");
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-
 	log_clear_secrets();
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
+	tu_tmpdir_remove(dir);
 }
 
 TestSuite(report, .init = setup, .fini = teardown);
@@ -76,17 +72,6 @@ static void write_to(report *r, const char *sub, int code)
 	cr_assert_eq(report_write(r, path, code), 0, "%s", ferror_last());
 }
 
-static int matches(const char *re, const char *s)
-{
-	regex_t rx;
-	int ok;
-
-	cr_assert_eq(regcomp(&rx, re, REG_EXTENDED | REG_NOSUB), 0);
-	ok = regexec(&rx, s, 0, NULL, 0) == 0;
-	regfree(&rx);
-	return ok;
-}
-
 Test(report, json_has_every_field)
 {
 	report *r = NULL;
@@ -107,9 +92,9 @@ Test(report, json_has_every_field)
 	j = read_json("out");
 	cr_assert_str_eq(cJSON_GetObjectItem(j, "job")->valuestring, "factory-setup");
 	cr_assert(cJSON_IsString(cJSON_GetObjectItem(j, "version")));
-	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+	cr_assert(tu_matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
 	                  cJSON_GetObjectItem(j, "started_at")->valuestring));
-	cr_assert(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+	cr_assert(tu_matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
 	                  cJSON_GetObjectItem(j, "finished_at")->valuestring));
 	cr_assert_leq(strcmp(cJSON_GetObjectItem(j, "started_at")->valuestring,
 	                     cJSON_GetObjectItem(j, "finished_at")->valuestring),

@@ -13,16 +13,12 @@
 #include "gitlab.h"
 #include "log.h"
 #include "scope.h"
+#include "support/support.h"
 #include "testserver.h"
-
-static void no_sleep(long ms)
-{
-	(void)ms;
-}
 
 static void setup(void)
 {
-	http_set_sleep(no_sleep);
+	http_set_sleep(tu_no_sleep);
 	log_set_level(LOG_ERROR);
 }
 
@@ -158,19 +154,7 @@ static char *fake_gitlab(void *ctx, const ts_request *req, size_t *len, int *fla
 
 static gitlab *client_for(ts_server *s, const char *project)
 {
-	gitlab_options o;
-	gitlab *gl = NULL;
-	char url[256];
-
-	ts_url(url, sizeof(url), s, "/api/v4");
-	gitlab_options_init(&o);
-	o.api_url = url;
-	o.project = project;
-	o.token = "scope-test-token-1234";
-	o.http.max_retries = 1;
-	o.http.backoff_base_ms = 1;
-	cr_assert_eq(gitlab_new(&gl, &o), 0, "%s", ferror_last());
-	return gl;
+	return tu_gitlab_for(s, project, "scope-test-token-1234", 0, 1);
 }
 
 static fconfig *group_cfg(const char *yaml)

@@ -11,20 +11,18 @@
 
 #include "error.h"
 #include "spool.h"
+#include "support/support.h"
 
 static char dir[256];
 
 static void make_dir(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/spool_test.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tu_tmpdir_make(dir, sizeof(dir), "spool_test");
 }
 
 static void remove_dir(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
+	tu_tmpdir_remove(dir);
 }
 
 TestSuite(spool, .init = make_dir, .fini = remove_dir);
