@@ -258,11 +258,24 @@ static void field_error(feedback_problem *pr, const char *field, const char *fmt
 	pr->nfields++;
 }
 
+/* Append `o` to `out` as compact JSON and free it; `built` 0 means
+ * building it ran out of memory. Returns 0, FACTORY_ENOMEM or fbuf's error. */
+static int put_json(fbuf *out, cJSON *o, int built)
+{
+	char *s = built ? cJSON_PrintUnformatted(o) : NULL;
+	int error = s ? fbuf_puts(out, s) : FACTORY_ENOMEM;
+
+	if (error == FACTORY_ENOMEM)
+		ferror_set(error, "out of memory");
+	free(s);
+	cJSON_Delete(o);
+	return error;
+}
+
 int feedback_problem_json(fbuf *out, const feedback_problem *pr)
 {
 	cJSON *o = cJSON_CreateObject(), *fields = NULL;
-	char *s = NULL;
-	int i, error = FACTORY_ENOMEM;
+	int i, built = 0;
 
 	if (!o || !cJSON_AddStringToObject(o, "error", pr->code ? pr->code : "error") ||
 	    !cJSON_AddStringToObject(o, "message", pr->message))
@@ -275,15 +288,9 @@ int feedback_problem_json(fbuf *out, const feedback_problem *pr)
 				goto cleanup;
 		}
 	}
-	if (!(s = cJSON_PrintUnformatted(o)))
-		goto cleanup;
-	error = fbuf_puts(out, s);
+	built = 1;
 cleanup:
-	if (error == FACTORY_ENOMEM)
-		ferror_set(error, "out of memory");
-	free(s);
-	cJSON_Delete(o);
-	return error;
+	return put_json(out, o, built);
 }
 
 int feedback_problem_text(fbuf *out, const feedback_problem *pr)
@@ -870,8 +877,7 @@ static int id_valid(const char *id)
 int feedback_to_json(fbuf *out, const feedback *f)
 {
 	cJSON *o = cJSON_CreateObject();
-	char *s = NULL;
-	int error = FACTORY_ENOMEM;
+	int built = 0;
 
 	if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", f->id) ||
 	    !cJSON_AddStringToObject(o, "kind", feedback_kind_name(f->kind)) ||
@@ -889,15 +895,9 @@ int feedback_to_json(fbuf *out, const feedback *f)
 			goto cleanup;
 		cJSON_AddItemToObject(o, "context", c);
 	}
-	if (!(s = cJSON_PrintUnformatted(o)))
-		goto cleanup;
-	error = fbuf_puts(out, s);
+	built = 1;
 cleanup:
-	if (error == FACTORY_ENOMEM)
-		ferror_set(error, "out of memory");
-	free(s);
-	cJSON_Delete(o);
-	return error;
+	return put_json(out, o, built);
 }
 
 int feedback_from_json(feedback *out, const char *json, size_t len)

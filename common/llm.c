@@ -751,29 +751,20 @@ static int tools_ser(llm_conv *c, int cache)
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			goto cleanup;
 		}
-		if (c->provider == LLM_OPENAI) {
-			error = fbuf_puts(&b, "{\"type\":\"function\",\"function\":{\"name\":");
-			if (!error)
-				error = json_str(&b, jstr(t, "name"));
-			if (!error)
-				error = fbuf_puts(&b, ",\"description\":");
-			if (!error)
-				error = json_str(&b, jstr(t, "description") ? jstr(t, "description") : "");
-			if (!error)
-				error = fbuf_printf(&b, ",\"parameters\":%s}}", s);
-		} else {
-			error = fbuf_puts(&b, "{\"name\":");
-			if (!error)
-				error = json_str(&b, jstr(t, "name"));
-			if (!error)
-				error = fbuf_puts(&b, ",\"description\":");
-			if (!error)
-				error = json_str(&b, jstr(t, "description") ? jstr(t, "description") : "");
-			if (!error)
-				error = fbuf_printf(&b, ",\"input_schema\":%s%s}", s,
-				                    cache && i == n - 1 ? ",\"cache_control\":{\"type\":\"ephemeral\"}"
-				                                        : "");
-		}
+		/* the same name and description; the schema under each provider's own key */
+		error = fbuf_puts(&b, c->provider == LLM_OPENAI ? "{\"type\":\"function\",\"function\":{\"name\":"
+		                                                : "{\"name\":");
+		if (!error)
+			error = json_str(&b, jstr(t, "name"));
+		if (!error)
+			error = fbuf_puts(&b, ",\"description\":");
+		if (!error)
+			error = json_str(&b, jstr(t, "description") ? jstr(t, "description") : "");
+		if (!error && c->provider == LLM_OPENAI)
+			error = fbuf_printf(&b, ",\"parameters\":%s}}", s);
+		else if (!error)
+			error = fbuf_printf(&b, ",\"input_schema\":%s%s}", s,
+			                    cache && i == n - 1 ? ",\"cache_control\":{\"type\":\"ephemeral\"}" : "");
 		free(s);
 		if (error < 0)
 			goto cleanup;

@@ -280,6 +280,18 @@ static int mention_at(const char *t, size_t n, size_t i)
 	return i == 0 || !is_alnum((unsigned char)t[i - 1]);
 }
 
+/* Copy the text from *run up to `upto`, then `with` in place of the `skip`
+ * bytes at `upto`; the next run starts after them. */
+static int splice(fbuf *out, const char *t, size_t *run, size_t upto, const char *with, size_t skip)
+{
+	int error;
+
+	if ((error = put_fit(out, t + *run, upto - *run)) < 0 || (error = put_fit(out, with, strlen(with))) < 0)
+		return error;
+	*run = upto + skip;
+	return 0;
+}
+
 static int defuse(fbuf *out, const char *t, size_t n)
 {
 	size_t i = 0, run = 0, url_end = 0, k;
@@ -298,52 +310,37 @@ static int defuse(fbuf *out, const char *t, size_t n)
 			i++;
 			continue;
 		case '/':
-			if (line_start) {
-				if ((error = put_fit(out, t + run, i - run)) < 0 || (error = put_fit(out, "\\", 1)) < 0)
-					return error;
-				run = i;
-			}
+			if (line_start && (error = splice(out, t, &run, i, "\\", 0)) < 0)
+				return error;
 			i++;
 			break;
 		case '@':
-			if (i >= url_end && mention_at(t, n, i)) {
-				if ((error = put_fit(out, t + run, i + 1 - run)) < 0 ||
-				    (error = put_fit(out, ZWSP, sizeof(ZWSP) - 1)) < 0)
-					return error;
-				run = i + 1;
-			}
+			if (i >= url_end && mention_at(t, n, i) && (error = splice(out, t, &run, i + 1, ZWSP, 0)) < 0)
+				return error;
 			i++;
 			break;
 		case '<':
 			if (has_exact(t, n, i, "<!--")) {
 				/* The "--" is left for the '-' case, so "<!-->" loses its '>' too. */
-				if ((error = put_fit(out, t + run, i - run)) < 0 ||
-				    (error = put_fit(out, "&lt;!", 5)) < 0)
+				if ((error = splice(out, t, &run, i, "&lt;!", 2)) < 0)
 					return error;
-				i += 2;
-				run = i;
+				i = run;
 			} else {
 				i++;
 			}
 			break;
 		case '-':
 			if (has_exact(t, n, i, "-->")) {
-				if ((error = put_fit(out, t + run, i - run)) < 0 ||
-				    (error = put_fit(out, "--&gt;", 6)) < 0)
+				if ((error = splice(out, t, &run, i, "--&gt;", 3)) < 0)
 					return error;
-				i += 3;
-				run = i;
+				i = run;
 			} else {
 				i++;
 			}
 			break;
 		case '&':
-			if (at_entity(t, n, i) > 0) {
-				if ((error = put_fit(out, t + run, i - run)) < 0 ||
-				    (error = put_fit(out, "&amp;", 5)) < 0)
-					return error;
-				run = i + 1;
-			}
+			if (at_entity(t, n, i) > 0 && (error = splice(out, t, &run, i, "&amp;", 1)) < 0)
+				return error;
 			i++;
 			break;
 		case ':':
