@@ -34,8 +34,10 @@ struct gitlab {
 	int dry_run;
 	long last_status;
 	gitlab_stats stats;
-	long note_interval_ms; /* note spacing (gitlab.h), 0: none */
-	long long last_note;   /* monotonic ms of the last note sent, 0: none yet */
+	long note_interval_ms;  /* note spacing (gitlab.h), 0: none */
+	long long last_note;    /* monotonic ms of the last note sent, 0: none yet */
+	long issue_interval_ms; /* issue spacing (gitlab.h), 0: none */
+	long long last_issue;   /* monotonic ms of the last issue created, 0: none yet */
 };
 
 /* One call as the layer below sees it. */
@@ -176,6 +178,8 @@ int gitlab_new(gitlab **out, const gitlab_options *opts)
 	gl->dry_run = opts->dry_run;
 	if (opts->notes_per_minute > 0)
 		gl->note_interval_ms = (60000L + opts->notes_per_minute - 1) / opts->notes_per_minute;
+	if (opts->issues_per_minute > 0)
+		gl->issue_interval_ms = (60000L + opts->issues_per_minute - 1) / opts->issues_per_minute;
 	if ((error = http_client_new(&gl->http, &opts->http)) < 0)
 		goto cleanup;
 	*out = gl;
@@ -718,25 +722,44 @@ static long long mono_now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Note spacing (gitlab.h): wait until the previous note is far enough. */
-static void space_note(gitlab *gl, const char *path)
+/* Whether `path` creates an issue: projects/<id>/issues (no query). */
+static int is_issue_create_path(const char *path)
 {
-	long long now, due;
+	const char *p = path, *e;
 
-	if (!gl->note_interval_ms || !is_note_path(path))
-		return;
-	now = mono_now_ms();
-	if (gl->last_note) {
-		due = gl->last_note + gl->note_interval_ms;
+	if (strncmp(p, "projects/", 9) != 0)
+		return 0;
+	p += 9;
+	if (!(e = strchr(p, '/')) || e == p)
+		return 0;
+	return !strcmp(e, "/issues");
+}
+
+/* Wait until `*last` is `interval` ms ago, then make it now. */
+static void space_after(gitlab *gl, long long *last, long interval, const char *what, const char *path)
+{
+	long long now = mono_now_ms(), due;
+
+	if (*last) {
+		due = *last + interval;
 		if (due > now) {
-			log_debug("POST %s: note spacing: waiting %lld ms", path, due - now);
+			log_debug("POST %s: %s spacing: waiting %lld ms", path, what, due - now);
 			http_client_pause(gl->http, (long)(due - now));
 			gl->stats.paced++;
 			gl->stats.paced_ms += (long)(due - now);
 			now = mono_now_ms();
 		}
 	}
-	gl->last_note = now;
+	*last = now;
+}
+
+/* Note and issue spacing (gitlab.h): wait until the previous one is far enough. */
+static void space_note(gitlab *gl, const char *path)
+{
+	if (gl->note_interval_ms && is_note_path(path))
+		space_after(gl, &gl->last_note, gl->note_interval_ms, "note", path);
+	else if (gl->issue_interval_ms && is_issue_create_path(path))
+		space_after(gl, &gl->last_issue, gl->issue_interval_ms, "issue", path);
 }
 
 /* The body of gitlab_request, also used with out == NULL by wrappers that

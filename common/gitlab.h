@@ -40,6 +40,7 @@ typedef struct {
 	http_options http;     /* from http_options_init(), possibly adjusted */
 	int notes_per_minute;  /* space note creation to at most this many a minute; 0 (the
 				* default): no spacing. See "Note spacing" below. */
+	int issues_per_minute; /* space issue creation likewise; 0 (the default): none */
 } gitlab_options;
 
 /*
@@ -50,6 +51,14 @@ typedef struct {
  * .../issues/:iid/notes or .../merge_requests/:iid/notes is sent at least
  * 60000 / N ms after the previous one of this client; the wait goes through
  * http_client_pause (counted as pacing). Dry-run writes are not spaced.
+ *
+ * Issue spacing: issue creation has an application limit of its own (200
+ * a minute per user and project on GitLab.com; off by default on a
+ * self-managed instance, where an administrator may set one), also absent
+ * from the headers. With issues_per_minute = N, every POST to
+ * projects/:id/issues is sent at least 60000 / N ms after the previous one
+ * of this client, the same way. Both spacings are per client: jobs that
+ * share a token and create at once should divide the figure between them.
  */
 
 void gitlab_options_init(gitlab_options *o);

@@ -333,6 +333,9 @@ int job_connect(job_ctx *ctx)
 	if ((error = fconfig_get_long(&v, ctx->cfg, "gitlab.notes_per_minute", 0, 0, 100000)) < 0)
 		goto cleanup;
 	opts.notes_per_minute = (int)v;
+	if ((error = fconfig_get_long(&v, ctx->cfg, "gitlab.issues_per_minute", 0, 0, 100000)) < 0)
+		goto cleanup;
+	opts.issues_per_minute = (int)v;
 	error = gitlab_new(&ctx->gl, &opts);
 cleanup:
 	if (token) {

@@ -33,7 +33,8 @@
  * 0 = off) and http.pace_reserve (default -1: a tenth of the pacing zone;
  * set it to the number of jobs sharing the token, less one), and
  * gitlab.notes_per_minute (default 0, no spacing; 60 on GitLab.com, whose
- * note creation limit the headers do not show: see gitlab.h).
+ * note creation limit the headers do not show: see gitlab.h) and
+ * gitlab.issues_per_minute (default 0; GitLab.com allows 200 a minute).
  *
  * A group scope (scope: group:<full path>, see common/scope.h) is for jobs
  * that walk a group: they have a job_option whose key is "scope" (the

@@ -12,6 +12,7 @@ Run:
     /usr/bin/python3 gitlab_double.py --listen 127.0.0.1:0 [--state-dir DIR]
         [--token TOKEN ...] [--seed FILE.json] [--tier free|premium]
         [--gitlab-version 18.3.0] [--rate-limit N_PER_MINUTE] [--rate-window SECONDS]
+        [--issues-per-minute N] [--notes-per-minute N]
         [--quiet]
 
 After binding (and seeding) it prints exactly one line to stdout,
@@ -58,6 +59,15 @@ What it models
   records, keyset for project issues from 18.3 and project jobs), GitLab's
   RateLimit-* headers and 429 ``Retry later`` (a fixed window per token of
   ``--rate-window`` seconds, default 60, holding ``--rate-limit`` requests).
+  Application limits, off unless set (``--issues-per-minute``,
+  ``--notes-per-minute`` or ``POST /__double/ratelimit``): issue creation
+  (``POST /projects/:id/issues``, per user and per project) and note
+  creation (``POST .../issues|merge_requests/:iid/notes``, per user), each a
+  window of 60 seconds (``app_window`` in ``POST /__double/ratelimit``, for
+  quick tests) from its first request, answered past the limit with 429
+  ``{"message": {"error": "This endpoint has been requested too many
+  times. Try again later."}}`` and no RateLimit-*/Retry-After headers (they
+  do not show in those headers on GitLab).
 * Git smart HTTP via ``git http-backend`` with Basic auth (any username and a
   token as password; ``gitlab-ci-token`` + job token may only fetch),
   protected branches refused by a pre-receive hook.
@@ -71,7 +81,7 @@ What it does not model
 * Milestones, epics, iterations, weights, time tracking, award emoji,
   discussions/threads, approvals, MR diffs/changes endpoints, forks,
   webhooks, wikis, snippets, packages, environments, artifacts.
-* Application-level rate limits (issue/note creation), search API,
+* Application-level rate limits other than issue and note creation, search API,
   GraphQL, Markdown rendering (``description_html`` is escaped text).
 * CI execution: pipelines and jobs only change state when told to through
   the API (retry/cancel) or the control API.  ``POST /pipeline`` reads job
@@ -120,6 +130,8 @@ POST /__double/pipelines/:id {status}; POST /__double/jobs/:id {status,
     trace, append_trace, failure_reason, duration, pipeline_status}
 POST|DELETE /__double/protected_branches {project_id, name}
 DELETE /__double/ratelimit; GET /__double/traces/:project/:job.log
+POST /__double/ratelimit {limit?, window?, issues_per_minute?, notes_per_minute?, app_window?}
+    change the limits at run time (0 = no application limit); counters reset
 
 Everything is guarded by one lock.  Issue lists are O(page) once a query has
 been seen: sorted lists and filtered results are cached per project until an
@@ -4768,6 +4780,10 @@ class App:
         self.version = version_tuple(args.gitlab_version)
         self.rate_limit = args.rate_limit
         self.rate_window = max(1, int(getattr(args, "rate_window", 60) or 60))
+        self.issues_per_minute = int(getattr(args, "issues_per_minute", 0) or 0)
+        self.notes_per_minute = int(getattr(args, "notes_per_minute", 0) or 0)
+        self.app_windows = {}              # application limits: key -> [window start, count]
+        self.app_window = 60.0             # their window, seconds
         self.quiet = args.quiet
         self.tmp_state = None
         state_dir = args.state_dir
@@ -4858,6 +4874,28 @@ class App:
             w[1] += 1
             return w[1], win + self.rate_window
 
+    APP_LIMITED = "This endpoint has been requested too many times. Try again later."
+
+    def app_limited(self, method, rel, user_id):
+        """Issue and note creation limits (GitLab's application rate limits):
+        True when this request is over one of them."""
+        if method != "POST":
+            return False
+        m = re.fullmatch(r"/projects/([^/]+)/issues", rel)
+        if m and self.issues_per_minute > 0:
+            key, limit = ("issues", user_id, urllib.parse.unquote(m.group(1))), self.issues_per_minute
+        elif re.fullmatch(r"/projects/[^/]+/(?:issues|merge_requests)/[^/]+/notes", rel) and self.notes_per_minute > 0:
+            key, limit = ("notes", user_id), self.notes_per_minute
+        else:
+            return False
+        now = time.time()
+        with self.flock:
+            w = self.app_windows.get(key)
+            if not w or now >= w[0] + self.app_window:
+                w = self.app_windows[key] = [now, 0]
+            w[1] += 1
+            return w[1] > limit
+
     # ---- the REST API ----
     @staticmethod
     def credentials(h, qs):
@@ -4900,6 +4938,8 @@ class App:
                 ("RateLimit-ResetTime", email.utils.formatdate(reset, usegmt=True))])
         elif info is None:
             resp = jresp(401, {"message": "401 Unauthorized"}, rl)
+        elif self.app_limited(method, rel, info.get("user_id")):
+            resp = jresp(429, {"message": {"error": self.APP_LIMITED}})
         else:
             resp = self.dispatch_api(h, method, rel, path, qs, body, base, kind, info)
             resp.headers.extend(rl)
@@ -5039,7 +5079,27 @@ class App:
             if path == "/__double/ratelimit" and method == "DELETE":
                 with self.flock:
                     self.windows.clear()
+                    self.app_windows.clear()
                 return Resp(204)
+            if path == "/__double/ratelimit" and method == "POST":
+                d = data or {}
+                with self.flock:
+                    if "limit" in d:
+                        self.rate_limit = int(d["limit"])
+                    if "window" in d:
+                        self.rate_window = max(1, int(d["window"]))
+                    if "issues_per_minute" in d:
+                        self.issues_per_minute = max(0, int(d["issues_per_minute"]))
+                    if "notes_per_minute" in d:
+                        self.notes_per_minute = max(0, int(d["notes_per_minute"]))
+                    if "app_window" in d:
+                        self.app_window = max(0.1, float(d["app_window"]))
+                    self.windows.clear()
+                    self.app_windows.clear()
+                    return jresp(200, {"limit": self.rate_limit, "window": self.rate_window,
+                                       "issues_per_minute": self.issues_per_minute,
+                                       "notes_per_minute": self.notes_per_minute,
+                                       "app_window": self.app_window})
             if path == "/__double/pipelines" and method == "POST":
                 with st.lock:
                     p = st.seed_project(data.get("project_id"))
@@ -5390,6 +5450,10 @@ def parse_args(argv=None):
     ap.add_argument("--rate-limit", type=int, default=DEFAULT_RATE_LIMIT,
                     help="requests per window (a minute unless --rate-window) per token")
     ap.add_argument("--rate-window", type=int, default=60, help="length of the rate-limit window in seconds")
+    ap.add_argument("--issues-per-minute", type=int, default=0,
+                    help="issue creation limit per user and project (GitLab.com: 200; default 0 = none)")
+    ap.add_argument("--notes-per-minute", type=int, default=0,
+                    help="note creation limit per user (GitLab.com: 60; default 0 = none)")
     ap.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return ap.parse_args(argv)
 

@@ -977,6 +977,27 @@ class TestControlApi(DoubleTestCase):
             extra.stop()
             self.assertIsNone(extra.proc)
 
+    def test_issue_and_note_creation_limits(self):
+        """GitLab's application limits: past them 429 with GitLab's message and
+        no RateLimit-* headers; python-gitlab sees a create error 429."""
+        self.addCleanup(self.d.set_limits, issues_per_minute=0, notes_per_minute=0, app_window=60)
+        self.d.set_limits(issues_per_minute=1, notes_per_minute=1, app_window=60)
+        issue = self.demo.issues.create({"title": "first of the minute"})
+        with self.assertRaises(gle.GitlabCreateError) as cm:
+            self.demo.issues.create({"title": "over the limit"}, obey_rate_limit=False)
+        self.assertEqual(cm.exception.response_code, 429)
+        self.assertIn("requested too many times", str(cm.exception.error_message))
+        issue.notes.create({"body": "first note"})
+        with self.assertRaises(gle.GitlabCreateError) as cm:
+            issue.notes.create({"body": "second note"}, obey_rate_limit=False)
+        self.assertEqual(cm.exception.response_code, 429)
+        r = self.d.request("POST", "/projects/1/issues", {"title": "raw"})
+        self.assertEqual(r.status, 429)
+        self.assertIsNone(r.headers.get("RateLimit-Remaining"))
+        self.assertIsNone(r.headers.get("Retry-After"))
+        # Other writes and reads are not limited by them.
+        self.demo.labels.create({"name": "limits-%d" % time.time_ns(), "color": "#123456"})
+
 
 if __name__ == "__main__":
     unittest.main()

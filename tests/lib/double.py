@@ -266,6 +266,11 @@ class Double:
     def clear_rate_limits(self):
         self._control("DELETE", "ratelimit")
 
+    def set_limits(self, **limits):
+        """Change the rate limits at run time: limit, window, issues_per_minute,
+        notes_per_minute (GitLab's application limits on issue and note creation)."""
+        return self._control("POST", "ratelimit", limits)
+
     def git_url(self, project_path, token=None, username="oauth2"):
         return f"http://{username}:{token or self.token}@{self.host}:{self.port}/{project_path}.git"
 
