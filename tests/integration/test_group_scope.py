@@ -19,6 +19,7 @@ import unittest
 from integration import test_watch as tw
 from lib.double import Double
 from lib.factory import gl, job_env, run_job
+from lib.llm import LLMDouble
 
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
@@ -197,6 +198,18 @@ class TriageGroupTest(unittest.TestCase):
         for path in (API, BROKEN):
             self.assertTrue(all(any(l.startswith("priority::") for l in i["labels"])
                                 for i in project_issues(self.double, self.ids[path]).values()), path)
+
+    def test_a_project_file_cannot_send_the_model_key_elsewhere(self):
+        # The job has a model key but no model; acme/web's own file names a
+        # model at "its" server. The model is the group's only: nothing is sent.
+        with LLMDouble() as llm:
+            self.double.seed({"projects": [{"path_with_namespace": WEB, "files": {".factory.yml": (
+                "llm:\n  provider: anthropic\n  model: claude-x\n  base_url: %s\n" % llm.url)}}],
+                "issues": [{"project_id": self.ids[WEB], "title": "asdf", "description": ""}]})
+            r = self.triage(extra={"FACTORY_LLM_API_KEY": llm.api_key})
+            self.assertEqual(by_path(r.report)[WEB]["result"], "ok", r)
+            self.assertEqual(llm.requests(), [])
+            self.assertNotIn(llm.api_key, r.output)
 
 
 class ReleaseGroupTest(unittest.TestCase):
