@@ -104,6 +104,8 @@ static void record(impl_run *r, long iid, const char *list, const char *found, c
 	if (!o)
 		return;
 	cJSON_AddNumberToObject(o, "issue", (double)iid);
+	if (r->sc && r->project_path)
+		cJSON_AddStringToObject(o, "project", r->project_path);
 	cJSON_AddStringToObject(o, "list", list);
 	cJSON_AddStringToObject(o, "found", found);
 	cJSON_AddStringToObject(o, "action", action);
@@ -684,22 +686,25 @@ cleanup:
 
 typedef int (*heal_fn)(impl_run *r, const cJSON *issue);
 
+/* Heal every issue of `label` that is this node's (run.c: parallel jobs),
+ * in the project or, in a group scope, in every project taking part. */
 static int heal_list(impl_run *r, const char *label, heal_fn fn, int *failed)
 {
 	cJSON *issues = NULL;
 	const cJSON *issue;
-	fbuf q;
 	int error;
 
-	fbuf_init(&q, 1024);
-	if ((error = fbuf_puts(&q, "state=opened&order_by=relative_position&sort=asc&labels=")) < 0 ||
-	    (error = http_escape(&q, label)) < 0)
-		goto cleanup;
-	if ((error = gitlab_list_all(&issues, r->gl, "projects/:id/issues", q.ptr, 0)) < 0)
+	if ((error = impl_list_label(&issues, r, label, 0)) < 0)
 		goto cleanup;
 	cJSON_ArrayForEach(issue, issues)
 	{
-		error = fn(r, issue);
+		if (!impl_node_owns(r, issue))
+			continue;
+		error = impl_enter_project(r, impl_num(issue, "project_id"));
+		if (error == FACTORY_ENOTFOUND)
+			continue;
+		if (error == 0)
+			error = fn(r, issue);
 		if (error == FACTORY_EUPSTREAM || error == FACTORY_EAUTH || error == FACTORY_ENOMEM)
 			goto cleanup;
 		if (error < 0) {
@@ -711,7 +716,6 @@ static int heal_list(impl_run *r, const char *label, heal_fn fn, int *failed)
 	error = 0;
 cleanup:
 	cJSON_Delete(issues);
-	fbuf_release(&q);
 	return error;
 }
 

@@ -27,6 +27,7 @@
 #include "git.h"
 #include "gitops.h"
 #include "job.h"
+#include "scope.h"
 
 /* Diagnoses: why a claim ended without a delivery. */
 #define DIAG_BUDGET "budget"               /* the agent ran out of a budget */
@@ -71,6 +72,18 @@ typedef struct {
 	int push_tries;
 	gitops_identity author;
 	gitops_identity committer;
+	long wip_limit;       /* implement.wip_limit: In Progress issues per project, 0: none */
+	long group_wip_limit; /* implement.group_wip_limit: In Progress issues in the group, 0: none */
+
+	/* parallel jobs (GitLab's parallel: N): this job is node_index of node_total */
+	long node_index; /* 1..node_total (CI_NODE_INDEX), 1 when not parallel */
+	long node_total; /* CI_NODE_TOTAL, 1 when not parallel */
+
+	/* a group scope (scope.h): NULL for the project scope */
+	scope *sc;
+	char *group;      /* the group as given */
+	char *group_path; /* "groups/<escaped group>" for the group endpoints */
+	long project_id;  /* the project ":id" points at now (group scope), 0 before the first */
 
 	/* from GitLab */
 	long me;
@@ -95,6 +108,15 @@ long impl_now(void); /* unix seconds */
 long impl_ms(void);  /* monotonic milliseconds */
 void impl_time(impl_run *r, const char *step, long since_ms);
 int impl_project(impl_run *r); /* project path, default branch, clone URL (once) */
+/* Group scope: point the client and the project fields at project `id`.
+ * FACTORY_ENOTFOUND when it is not a project of the scope that takes part
+ * (left out, or an empty repository); 0 at once in the project scope. */
+int impl_enter_project(impl_run *r, long id);
+/* The issues of `label` (open, in board order, at most `max`, 0: all): the
+ * project's, or the group's whose project takes part. Caller frees. */
+int impl_list_label(cJSON **out, impl_run *r, const char *label, size_t max);
+/* Is the issue this node's to heal? (its id modulo node_total) */
+int impl_node_owns(const impl_run *r, const cJSON *issue);
 
 /* heal.c */
 int impl_heal(impl_run *r);

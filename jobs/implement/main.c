@@ -36,6 +36,11 @@
 #define DIFF_MAX ((size_t)16 << 20)
 #define MAX_LIST 64
 
+static const job_option options[] = {
+	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH: take and heal issues of every project of a group"},
+	{NULL, NULL, 0, NULL},
+};
+
 static const job_spec spec = {
 	"implement",
 	"Heal what is In Progress and in Validation, then take the first Up Next issue to a merge request.",
@@ -54,8 +59,10 @@ static const job_spec spec = {
 	"  FACTORY_LLM_API_KEY or FACTORY_LLM_API_KEY_FILE; budgets FACTORY_AGENT_MAX_TURNS,\n"
 	"  _MAX_INPUT_TOKENS, _MAX_OUTPUT_TOKENS, _MAX_WALL_S, _MAX_COST_USD; FACTORY_AGENT=command with\n"
 	"  FACTORY_AGENT_CMD for an external agent CLI. Run as root, commands run as uid 65534\n"
-	"  (FACTORY_AGENT_SANDBOX_UID) and the work tree outside .git/ is handed to that user.",
-	NULL,
+	"  (FACTORY_AGENT_SANDBOX_UID) and the work tree outside .git/ is handed to that user.\n"
+	"  Parallel jobs (parallel: N) read CI_NODE_INDEX/CI_NODE_TOTAL; implement.wip_limit and\n"
+	"  implement.group_wip_limit cap the issues In Progress per project and per group.",
+	options,
 };
 
 /* Split a comma-separated list into `out` (pointers into `buf`). */

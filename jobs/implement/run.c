@@ -25,8 +25,39 @@
  *   implement.push_tries (3)       pushes refused as non-fast-forward are fetched,
  *                                  rebased and tried again up to this many times
  *   implement.changelog.<type>     the Changelog: trailer for an issue type
+ *   implement.wip_limit (0: none)  issues In Progress at once in a project; a project's
+ *                                  own .factory.yml may set it in a group scope
+ *   implement.group_wip_limit (0: none)  issues In Progress at once in the group scope
  *   git.author_name (Factory), git.author_email (factory@<GitLab host>),
  *   git.committer_name, git.committer_email (default: the author)
+ *
+ * Parallel jobs (the component's implement_parallel, GitLab's parallel: N)
+ * read CI_NODE_INDEX and CI_NODE_TOTAL: job k of N tries the Up Next
+ * candidates k, k + N, k + 2N, ... first (then the others), so N jobs
+ * started at once go for N different issues, and heals only the issues
+ * whose id is k - 1 modulo N, so no two of them heal the same one. The
+ * claim protocol (take.c) is what guarantees one job per issue; this only
+ * keeps the jobs out of each other's way.
+ *
+ * Group scope (scope: group:<path>, common/scope.h): one job, or N
+ * parallel ones, for every project of the group that takes part. The Up
+ * Next, In Progress and Validation lists are read once for the whole group
+ * (GET /groups/:id/issues, one request per 100 issues) instead of per
+ * project; the client is switched to an issue's project before it is worked
+ * on. Every setting is the group's (the job's own: the scheduling
+ * project's variables and file), except implement.wip_limit, which a
+ * project's .factory.yml may set for itself: a project's file is written
+ * by that project's developers while the job runs with the scheduling
+ * project's secrets, so nothing that reaches a credential, the model's
+ * endpoint or the runner's files may come from it.
+ *
+ * Work-in-progress limits count the open issues labelled In Progress. They
+ * are checked before a claim (a project or group at its limit is passed
+ * over) and again after the labels moved: a job that then finds more
+ * issues In Progress than the limit allows gives its issue back to Up Next
+ * (an up_next event, not counted as an attempt). Of jobs that race past a
+ * limit, the last to move its labels always sees every other one, so the
+ * limit holds; at worst both give back and the next run takes them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +72,7 @@
 #include "http.h"
 #include "implement.h"
 #include "log.h"
+#include "scope.h"
 
 long impl_now(void)
 {
@@ -116,7 +148,9 @@ static int read_settings(impl_run *r)
 	    (error = get_long(&r->grace_s, r, "implement.claim_grace_s", 300, 10, 86400)) < 0 ||
 	    (error = get_long(&r->candidates, r, "implement.candidates", 10, 1, 100)) < 0 ||
 	    (error = get_long(&r->check_timeout_s, r, "implement.check_timeout_s", 900, 1, 86400)) < 0 ||
-	    (error = get_long(&n, r, "implement.push_tries", 3, 1, 10)) < 0)
+	    (error = get_long(&n, r, "implement.push_tries", 3, 1, 10)) < 0 ||
+	    (error = get_long(&r->wip_limit, r, "implement.wip_limit", 0, 0, 100000)) < 0 ||
+	    (error = get_long(&r->group_wip_limit, r, "implement.group_wip_limit", 0, 0, 100000)) < 0)
 		return error;
 	r->push_tries = (int)n;
 	if ((error = one_of(&v, r, "implement.merge", "factory", "factory", "people")) < 0)
@@ -155,6 +189,32 @@ static int read_settings(impl_run *r)
 	if (!*r->author.name || !strchr(r->author.email, '@'))
 		return ferror_set(FACTORY_ECONFIG, "bad setting git.author_email=%s: expected an email address",
 		                  r->author.email);
+	return 0;
+}
+
+/* CI_NODE_INDEX of CI_NODE_TOTAL (GitLab's parallel: N), 1 of 1 when unset. */
+static int read_node(impl_run *r)
+{
+	const char *vi = getenv("CI_NODE_INDEX"), *vt = getenv("CI_NODE_TOTAL");
+	char *end = NULL;
+	long idx = 1, total = 1;
+
+	if (vt && *vt) {
+		errno = 0;
+		total = strtol(vt, &end, 10);
+		if (errno || *end || total < 1 || total > 1000)
+			return ferror_set(FACTORY_ECONFIG,
+			                  "bad CI_NODE_TOTAL=%.40s: expected a whole number from 1 to 1000", vt);
+	}
+	if (vi && *vi) {
+		errno = 0;
+		idx = strtol(vi, &end, 10);
+		if (errno || *end || idx < 1 || idx > total)
+			return ferror_set(FACTORY_ECONFIG,
+			                  "bad CI_NODE_INDEX=%.40s: expected a whole number from 1 to %ld", vi, total);
+	}
+	r->node_index = idx;
+	r->node_total = total;
 	return 0;
 }
 
@@ -201,12 +261,46 @@ static int whoami(impl_run *r)
 	return 0;
 }
 
+static void project_fields_release(impl_run *r)
+{
+	free(r->project_path);
+	free(r->project_web_url);
+	free(r->default_branch);
+	free(r->clone_url);
+	r->project_path = r->project_web_url = r->default_branch = r->clone_url = NULL;
+}
+
+/* The project fields from its path and default branch; `web` NULL: made
+ * from the API's origin. */
+static int set_project_fields(impl_run *r, const char *path, const char *branch, const char *web)
+{
+	char *root = NULL;
+	size_t len;
+	int error = 0;
+
+	project_fields_release(r);
+	/* The clone URL is made from the API's own origin, so the token goes
+	 * nowhere else, whatever http_url_to_repo says. */
+	len = strlen(r->job->api_url);
+	if (len < 7 || strcmp(r->job->api_url + len - 7, "/api/v4") != 0)
+		return ferror_set(FACTORY_ECONFIG, "the API URL %s does not end in /api/v4", r->job->api_url);
+	if (!(root = strndup(r->job->api_url, len - 7)) || asprintf(&r->clone_url, "%s/%s.git", root, path) < 0 ||
+	    !(r->project_path = strdup(path)) || !(r->default_branch = strdup(branch)) ||
+	    (web ? !(r->project_web_url = strdup(web)) : asprintf(&r->project_web_url, "%s/%s", root, path) < 0)) {
+		if (!web)
+			r->project_web_url = NULL;
+		project_fields_release(r);
+		r->clone_url = NULL;
+		error = ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	free(root);
+	return error;
+}
+
 int impl_project(impl_run *r)
 {
 	cJSON *p = NULL;
 	const char *path, *branch, *web;
-	char *root = NULL;
-	size_t len;
 	int error;
 
 	if (r->clone_url)
@@ -216,30 +310,114 @@ int impl_project(impl_run *r)
 	path = impl_str(p, "path_with_namespace");
 	branch = impl_str(p, "default_branch");
 	web = impl_str(p, "web_url");
-	if (!path || !*path || !branch || !*branch) {
+	if (!path || !*path || !branch || !*branch)
 		error = ferror_set(FACTORY_EINVALID,
 		                   "GET projects/:id: no path_with_namespace or default_branch (is the "
 		                   "repository empty?)");
+	else
+		error = set_project_fields(r, path, branch, web);
+	cJSON_Delete(p);
+	return error;
+}
+
+static const scope_project *scope_find(const impl_run *r, long id)
+{
+	size_t i;
+
+	for (i = 0; r->sc && i < scope_count(r->sc); i++)
+		if (scope_at(r->sc, i)->id == id)
+			return scope_at(r->sc, i);
+	return NULL;
+}
+
+int impl_enter_project(impl_run *r, long id)
+{
+	const scope_project *p;
+	char num[32];
+	int error;
+
+	if (!r->sc || id == r->project_id)
+		return 0;
+	if (!(p = scope_find(r, id)) || !p->enabled || !p->default_branch)
+		return FACTORY_ENOTFOUND;
+	snprintf(num, sizeof(num), "%ld", id);
+	if ((error = gitlab_set_project(r->gl, num)) < 0)
+		return error;
+	r->project_id = 0;
+	if ((error = set_project_fields(r, p->path, p->default_branch, NULL)) < 0)
+		return error;
+	r->project_id = id;
+	return 0;
+}
+
+int impl_node_owns(const impl_run *r, const cJSON *issue)
+{
+	long id = impl_num(issue, "id");
+
+	return r->node_total <= 1 || id <= 0 || id % r->node_total == r->node_index - 1;
+}
+
+int impl_list_label(cJSON **out, impl_run *r, const char *label, size_t max)
+{
+	cJSON *all = NULL, *kept = NULL, *it;
+	fbuf q, path;
+	int error;
+
+	*out = NULL;
+	fbuf_init(&q, 1024);
+	fbuf_init(&path, 1024);
+	if ((error = fbuf_puts(&q, "state=opened&order_by=relative_position&sort=asc&labels=")) < 0 ||
+	    (error = http_escape(&q, label)) < 0)
+		goto cleanup;
+	if (!r->sc) {
+		error = gitlab_list_all(out, r->gl, "projects/:id/issues", q.ptr, max);
 		goto cleanup;
 	}
-	/* The clone URL is made from the API's own origin, so the token goes
-	 * nowhere else, whatever http_url_to_repo says. */
-	len = strlen(r->job->api_url);
-	if (len < 7 || strcmp(r->job->api_url + len - 7, "/api/v4") != 0) {
-		error = ferror_set(FACTORY_ECONFIG, "the API URL %s does not end in /api/v4", r->job->api_url);
+	if ((error = fbuf_printf(&path, "%s/issues", r->group_path)) < 0 ||
+	    (error = gitlab_list_all(&all, r->gl, path.ptr, q.ptr, max)) < 0)
 		goto cleanup;
-	}
-	if (!(root = strndup(r->job->api_url, len - 7)) || asprintf(&r->clone_url, "%s/%s.git", root, path) < 0 ||
-	    !(r->project_path = strdup(path)) || !(r->default_branch = strdup(branch)) ||
-	    !(r->project_web_url = strdup(web ? web : root))) {
-		r->clone_url = NULL;
+	if (!(kept = cJSON_CreateArray())) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
-	error = 0;
+	/* Only the projects that take part: detach those, leave the rest. */
+	while ((it = all ? all->child : NULL)) {
+		const scope_project *p = scope_find(r, impl_num(it, "project_id"));
+		cJSON_DetachItemViaPointer(all, it);
+		if (p && p->enabled && p->default_branch)
+			cJSON_AddItemToArray(kept, it);
+		else
+			cJSON_Delete(it);
+	}
+	*out = kept;
+	kept = NULL;
 cleanup:
-	free(root);
-	cJSON_Delete(p);
+	cJSON_Delete(all);
+	cJSON_Delete(kept);
+	fbuf_release(&q);
+	fbuf_release(&path);
+	return error;
+}
+
+/* A group scope: load it (scope.h) and make the group endpoints' path. */
+static int load_group(impl_run *r, const char *group)
+{
+	fbuf esc;
+	int error;
+
+	fbuf_init(&esc, 1024);
+	if ((error = scope_load(&r->sc, r->gl, r->job->cfg, group)) < 0 || (error = http_escape(&esc, group)) < 0)
+		goto cleanup;
+	if (asprintf(&r->group_path, "groups/%s", esc.ptr) < 0) {
+		r->group_path = NULL;
+		error = ferror_set(FACTORY_ENOMEM, "out of memory");
+		goto cleanup;
+	}
+	report_counter_set(r->rep, "projects", (long)scope_count(r->sc));
+	report_counter_set(r->rep, "projects_taking_part", (long)scope_enabled(r->sc));
+	log_info("group %s: %zu projects, %zu taking part", group, scope_count(r->sc), scope_enabled(r->sc));
+cleanup:
+	fbuf_release(&esc);
 	return error;
 }
 
@@ -249,10 +427,10 @@ static void run_release(impl_run *r)
 		explicit_bzero(r->token, strlen(r->token));
 		free(r->token);
 	}
-	free(r->project_path);
-	free(r->project_web_url);
-	free(r->default_branch);
-	free(r->clone_url);
+	project_fields_release(r);
+	scope_free(r->sc);
+	free(r->group);
+	free(r->group_path);
 }
 
 int impl_main(job_ctx *ctx)
@@ -272,14 +450,29 @@ int impl_main(job_ctx *ctx)
 	if ((error = job_connect(ctx)) < 0 || (error = read_settings(&r)) < 0)
 		goto cleanup;
 	r.gl = ctx->gl;
+	if ((error = read_node(&r)) < 0 || (error = scope_group_from_config(&r.group, ctx->cfg)) < 0)
+		goto cleanup;
 	identify(&r);
 	cJSON_AddStringToObject(data, "run", r.run_id);
-	if ((error = job_read_token(&r.token, ctx)) < 0)
+	if (r.node_total > 1) {
+		cJSON_AddNumberToObject(data, "node_index", (double)r.node_index);
+		cJSON_AddNumberToObject(data, "node_total", (double)r.node_total);
+	}
+	if ((error = job_read_token(&r.token, ctx)) < 0 || (error = whoami(&r)) < 0)
 		goto cleanup;
-	if ((error = whoami(&r)) < 0 || (error = impl_project(&r)) < 0)
-		goto cleanup;
+	if (r.group) {
+		if ((error = load_group(&r, r.group)) < 0)
+			goto cleanup;
+		cJSON_AddStringToObject(data, "group", r.group);
+		log_info("group %s, job %ld of %ld%s", r.group, r.node_index, r.node_total,
+		         r.dry_run ? "; dry run" : "");
+	} else {
+		if ((error = impl_project(&r)) < 0)
+			goto cleanup;
+		log_info("project %s (default branch %s), job %ld of %ld%s", r.project_path, r.default_branch,
+		         r.node_index, r.node_total, r.dry_run ? "; dry run" : "");
+	}
 	impl_time(&r, "setup", t0);
-	log_info("project %s (default branch %s)%s", r.project_path, r.default_branch, r.dry_run ? "; dry run" : "");
 
 	if (r.do_heal) {
 		long t = impl_ms();

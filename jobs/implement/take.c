@@ -873,26 +873,190 @@ static int preflight(impl_run *r)
 	return error;
 }
 
+/* Open issues In Progress per project (project ids in `ids`, counts in
+ * `counts`, `*n` of them, at most `max`) and in all (`*total`). */
+static int count_wip(long *total, long *ids, long *counts, size_t *n, size_t max, impl_run *r)
+{
+	cJSON *issues = NULL;
+	const cJSON *it;
+	size_t i;
+	int error;
+
+	*total = 0;
+	*n = 0;
+	if ((error = impl_list_label(&issues, r, LABEL_IN_PROGRESS, 0)) < 0)
+		return error;
+	cJSON_ArrayForEach(it, issues)
+	{
+		long pid = impl_num(it, "project_id");
+		(*total)++;
+		for (i = 0; i < *n && ids[i] != pid; i++)
+			;
+		if (i == *n) {
+			if (*n == max)
+				continue;
+			ids[i] = pid;
+			counts[i] = 0;
+			(*n)++;
+		}
+		counts[i]++;
+	}
+	cJSON_Delete(issues);
+	return 0;
+}
+
+#define WIP_PROJECTS 1024
+
+typedef struct {
+	long total;
+	long ids[WIP_PROJECTS];
+	long counts[WIP_PROJECTS];
+	size_t n;
+} wip_counts;
+
+static long wip_of(const wip_counts *w, long pid)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++)
+		if (w->ids[i] == pid)
+			return w->counts[i];
+	return 0;
+}
+
+/* The project's limit: its own implement.wip_limit in a group scope (its
+ * .factory.yml merged over the group's settings), else the job's. */
+static long project_limit(impl_run *r, long pid)
+{
+	size_t i;
+	long v;
+
+	for (i = 0; r->sc && i < scope_count(r->sc); i++) {
+		const scope_project *p = scope_at(r->sc, i);
+		if (p->id != pid)
+			continue;
+		if (fconfig_get_long(&v, p->cfg, "implement.wip_limit", r->wip_limit, 0, 100000) < 0) {
+			log_warn("project %s: %s; using the group's implement.wip_limit", p->path, ferror_last());
+			return r->wip_limit;
+		}
+		return v;
+	}
+	return r->wip_limit;
+}
+
+static int wip_full(impl_run *r, const wip_counts *w, long pid, long extra)
+{
+	long limit = project_limit(r, pid);
+
+	return (limit > 0 && wip_of(w, pid) + extra > limit) ||
+	       (r->group_wip_limit > 0 && w->total + extra > r->group_wip_limit);
+}
+
+/* After our labels moved: more In Progress than a limit allows? Then give
+ * the issue back to Up Next (not an attempt). *kept is 0 then. */
+static int wip_recheck(int *kept, impl_run *r, taken *t, long pid)
+{
+	wip_counts *w = calloc(1, sizeof(*w));
+	claim_event e;
+	char text[512];
+	int error;
+
+	*kept = 1;
+	if (!w)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	if ((error = count_wip(&w->total, w->ids, w->counts, &w->n, WIP_PROJECTS, r)) < 0 || !wip_full(r, w, pid, 0))
+		goto cleanup;
+	*kept = 0;
+	log_info("#%ld: over the work-in-progress limit once claimed (%ld In Progress in the project, %ld in all): "
+	         "giving it back to Up Next",
+	         t->iid, wip_of(w, pid), w->total);
+	report_counter_add(r->rep, "wip_backoffs", 1);
+	memset(&e, 0, sizeof(e));
+	e.ends = t->claim.note_id;
+	snprintf(e.action, sizeof(e.action), CLAIM_ACTION_UP_NEXT);
+	snprintf(e.diagnosis, sizeof(e.diagnosis), "wip_limit");
+	e.attempt = t->claim.attempt;
+	snprintf(e.why, sizeof(e.why), "the work-in-progress limit was reached while the claim was made");
+	snprintf(text, sizeof(text),
+	         "The Factory gave this issue back: the work-in-progress limit was reached while it was claimed. "
+	         "It stays in Up Next; this does not count as an attempt.");
+	if ((error = impl_post_event(NULL, r, t->iid, &e, text)) < 0)
+		goto cleanup;
+	error = impl_move(r, t->iid, LABEL_UP_NEXT, LABEL_IN_PROGRESS);
+cleanup:
+	free(w);
+	return error;
+}
+
+/* The order this job tries the candidates in: with N parallel jobs, job k
+ * first takes candidates k-1, k-1+N, ... (0-based), then the others, so
+ * jobs started at once go for different issues. */
+static size_t candidate_order(size_t *order, size_t n, const impl_run *r)
+{
+	size_t i, k = 0, total = r->node_total > 1 ? (size_t)r->node_total : 1, mine = (size_t)r->node_index - 1;
+
+	for (i = 0; i < n; i++)
+		if (i % total == mine % total)
+			order[k++] = i;
+	for (i = 0; i < n; i++)
+		if (i % total != mine % total)
+			order[k++] = i;
+	return k;
+}
+
 int impl_take(impl_run *r)
 {
 	cJSON *issues = NULL;
 	const cJSON *it;
+	wip_counts *w = NULL;
+	size_t order[100], n, k, max;
 	taken t;
-	fbuf q;
-	int won = 0, checked = 0, error;
+	long pid = 0;
+	int won = 0, checked = 0, kept = 1, limits, error;
 
 	memset(&t, 0, sizeof(t));
-	fbuf_init(&q, 1024);
-	if ((error = fbuf_puts(&q, "state=opened&order_by=relative_position&sort=asc&labels=")) < 0 ||
-	    (error = http_escape(&q, LABEL_UP_NEXT)) < 0)
+	limits = r->wip_limit > 0 || r->group_wip_limit > 0;
+	if (r->sc)
+		for (k = 0; !limits && k < scope_count(r->sc); k++)
+			limits = project_limit(r, scope_at(r->sc, k)->id) > 0;
+	if (limits) {
+		if (!(w = calloc(1, sizeof(*w)))) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+		if ((error = count_wip(&w->total, w->ids, w->counts, &w->n, WIP_PROJECTS, r)) < 0)
+			goto cleanup;
+		if (r->group_wip_limit > 0 && w->total >= r->group_wip_limit) {
+			log_info("the group's work-in-progress limit is reached (%ld In Progress, limit %ld): nothing "
+			         "taken",
+			         w->total, r->group_wip_limit);
+			report_summary(r->rep, "work-in-progress limit reached (%ld In Progress)", w->total);
+			goto cleanup;
+		}
+	}
+	max = (size_t)r->candidates * (size_t)(r->node_total > 1 ? r->node_total : 1);
+	if (max > 100)
+		max = 100;
+	if ((error = impl_list_label(&issues, r, LABEL_UP_NEXT, max)) < 0)
 		goto cleanup;
-	if ((error = gitlab_list_all(&issues, r->gl, "projects/:id/issues", q.ptr, (size_t)r->candidates)) < 0)
-		goto cleanup;
-	cJSON_ArrayForEach(it, issues)
-	{
+	n = (size_t)cJSON_GetArraySize(issues);
+	if (n > 100)
+		n = 100;
+	n = candidate_order(order, n, r);
+	for (k = 0; k < n; k++) {
+		it = cJSON_GetArrayItem(issues, (int)order[k]);
 		if (impl_has_label(it, LABEL_IN_PROGRESS) || impl_has_label(it, LABEL_VALIDATION) ||
 		    impl_has_label(it, LABEL_NEEDS_INFO))
 			continue;
+		pid = impl_num(it, "project_id");
+		if (w && wip_full(r, w, pid, 1)) {
+			report_counter_add(r->rep, "wip_skipped", 1);
+			continue;
+		}
+		if ((error = impl_enter_project(r, pid)) == FACTORY_ENOTFOUND)
+			continue;
+		if (error < 0)
+			goto cleanup;
 		if (!checked++ && (error = preflight(r)) < 0)
 			goto cleanup;
 		taken_release(&t);
@@ -911,16 +1075,25 @@ int impl_take(impl_run *r)
 		report_summary(r->rep, "nothing to take");
 		goto cleanup;
 	}
+	if (r->sc)
+		cJSON_AddStringToObject(report_data(r->rep), "project", r->project_path);
 	if (r->dry_run) {
 		report_summary(r->rep, "dry run: would take #%ld on %s", t.iid, t.branch);
 		cJSON_AddNumberToObject(report_data(r->rep), "issue", (double)t.iid);
 		goto cleanup;
 	}
+	if (limits && (error = wip_recheck(&kept, r, &t, pid)) < 0)
+		goto cleanup;
+	if (!kept) {
+		report_summary(r->rep, "#%ld given back: work-in-progress limit", t.iid);
+		goto cleanup;
+	}
+	report_counter_set(r->rep, "issues_handled", 1);
 	impl_stage(r, t.iid, t.claim.note_id, "claimed");
 	error = work_issue(r, &t);
 cleanup:
 	taken_release(&t);
 	cJSON_Delete(issues);
-	fbuf_release(&q);
+	free(w);
 	return error;
 }

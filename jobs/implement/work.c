@@ -91,7 +91,8 @@ static const char *reusable_ci_checkout(impl_run *r)
 	fgit_repo *ci = NULL;
 	int shallow;
 
-	if (strcmp(r->checkout, "auto") != 0 || !dir || !*dir)
+	/* In a group scope the CI checkout is the scheduling project's, not the issue's. */
+	if (strcmp(r->checkout, "auto") != 0 || !dir || !*dir || r->sc)
 		return NULL;
 	if (fgit_open(&ci, dir) < 0) {
 		log_info("CI_PROJECT_DIR %s is not a git checkout: cloning", dir);
