@@ -2,7 +2,9 @@
 # The static build: one multi-call binary, build-static/bin/factory, holding
 # every job, statically linked, under 10 MiB, with a factory-<job> symlink
 # per job; in an empty chroot (no libc, no /etc) it answers --version and
-# --help by both names (factory-<job> and factory <job>).
+# --help by both names (factory-<job> and factory <job>); and the shipped
+# binary, through its symlinks, passes the setup and triage integration tests
+# against the GitLab double (the whole suite runs the dynamic separate ones).
 set -eu
 cd "$(dirname "$0")/../.."
 BIN=build-static/bin sh scripts/static-build.sh >/tmp/factory-static-build.log 2>&1 || {
@@ -64,4 +66,14 @@ else
 	echo "not root: the empty-chroot run is not checked"
 	fail=1
 fi
+for t in test_setup test_triage_run; do
+	if ! FACTORY_BIN_DIR="$(pwd)/build-static/bin" PYTHONPATH="$(pwd)/tests" PYTHONDONTWRITEBYTECODE=1 \
+		/usr/bin/python3 -m unittest "tests.integration.$t" >/tmp/factory-static-$t.log 2>&1; then
+		tail -30 "/tmp/factory-static-$t.log"
+		echo "tests/integration/$t.py fails against the static multi-call binary"
+		fail=1
+	else
+		echo "tests/integration/$t.py: $(grep '^Ran' "/tmp/factory-static-$t.log"), static multi-call binary"
+	fi
+done
 exit $fail
