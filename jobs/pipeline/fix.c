@@ -110,7 +110,7 @@ static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, co
 	sandbox_result sr;
 	char *key = NULL, pass_buf[4096];
 	const char *pass[MAX_LIST];
-	const char *kind = fconfig_get_str(r->job->cfg, "agent", "builtin"), *v;
+	const char *kind = fconfig_get_str(r->trusted, "agent", "builtin"), *v;
 	fbuf instr;
 	int external, error;
 
@@ -123,26 +123,26 @@ static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, co
 		goto cleanup;
 	}
 	external = !strcmp(kind, "command");
-	if (!external && (error = llm_options_from_config(&lo, &key, r->job->cfg)) < 0)
+	if (!external && (error = llm_options_from_config(&lo, &key, r->trusted)) < 0)
 		goto cleanup;
-	if ((error = agent_options_from_config(&ao, r->job->cfg, external ? NULL : lo.model)) < 0)
+	if ((error = agent_options_from_config(&ao, r->trusted, external ? NULL : lo.model)) < 0)
 		goto cleanup;
 	if ((error = fbuf_puts(&instr, fix_instructions)) < 0 ||
 	    (ao.instructions && *ao.instructions &&
 	     ((error = fbuf_puts(&instr, "\n\n")) < 0 || (error = fbuf_puts(&instr, ao.instructions)) < 0)))
 		goto cleanup;
 	ao.instructions = instr.ptr;
-	if ((error = sandbox_new_from_config(&sb, r->job->cfg, root, external)) < 0)
+	if ((error = sandbox_new_from_config(&sb, r->trusted, root, external)) < 0)
 		goto cleanup;
 	r->agent_runs++;
 	log_info("agent: %s on %s", external ? "external command" : lo.model, sandbox_root(sb));
 	if (external) {
 		pass[0] = NULL;
-		if ((v = fconfig_get(r->job->cfg, "agent.external_env", NULL)) && *v) {
+		if ((v = fconfig_get(r->trusted, "agent.external_env", NULL)) && *v) {
 			snprintf(pass_buf, sizeof(pass_buf), "%s", v);
 			split_list(pass, MAX_LIST, pass_buf);
 		}
-		error = agent_run_external(&res, &ao, sb, fconfig_get(r->job->cfg, "agent_cmd", NULL), pass, task,
+		error = agent_run_external(&res, &ao, sb, fconfig_get(r->trusted, "agent_cmd", NULL), pass, task,
 					   task_len);
 	} else {
 		if ((error = llm_new(&l, &lo)) < 0)

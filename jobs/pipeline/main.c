@@ -25,6 +25,8 @@ static const job_option options[] = {
 	{"max-mrs", "pipeline.max_mrs", 1, "N        fix merge requests per run (default 2)"},
 	{"max-issues", "pipeline.max_issues", 1, "N        issues per run (default 5)"},
 	{"no-fix", "pipeline.no_fix", 0, "        never run the coding agent: file issues instead"},
+	{"max-cleanups", "pipeline.max_cleanups", 1, "N        branches deleted plus merge requests closed per run (default 20)"},
+	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH: every project of the group, each under its own settings"},
 	{NULL, NULL, 0, NULL},
 };
 

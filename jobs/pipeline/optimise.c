@@ -19,10 +19,17 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "claim.h"
+#include "deps.h"
 #include "error.h"
 #include "http.h"
 #include "log.h"
@@ -34,6 +41,17 @@
 #define MAX_JOBS_SEEN 2000
 
 /* ---- helpers ---- */
+
+static int rm_tree_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
 
 typedef struct {
 	cJSON *open_kinds;      /* kinds of open proposal issues */
@@ -119,48 +137,120 @@ cleanup:
 
 /* ---- clean-up ---- */
 
+/* 1 when implement holds a live claim on `branch` ("<prefix><iid>-<slug>"):
+ * the owner of the issue's claims (claim.h) names this branch. One owner
+ * per branch: the clean-up never touches what implement is working on. */
+static int claimed(int *out, pl_run *r, const char *branch)
+{
+	const char *p = branch + strlen(r->branch_prefix);
+	cJSON *notes = NULL;
+	claim_history h;
+	const claim_entry *owner;
+	char path[128];
+	long iid = 0;
+	int error;
+
+	*out = 0;
+	while (*p >= '0' && *p <= '9' && iid < 100000000)
+		iid = iid * 10 + (*p++ - '0');
+	if (!iid || *p != '-')
+		return 0;
+	snprintf(path, sizeof(path), "projects/:id/issues/%ld/notes", iid);
+	if ((error = gitlab_list_all(&notes, r->gl, path, "sort=asc&order_by=created_at", 2000)) < 0)
+		return error == FACTORY_ENOTFOUND ? 0 : error;
+	memset(&h, 0, sizeof(h));
+	if ((error = claim_history_read(&h, notes, r->me)) == 0) {
+		owner = claim_owner(&h, r->now);
+		*out = owner && !strcmp(owner->branch, branch);
+	}
+	claim_history_release(&h);
+	cJSON_Delete(notes);
+	return error == FACTORY_EINVALID ? 0 : error;
+}
+
+/* Is the branch merged? GitLab says so when its head is in the default
+ * branch; else a merged merge request from it whose head is the branch's
+ * head now (new commits after the merge keep the branch). */
+static int branch_merged(int *out, pl_run *r, const cJSON *b, const char *name)
+{
+	cJSON *mrs = NULL, *it;
+	fbuf q;
+	const char *head = pl_str(cJSON_GetObjectItemCaseSensitive(b, "commit"), "id");
+	int error;
+
+	*out = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "merged"));
+	if (*out || !head)
+		return 0;
+	fbuf_init(&q, 2048);
+	if ((error = fbuf_puts(&q, "state=merged&source_branch=")) < 0 || (error = http_escape(&q, name)) < 0)
+		goto cleanup;
+	if ((error = gitlab_list_all(&mrs, r->gl, "projects/:id/merge_requests", q.ptr, 20)) < 0)
+		goto cleanup;
+	cJSON_ArrayForEach(it, mrs) {
+		if (pl_str(it, "sha") && !strcmp(pl_str(it, "sha"), head))
+			*out = 1;
+	}
+cleanup:
+	fbuf_release(&q);
+	cJSON_Delete(mrs);
+	return error;
+}
+
+static int open_mr_from(const cJSON *open_mrs, const char *branch)
+{
+	const cJSON *it;
+	cJSON_ArrayForEach(it, open_mrs) {
+		if (pl_str(it, "source_branch") && !strcmp(pl_str(it, "source_branch"), branch))
+			return 1;
+	}
+	return 0;
+}
+
+static int cleanup_cap(pl_run *r, const char *what)
+{
+	if (r->cleanups < r->max_cleanups)
+		return 0;
+	log_info("optimise: %ld clean-ups this run (pipeline.max_cleanups): %s waits for the next run", r->cleanups, what);
+	return 1;
+}
+
+/* Merged Factory branches deleted; the Factory's own merge requests idle
+ * for pipeline.stale_days closed with a note. Never a protected or default
+ * branch, a branch outside pipeline.branch_prefix, a branch with an open
+ * merge request, a branch implement holds a claim on, or anyone else's
+ * merge request. A second run finds nothing to do. */
 static int cleanup_branches(opt_state *st, pl_run *r)
 {
 	cJSON *mrs = NULL, *branches = NULL, *it;
 	size_t plen = strlen(r->branch_prefix);
-	long cutoff = r->now - st->stale_days * 86400;
+	long cutoff = r->now - st->stale_days * 86400, deleted = 0, closed = 0;
 	fbuf q;
-	int error;
+	int error, flag;
 
 	fbuf_init(&q, 1024);
-	/* merged Factory branches that still exist */
-	if ((error = http_escape(&q, r->branch_prefix)) < 0)
+	if ((error = gitlab_list_all(&mrs, r->gl, "projects/:id/merge_requests", "state=opened", 2000)) < 0)
 		goto cleanup;
-	{
-		char query[1200];
-		snprintf(query, sizeof(query), "search=%s", q.ptr);
-		if ((error = gitlab_list_all(&branches, r->gl, "projects/:id/repository/branches", query, 1000)) < 0)
-			goto cleanup;
-	}
-	cJSON_ArrayForEach(it, branches) {
-		const char *name = pl_str(it, "name");
-		if (!name || strncmp(name, r->branch_prefix, plen) || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "merged")) ||
-		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "protected")) || !strcmp(name, r->default_branch))
-			continue;
-		if ((error = gitlab_branch_delete(r->gl, name)) < 0 && error != FACTORY_ENOTFOUND)
-			goto cleanup;
-		report_action(r->rep, "branch.delete", name, "merged into %s", r->default_branch);
-		log_info("%soptimise: deleted merged branch %s", r->dry_run ? "dry-run: " : "", name);
-	}
-	/* stale Factory merge requests */
-	if ((error = gitlab_list_all(&mrs, r->gl, "projects/:id/merge_requests", "state=opened", 1000)) < 0)
-		goto cleanup;
+	/* stale Factory merge requests first: a closed one's branch may then go too */
 	cJSON_ArrayForEach(it, mrs) {
 		const char *src = pl_str(it, "source_branch");
 		long updated = pl_parse_time(pl_str(it, "updated_at")), iid = pl_num(it, "iid");
 		cJSON *made = NULL, *fields = NULL;
 		char note[512];
 		if (!src || strncmp(src, r->branch_prefix, plen) || !updated || updated >= cutoff ||
-		    pl_num(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me)
+		    pl_num(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me ||
+		    (pl_num(it, "source_project_id") && pl_num(it, "source_project_id") != pl_num(it, "project_id")))
 			continue;
+		if ((error = claimed(&flag, r, src)) < 0)
+			goto cleanup;
+		if (flag) {
+			log_info("optimise: !%ld is idle but its branch %s is claimed by implement: left open", iid, src);
+			continue;
+		}
+		if (cleanup_cap(r, "closing a stale merge request"))
+			break;
 		snprintf(note, sizeof(note),
-			 "**The Factory closed this merge request:** no activity for %ld days (pipeline.stale_days). "
-			 "Reopen it to go on with it.",
+			 "The Factory closed this merge request: it has had no activity for %ld days "
+			 "(setting pipeline.stale_days). Its branch is kept; reopen the merge request to go on with it.",
 			 st->stale_days);
 		if ((error = gitlab_note_create(&made, r->gl, "merge_requests", iid, note, 0)) < 0)
 			goto cleanup;
@@ -176,9 +266,47 @@ static int cleanup_branches(opt_state *st, pl_run *r)
 		cJSON_Delete(made);
 		if (error < 0)
 			goto cleanup;
+		r->cleanups++;
+		closed++;
 		report_action(r->rep, "mr.close_stale", src, "!%ld: no activity for %ld days", iid, st->stale_days);
 		log_info("%soptimise: closed stale merge request !%ld (%s)", r->dry_run ? "dry-run: " : "", iid, src);
 	}
+	/* merged Factory branches that still exist */
+	if ((error = fbuf_puts(&q, "search=^")) < 0 || (error = http_escape(&q, r->branch_prefix)) < 0)
+		goto cleanup;
+	if ((error = gitlab_list_all(&branches, r->gl, "projects/:id/repository/branches", q.ptr, 5000)) < 0)
+		goto cleanup;
+	cJSON_ArrayForEach(it, branches) {
+		const char *name = pl_str(it, "name");
+		if (!name || strncmp(name, r->branch_prefix, plen) ||
+		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "protected")) ||
+		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "default")) || !strcmp(name, r->default_branch) ||
+		    open_mr_from(mrs, name))
+			continue;
+		if ((error = branch_merged(&flag, r, it, name)) < 0)
+			goto cleanup;
+		if (!flag)
+			continue;
+		if ((error = claimed(&flag, r, name)) < 0)
+			goto cleanup;
+		if (flag) {
+			log_info("optimise: %s is merged but claimed by implement: kept", name);
+			continue;
+		}
+		if (cleanup_cap(r, "deleting a merged branch"))
+			break;
+		if ((error = gitlab_branch_delete(r->gl, name)) < 0) {
+			if (error != FACTORY_ENOTFOUND)
+				goto cleanup;
+			continue;
+		}
+		r->cleanups++;
+		deleted++;
+		report_action(r->rep, "branch.delete", name, "merged into %s", r->default_branch);
+		log_info("%soptimise: deleted merged branch %s", r->dry_run ? "dry-run: " : "", name);
+	}
+	report_counter_set(r->rep, "branches_deleted", deleted);
+	report_counter_set(r->rep, "stale_mrs_closed", closed);
 	error = 0;
 cleanup:
 	fbuf_release(&q);
@@ -402,20 +530,20 @@ static int leading_major(const char *v)
 	return *v ? atoi(v) : -1;
 }
 
-static void add_dep(dep *deps, size_t *n, const char *eco, const char *name, size_t nlen, const char *ver, size_t vlen)
+static void add_dep(dep *ents, size_t *n, const char *eco, const char *name, size_t nlen, const char *ver, size_t vlen)
 {
 	dep *d;
 
 	if (*n >= MAX_DEPS || !nlen || nlen >= sizeof(d->name))
 		return;
-	d = &deps[(*n)++];
+	d = &ents[(*n)++];
 	snprintf(d->eco, sizeof(d->eco), "%s", eco);
 	snprintf(d->name, sizeof(d->name), "%.*s", (int)nlen, name);
 	snprintf(d->version, sizeof(d->version), "%.*s", (int)(vlen < sizeof(d->version) ? vlen : sizeof(d->version) - 1),
 		 ver ? ver : "");
 }
 
-static void parse_package_json(dep *deps, size_t *n, const char *text)
+static void parse_package_json(dep *ents, size_t *n, const char *text)
 {
 	cJSON *pkg = cJSON_Parse(text), *sec, *it;
 	static const char *const sections[] = {"dependencies", "devDependencies", NULL};
@@ -425,13 +553,13 @@ static void parse_package_json(dep *deps, size_t *n, const char *text)
 		sec = cJSON_GetObjectItemCaseSensitive(pkg, sections[s]);
 		cJSON_ArrayForEach(it, sec) {
 			if (cJSON_IsString(it))
-				add_dep(deps, n, "npm", it->string, strlen(it->string), it->valuestring, strlen(it->valuestring));
+				add_dep(ents, n, "npm", it->string, strlen(it->string), it->valuestring, strlen(it->valuestring));
 		}
 	}
 	cJSON_Delete(pkg);
 }
 
-static void parse_lines(dep *deps, size_t *n, const char *text, const char *eco)
+static void parse_lines(dep *ents, size_t *n, const char *text, const char *eco)
 {
 	const char *line = text;
 
@@ -453,7 +581,7 @@ static void parse_lines(dep *deps, size_t *n, const char *text, const char *eco)
 					for (ve = vs; ve < line + len && (isalnum((unsigned char)*ve) || *ve == '.'); ve++)
 						;
 				}
-				add_dep(deps, n, eco, ns, (size_t)(ne - ns), vs, vs ? (size_t)(ve - vs) : 0);
+				add_dep(ents, n, eco, ns, (size_t)(ne - ns), vs, vs ? (size_t)(ve - vs) : 0);
 			}
 		} else if (!strcmp(eco, "go")) {
 			/* "module vX.Y.Z" lines inside require ( ... ) or "require module vX" */
@@ -469,7 +597,7 @@ static void parse_lines(dep *deps, size_t *n, const char *text, const char *eco)
 				vs = p;
 				for (ve = vs; ve < line + len && *ve != ' ' && *ve != '/'; ve++)
 					;
-				add_dep(deps, n, eco, ns, (size_t)(ne - ns), vs, (size_t)(ve - vs));
+				add_dep(ents, n, eco, ns, (size_t)(ne - ns), vs, (size_t)(ve - vs));
 			}
 		} else if (!strcmp(eco, "ruby")) {
 			/* gem 'name', 'version' */
@@ -484,7 +612,7 @@ static void parse_lines(dep *deps, size_t *n, const char *text, const char *eco)
 					while (p < line + len && *p != q)
 						p++;
 					ne = p;
-					add_dep(deps, n, eco, ns, (size_t)(ne - ns), NULL, 0);
+					add_dep(ents, n, eco, ns, (size_t)(ne - ns), NULL, 0);
 				}
 			}
 		}
@@ -492,7 +620,7 @@ static void parse_lines(dep *deps, size_t *n, const char *text, const char *eco)
 	}
 }
 
-static void parse_cargo(dep *deps, size_t *n, const char *text)
+static void parse_cargo(dep *ents, size_t *n, const char *text)
 {
 	const char *sec = strstr(text, "[dependencies]"), *line;
 
@@ -507,7 +635,7 @@ static void parse_cargo(dep *deps, size_t *n, const char *text)
 		ne = p;
 		if (ne > ns && (q = memchr(p, '"', (size_t)(line + len - p)))) {
 			const char *ve = memchr(q + 1, '"', (size_t)(line + len - q - 1));
-			add_dep(deps, n, "cargo", ns, (size_t)(ne - ns), q + 1, ve ? (size_t)(ve - q - 1) : 0);
+			add_dep(ents, n, "cargo", ns, (size_t)(ne - ns), q + 1, ve ? (size_t)(ve - q - 1) : 0);
 		}
 		line = end;
 	}
@@ -644,18 +772,231 @@ static int fetch_file(fbuf *out, pl_run *r, const char *path)
 	return error;
 }
 
+/* ---- unused dependencies and bloat (deps.h) ---- */
+
+#define WALK_FILE_MAX (1 << 20)
+
+typedef struct {
+	deps *d;
+	size_t root_len;
+	long files, skipped, max_files;
+	long long bytes, max_bytes;
+	int incomplete;
+	fbuf content;
+} walk_state;
+
+static const char *const skip_dirs[] = {".git", "node_modules", "vendor", "target", "dist", ".venv", "venv",
+					"__pycache__", ".tox", "bower_components", ".next", ".nuxt", "coverage",
+					".mypy_cache", ".pytest_cache", ".cache", NULL};
+
+/* Walk the clone: regular files only (a symbolic link is never followed:
+ * it could point out of the repository, at the runner's files). */
+static int walk_dir(walk_state *w, const char *dir, int depth)
+{
+	DIR *dh;
+	struct dirent *de;
+	int error = 0;
+
+	if (depth > 40 || !(dh = opendir(dir)))
+		return 0;
+	while (!error && (de = readdir(dh))) {
+		char path[4096];
+		struct stat sb;
+		size_t i;
+		int skip = 0;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= sizeof(path) || lstat(path, &sb) < 0)
+			continue;
+		if (S_ISDIR(sb.st_mode)) {
+			for (i = 0; skip_dirs[i]; i++)
+				if (!strcmp(de->d_name, skip_dirs[i]))
+					skip = 1;
+			if (!skip)
+				error = walk_dir(w, path, depth + 1);
+			continue;
+		}
+		if (!S_ISREG(sb.st_mode) || !deps_file_kind(path + w->root_len + 1))
+			continue;
+		if (sb.st_size > WALK_FILE_MAX) {
+			w->skipped++;
+			continue;
+		}
+		if (w->files >= w->max_files || w->bytes + sb.st_size > w->max_bytes) {
+			w->incomplete = 1;
+			break;
+		}
+		{
+			FILE *f = fopen(path, "rb");
+			char chunk[65536];
+			size_t n;
+			if (!f)
+				continue;
+			fbuf_reset(&w->content);
+			while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+				if (fbuf_put(&w->content, chunk, n) < 0)
+					break;
+			fclose(f);
+		}
+		w->files++;
+		w->bytes += (long long)w->content.len;
+		error = deps_add_file(w->d, path + w->root_len + 1, w->content.ptr ? w->content.ptr : "", w->content.len);
+	}
+	closedir(dh);
+	return error;
+}
+
+/* pipeline.deps: {aliases: {dist: module | [modules]}, keep: [names],
+ * lighter: {ecosystem: {name: replacement}}} from the settings file. */
+static int deps_settings(deps *d, pl_run *r)
+{
+	const cJSON *al = fconfig_yaml_path(r->job->cfg, "pipeline.deps.aliases");
+	const cJSON *keep = fconfig_yaml_path(r->job->cfg, "pipeline.deps.keep");
+	const cJSON *li = fconfig_yaml_path(r->job->cfg, "pipeline.deps.lighter");
+	const cJSON *it, *m;
+	int error = 0;
+
+	cJSON_ArrayForEach(it, al) {
+		if (cJSON_IsString(it) && it->string)
+			error = deps_alias(d, it->string, it->valuestring);
+		else if (it->string)
+			cJSON_ArrayForEach(m, it) {
+				if (cJSON_IsString(m) && error == 0)
+					error = deps_alias(d, it->string, m->valuestring);
+			}
+		if (error < 0)
+			return error;
+	}
+	cJSON_ArrayForEach(it, keep) {
+		if (cJSON_IsString(it) && (error = deps_keep(d, it->valuestring)) < 0)
+			return error;
+	}
+	cJSON_ArrayForEach(it, li) {
+		cJSON_ArrayForEach(m, it) {
+			if (it->string && m->string && cJSON_IsString(m) &&
+			    (error = deps_lighter(d, it->string, m->string, m->valuestring)) < 0)
+				return error;
+		}
+	}
+	return 0;
+}
+
+static void md_cell(fbuf *out, const char *text, size_t max)
+{
+	fbuf c;
+	size_t i;
+	fbuf_init(&c, 4096);
+	untrusted_title(&c, text ? text : "", text ? strlen(text) : 0, max);
+	for (i = 0; i < c.len; i++)
+		fbuf_putc(out, c.ptr[i] == '|' ? '/' : c.ptr[i] == '`' ? '\'' : c.ptr[i]);
+	fbuf_release(&c);
+}
+
+/* Clone the default branch, read its files, and write what is unused and
+ * what is bloat as Markdown into `md` (empty when nothing). *found counts
+ * the findings. */
+static int usage(long *found, fbuf *md, pl_run *r)
+{
+	gitops_remote rem = {r->clone_url, "oauth2", r->token};
+	fgit_repo *repo = NULL;
+	walk_state w;
+	cJSON *f = NULL, *it;
+	char dir[4096], root[4200];
+	long max_mb;
+	int error;
+
+	*found = 0;
+	memset(&w, 0, sizeof(w));
+	dir[0] = '\0';
+	fbuf_init(&w.content, WALK_FILE_MAX);
+	if ((error = fconfig_get_long(&w.max_files, r->job->cfg, "pipeline.deps.max_files", 50000, 1, 10000000)) < 0 ||
+	    (error = fconfig_get_long(&max_mb, r->job->cfg, "pipeline.deps.max_mb", 256, 1, 65536)) < 0)
+		goto cleanup;
+	w.max_bytes = (long long)max_mb << 20;
+	if ((error = deps_new(&w.d)) < 0 || (error = deps_settings(w.d, r)) < 0)
+		goto cleanup;
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/factory-deps-XXXXXX", r->workdir) >= sizeof(dir) || !mkdtemp(dir)) {
+		error = ferror_set(FACTORY_ERR, "cannot make a work directory in %s: %s", r->workdir, strerror(errno));
+		dir[0] = '\0';
+		goto cleanup;
+	}
+	snprintf(root, sizeof(root), "%s/repo", dir);
+	if ((error = gitops_clone(&repo, &rem, root, r->default_branch)) < 0)
+		goto cleanup;
+	w.root_len = strlen(root);
+	if ((error = walk_dir(&w, root, 0)) < 0 || (error = deps_findings(&f, w.d)) < 0)
+		goto cleanup;
+	log_info("optimise: dependency use: %ld files read (%lld bytes), %ld over 1 MiB skipped, %d declared entries",
+		 w.files, w.bytes, w.skipped, (int)pl_num(f, "declared"));
+	report_counter_set(r->rep, "deps_files_read", w.files);
+	if (!w.incomplete && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "unused"))) {
+		fbuf_puts(md, "Declared but never used: no source file imports, requires or uses them, and no script or "
+			      "configuration file names them (remove them, or list them in `pipeline.deps.keep`):\n\n"
+			      "| ecosystem | package | manifest | section |\n|---|---|---|---|\n");
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(f, "unused")) {
+			fbuf_printf(md, "| %s | `", pl_str(it, "eco"));
+			md_cell(md, pl_str(it, "name"), 214);
+			fbuf_puts(md, "` | ");
+			md_cell(md, pl_str(it, "manifest"), 200);
+			fbuf_puts(md, " | ");
+			md_cell(md, pl_str(it, "section"), 60);
+			fbuf_puts(md, " |\n");
+			(*found)++;
+		}
+		fbuf_puts(md, "\n");
+	} else if (w.incomplete) {
+		log_warn("optimise: the repository is larger than pipeline.deps.max_files/max_mb: no entry is called unused");
+	}
+	if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "bloat"))) {
+		fbuf_puts(md, "Bloat:\n\n| kind | ecosystem | package | manifest | what to do |\n|---|---|---|---|---|\n");
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(f, "bloat")) {
+			const char *k = pl_str(it, "kind");
+			fbuf_printf(md, "| %s | %s | `", !strcmp(k, "twice") ? "declared twice"
+						       : !strcmp(k, "dev_in_runtime") ? "development tool at run time"
+						       : !strcmp(k, "lighter") ? "lighter replacement"
+									       : "lock file duplicates",
+				    pl_str(it, "eco"));
+			md_cell(md, pl_str(it, "name"), 214);
+			fbuf_puts(md, "` | ");
+			md_cell(md, pl_str(it, "manifest"), 200);
+			fbuf_puts(md, " | ");
+			md_cell(md, pl_str(it, "detail"), 1000);
+			fbuf_puts(md, " |\n");
+			(*found)++;
+		}
+		fbuf_puts(md, "\n");
+	}
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(f, "notes")) {
+		if (cJSON_IsString(it))
+			log_info("optimise: %s", it->valuestring);
+	}
+	report_counter_set(r->rep, "deps_unused", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "unused")));
+	report_counter_set(r->rep, "deps_bloat", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "bloat")));
+	error = 0;
+cleanup:
+	cJSON_Delete(f);
+	deps_free(w.d);
+	fgit_free(repo);
+	fbuf_release(&w.content);
+	if (dir[0])
+		nftw(dir, rm_tree_cb, 32, FTW_DEPTH | FTW_PHYS);
+	return error;
+}
+
 static int dependencies(opt_state *st, pl_run *r)
 {
 	static const char *const renovate_files[] = {"renovate.json", "renovate.json5", ".renovaterc",
 						     ".renovaterc.json", ".github/renovate.json", ".gitlab/renovate.json",
 						     NULL};
 	cJSON *tree = NULL, *it;
-	dep *deps = NULL;
+	dep *ents = NULL;
 	size_t n = 0, i;
 	registries reg;
 	http_options ho;
 	fbuf text, deprecated, outdated, body, q;
-	int renovate = 0, error, manifests = 0;
+	int renovate = 0, error, manifests = 0, any_manifest = 0, check_use;
+	long use_found = 0;
+	fbuf use_md;
 	char query[512];
 
 	memset(&reg, 0, sizeof(reg));
@@ -664,17 +1005,18 @@ static int dependencies(opt_state *st, pl_run *r)
 	fbuf_init(&outdated, 256 << 10);
 	fbuf_init(&body, 512 << 10);
 	fbuf_init(&q, 1024);
-	reg.npm = fconfig_get_str(r->job->cfg, "pipeline.registry.npm", "https://registry.npmjs.org");
-	reg.pypi = fconfig_get_str(r->job->cfg, "pipeline.registry.pypi", "https://pypi.org");
-	reg.go = fconfig_get_str(r->job->cfg, "pipeline.registry.go", "https://proxy.golang.org");
-	reg.crates = fconfig_get_str(r->job->cfg, "pipeline.registry.crates", "https://crates.io");
-	reg.rubygems = fconfig_get_str(r->job->cfg, "pipeline.registry.rubygems", "https://rubygems.org");
+	fbuf_init(&use_md, 512 << 10);
+	reg.npm = fconfig_get_str(r->trusted, "pipeline.registry.npm", "https://registry.npmjs.org");
+	reg.pypi = fconfig_get_str(r->trusted, "pipeline.registry.pypi", "https://pypi.org");
+	reg.go = fconfig_get_str(r->trusted, "pipeline.registry.go", "https://proxy.golang.org");
+	reg.crates = fconfig_get_str(r->trusted, "pipeline.registry.crates", "https://crates.io");
+	reg.rubygems = fconfig_get_str(r->trusted, "pipeline.registry.rubygems", "https://rubygems.org");
 	if ((error = http_escape(&q, r->default_branch)) < 0)
 		goto cleanup;
 	snprintf(query, sizeof(query), "ref=%s", q.ptr);
 	if ((error = gitlab_list_all(&tree, r->gl, "projects/:id/repository/tree", query, 2000)) < 0)
 		goto cleanup;
-	if (!(deps = calloc(MAX_DEPS, sizeof(*deps)))) {
+	if (!(ents = calloc(MAX_DEPS, sizeof(*ents)))) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
@@ -685,6 +1027,8 @@ static int dependencies(opt_state *st, pl_run *r)
 		for (i = 0; renovate_files[i]; i++)
 			if (!strcmp(name, renovate_files[i]))
 				renovate = 1;
+		if (deps_file_kind(name) == 'm' || deps_file_kind(name) == 'l')
+			any_manifest = 1;
 		if (strcmp(name, "package.json") && strcmp(name, "requirements.txt") && strcmp(name, "go.mod") &&
 		    strcmp(name, "Cargo.toml") && strcmp(name, "Gemfile"))
 			continue;
@@ -694,23 +1038,26 @@ static int dependencies(opt_state *st, pl_run *r)
 		}
 		manifests++;
 		if (!strcmp(name, "package.json"))
-			parse_package_json(deps, &n, fbuf_cstr(&text));
+			parse_package_json(ents, &n, fbuf_cstr(&text));
 		else if (!strcmp(name, "requirements.txt"))
-			parse_lines(deps, &n, fbuf_cstr(&text), "pypi");
+			parse_lines(ents, &n, fbuf_cstr(&text), "pypi");
 		else if (!strcmp(name, "go.mod"))
-			parse_lines(deps, &n, fbuf_cstr(&text), "go");
+			parse_lines(ents, &n, fbuf_cstr(&text), "go");
 		else if (!strcmp(name, "Cargo.toml"))
-			parse_cargo(deps, &n, fbuf_cstr(&text));
+			parse_cargo(ents, &n, fbuf_cstr(&text));
 		else
-			parse_lines(deps, &n, fbuf_cstr(&text), "ruby");
+			parse_lines(ents, &n, fbuf_cstr(&text), "ruby");
 	}
 	/* renovate settings in the repository's own config, too */
 	if (!renovate && fetch_file(&text, r, ".gitlab-ci.yml") == 0 && strstr(fbuf_cstr(&text), "renovate"))
 		renovate = 1;
 	log_info("optimise: %d manifests, %zu dependencies%s", manifests, n, renovate ? ", Renovate configured" : "");
-	if (!n) {
-		error = 0;
+	if ((error = fconfig_get_bool(&check_use, r->job->cfg, "pipeline.deps.unused", 1)) < 0)
 		goto cleanup;
+	if (any_manifest && check_use && (error = usage(&use_found, &use_md, r)) < 0) {
+		if (error == FACTORY_ENOMEM || error == FACTORY_EAUTH)
+			goto cleanup;
+		log_warn("optimise: dependency use not checked: %s", ferror_last());
 	}
 	http_options_init(&ho);
 	ho.max_retries = 1;
@@ -719,9 +1066,10 @@ static int dependencies(opt_state *st, pl_run *r)
 	if ((error = http_client_new(&reg.http, &ho)) < 0)
 		goto cleanup;
 	for (i = 0; i < n; i++)
-		check_dep(st, &reg, &deps[i], &deprecated, renovate ? NULL : &outdated);
-	if (!deprecated.len && !outdated.len) {
-		log_info("optimise: dependencies: nothing deprecated%s", renovate ? "" : " or a major version behind");
+		check_dep(st, &reg, &ents[i], &deprecated, renovate ? NULL : &outdated);
+	if (!deprecated.len && !outdated.len && !use_md.len) {
+		log_info("optimise: dependencies: nothing deprecated%s, unused or bloated",
+			 renovate ? "" : ", a major version behind");
 		error = 0;
 		goto cleanup;
 	}
@@ -736,14 +1084,17 @@ static int dependencies(opt_state *st, pl_run *r)
 	if (outdated.len)
 		fbuf_printf(&body, "A major version behind:\n\n| ecosystem | package | pinned | latest |\n|---|---|---|---|\n%s\n",
 			    outdated.ptr);
-	error = propose(st, r, "dependencies", "Dependencies: deprecated or outdated entries", body.ptr);
+	if (use_md.len)
+		fbuf_puts(&body, use_md.ptr);
+	error = propose(st, r, "dependencies", "Dependencies: deprecated, outdated, unused or bloated entries", body.ptr);
 cleanup:
 	http_client_free(reg.http);
 	cJSON_Delete(tree);
-	free(deps);
+	free(ents);
 	fbuf_release(&text);
 	fbuf_release(&deprecated);
 	fbuf_release(&outdated);
+	fbuf_release(&use_md);
 	fbuf_release(&body);
 	fbuf_release(&q);
 	return error;

@@ -45,11 +45,12 @@ int pipeline_cmd_rules(job_ctx *ctx);
 
 /* The run's state (run.c). */
 typedef struct {
-	job_ctx *job;
+	job_ctx *job;           /* the project's context (its settings) */
+	fconfig *trusted;       /* the job's own settings: workdir, commands, agent, model, registries */
 	gitlab *gl;
 	report *rep;
 	int dry_run;
-	cilog_rules *rules;
+	cilog_rules *rules;     /* borrowed: one set for the whole run */
 
 	/* settings */
 	long max_pipelines;     /* failed pipelines looked at per run */
@@ -60,6 +61,7 @@ typedef struct {
 	long max_log_mb;        /* bytes of a job log read */
 	long since_h;           /* first run: how far back to look */
 	long propose_after;     /* occurrences of a class before a preventive proposal */
+	long max_cleanups;      /* branches deleted plus merge requests closed per run */
 	int fix;                /* run the coding agent on deterministic failures */
 	const char *fix_classes;
 	const char *branch_prefix;   /* the Factory's branches ("factory/") */
@@ -75,14 +77,14 @@ typedef struct {
 	char *default_branch;
 	char *project_path;
 	char *clone_url;
-	char *token;
+	char *token;            /* borrowed */
 	cJSON *ledger;          /* the ledger's JSON (see ledger.c), owned */
 	long ledger_iid;        /* 0 until it exists */
 	char *ledger_text;      /* the description as read, to write only when it changed */
 	cJSON *markers;         /* open issues and MRs the Factory filed: [{"kind","iid","id","fp",...}] */
 
-	/* this run */
-	long retries, mrs, issues, agent_runs;
+	/* this run (in a group scope: counted across the group, so the caps hold per run) */
+	long retries, mrs, issues, agent_runs, cleanups;
 	int red;                /* the default branch's latest pipeline failed */
 	long now;
 } pl_run;
