@@ -175,7 +175,7 @@ int board_print(FILE *f, gitlab *gl, int closed_max)
 	cJSON_ArrayForEach(list, lists) {
 		const cJSON *label = cJSON_GetObjectItemCaseSensitive(list, "label");
 		const cJSON *name = label ? cJSON_GetObjectItemCaseSensitive(label, "name") : NULL;
-		if (!cJSON_IsString(name))
+		if (!name || !cJSON_IsString(name)) /* (cJSON_IsString(NULL) is false; the analyser cannot see it) */
 			continue;
 		fbuf_reset(&q);
 		if ((error = fbuf_puts(&q, "state=opened&order_by=relative_position&sort=asc&labels=")) < 0 ||

@@ -18,6 +18,7 @@ int ferror_set(int code, const char *fmt, ...)
 	char *masked;
 
 	va_start(ap, fmt);
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 

@@ -618,6 +618,7 @@ static int __attribute__((format(printf, 2, 3))) add_reason(triage_decision *d, 
 	cJSON *s;
 
 	va_start(ap, fmt);
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (!(s = cJSON_CreateString(buf)))
