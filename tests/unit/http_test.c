@@ -913,6 +913,21 @@ static void gets(http_client *c, const char *url, int n)
 	http_response_release(&r);
 }
 
+/* Two GETs from `c` to a new server: the first answered with the headers
+ * `h` (freed here), the second with none; the pacing waits land in waits[]. */
+static void gets_after(http_client *c, char *h)
+{
+	ts_server *s = ts_start();
+	char url[256];
+
+	ts_reply(s, 200, "OK", h, "[]");
+	free(h);
+	ts_reply(s, 200, "OK", NULL, "[]");
+	ts_url(url, sizeof(url), s, "/p");
+	gets(c, url, 2);
+	ts_stop(s);
+}
+
 Test(http, pacing_defaults)
 {
 	http_options o;
@@ -986,56 +1001,37 @@ Test(http, pacing_spreads_what_is_left_over_the_window)
 
 Test(http, pacing_waits_for_the_reset_when_nothing_is_left)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(10, -1, 60000);
 	http_stats st;
-	time_t now = time(NULL);
-	char url[256], *h;
 
 	/* A 200 with Remaining 0: the next request would be a 429, so it waits
 	 * for the reset (6 s) instead of being refused. */
-	h = rl_headers(60, 0, 6, now);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/z");
-	gets(c, url, 2);
+	gets_after(c, rl_headers(60, 0, 6, time(NULL)));
 	cr_assert_eq(nwaits, 1);
 	cr_assert(waits[0] > 5900 && waits[0] <= 6000, "wait %ld", waits[0]);
 	http_client_stats(&st, c);
 	cr_assert_eq(st.throttled, 0);
 	cr_assert_eq(st.retries, 0);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, pacing_reserve_is_kept_for_other_jobs)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(10, 3, 60000);
-	time_t now = time(NULL);
-	char url[256], *h;
 
 	/* 3 left with a reserve of 3: this job waits for the reset (the 3 are
 	 * for the other jobs on the token). */
-	h = rl_headers(100, 3, 4, now);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/r");
-	gets(c, url, 2);
+	gets_after(c, rl_headers(100, 3, 4, time(NULL)));
 	cr_assert_eq(nwaits, 1);
 	cr_assert(waits[0] > 3900 && waits[0] <= 4000, "wait %ld", waits[0]);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, pacing_quota_from_observed_when_limit_is_per_minute)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(10, 0, 600000);
 	time_t now = time(NULL);
-	char url[256], date[64], *h;
+	char date[64], *h;
 
 	/* An hourly window of 7200: GitLab sends RateLimit-Limit 120 (per
 	 * minute) but Observed 7000 + Remaining 200 = 7200. 200 is under 10%
@@ -1044,74 +1040,44 @@ Test(http, pacing_quota_from_observed_when_limit_is_per_minute)
 	h = ts_fmt("RateLimit-Limit: 120\r\nRateLimit-Observed: 7000\r\nRateLimit-Remaining: 200\r\n"
 	           "RateLimit-Reset: %ld\r\nDate: %s\r\n",
 	           (long)now + 201, date);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/h");
-	gets(c, url, 2);
+	gets_after(c, h);
 	cr_assert_eq(nwaits, 1);
 	/* 201000 / (200 + 1) = 1000 ms. */
 	cr_assert(waits[0] > 900 && waits[0] <= 1000, "wait %ld", waits[0]);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, pacing_uses_the_servers_clock)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(10, 0, 60000);
 	time_t server_now = time(NULL) - 3600;
-	char url[256], *h;
 
 	/* The server's clock is an hour behind ours: its reset is 8 s after
 	 * its Date, which our clock would take as long past. */
-	h = rl_headers(100, 1, 8, server_now);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/c");
-	gets(c, url, 2);
+	gets_after(c, rl_headers(100, 1, 8, server_now));
 	cr_assert_eq(nwaits, 1);
 	/* 8000 / (1 - 0 + 1) = 4000 ms. */
 	cr_assert(waits[0] > 3900 && waits[0] <= 4000, "wait %ld", waits[0]);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, pacing_off)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(0, -1, 60000);
-	time_t now = time(NULL);
-	char url[256], *h;
 
-	h = rl_headers(100, 0, 30, now);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/off");
-	gets(c, url, 2);
+	gets_after(c, rl_headers(100, 0, 30, time(NULL)));
 	cr_assert_eq(nwaits, 0);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, pacing_wait_is_cut_to_the_retry_budget_and_says_so)
 {
-	ts_server *s = ts_start();
 	http_client *c = pacing_client(10, -1, 1500);
 	http_stats st;
-	time_t now = time(NULL);
-	char url[256], *h;
 
 	tu_log_capture(LOG_WARN);
 	/* Nothing left and 40 s to the reset, but the retry budget is 1.5 s. */
-	h = rl_headers(100, 0, 40, now);
-	ts_reply(s, 200, "OK", h, "[]");
-	free(h);
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/cut");
-	gets(c, url, 2);
+	gets_after(c, rl_headers(100, 0, 40, time(NULL)));
 	cr_assert_eq(nwaits, 1);
 	cr_assert_eq(waits[0], 1500);
 	cr_assert(strstr(tu_log_text(), "retry budget of 1500 ms"), "%s", tu_log_text());
@@ -1121,7 +1087,6 @@ Test(http, pacing_wait_is_cut_to_the_retry_budget_and_says_so)
 	tu_log_release();
 	log_set_level(LOG_ERROR);
 	http_client_free(c);
-	ts_stop(s);
 }
 
 Test(http, retry_wait_counts_toward_the_pace)
