@@ -67,63 +67,76 @@ static int do_req(http_response *r, http_client *c, const char *method, const ch
 	return http_do(r, c, &q);
 }
 
+/* A scripted server, a client with small, fast settings, an answer to
+ * fill and the URL of a path on the server: what most tests start with. */
+typedef struct {
+	ts_server *s;
+	http_client *c;
+	http_response r;
+	char url[256];
+} exchange;
+
+static void exchange_start(exchange *x, int max_retries, long budget_ms, const char *path)
+{
+	x->s = ts_start();
+	x->c = client(max_retries, budget_ms);
+	http_response_init(&x->r);
+	ts_url(x->url, sizeof(x->url), x->s, path);
+}
+
+static void exchange_end(exchange *x)
+{
+	http_response_release(&x->r);
+	http_client_free(x->c);
+	ts_stop(x->s);
+}
+
 Test(http, get_ok_user_agent_headers)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
+	exchange x;
 	http_stats st;
-	char url[256], v[64];
+	char v[64];
 
-	ts_reply(s, 200, "OK", "X-Thing: one\r\nRateLimit-Remaining: 41\r\nRateLimit-Reset: 1700000000\r\n", "[1,2]");
-	ts_url(url, sizeof(url), s, "/api/v4/x?a=1");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(r.status, 200);
-	cr_assert_str_eq(r.body.ptr, "[1,2]");
-	cr_assert_eq(r.attempts, 1);
-	cr_assert_eq(http_response_header(v, sizeof(v), &r, "x-thing"), 0);
+	exchange_start(&x, 3, 10000, "/api/v4/x?a=1");
+	ts_reply(x.s, 200, "OK", "X-Thing: one\r\nRateLimit-Remaining: 41\r\nRateLimit-Reset: 1700000000\r\n", "[1,2]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(x.r.status, 200);
+	cr_assert_str_eq(x.r.body.ptr, "[1,2]");
+	cr_assert_eq(x.r.attempts, 1);
+	cr_assert_eq(http_response_header(v, sizeof(v), &x.r, "x-thing"), 0);
 	cr_assert_str_eq(v, "one");
-	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-Missing"), FACTORY_ENOTFOUND);
-	cr_assert_str_eq(r.effective_url, url);
+	cr_assert_eq(http_response_header(v, sizeof(v), &x.r, "X-Missing"), FACTORY_ENOTFOUND);
+	cr_assert_str_eq(x.r.effective_url, x.url);
 
-	cr_assert_eq(ts_count(s), 1);
-	cr_assert_str_eq(ts_req(s, 0)->method, "GET");
-	cr_assert_str_eq(ts_req(s, 0)->target, "/api/v4/x?a=1");
-	cr_assert_eq(ts_header(v, sizeof(v), ts_req(s, 0)->headers, "User-Agent"), 0);
+	cr_assert_eq(ts_count(x.s), 1);
+	cr_assert_str_eq(ts_req(x.s, 0)->method, "GET");
+	cr_assert_str_eq(ts_req(x.s, 0)->target, "/api/v4/x?a=1");
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(x.s, 0)->headers, "User-Agent"), 0);
 	cr_assert_str_eq(v, FACTORY_USER_AGENT);
-	cr_assert_eq(ts_header(v, sizeof(v), ts_req(s, 0)->headers, "PRIVATE-TOKEN"), 0);
+	cr_assert_eq(ts_header(v, sizeof(v), ts_req(x.s, 0)->headers, "PRIVATE-TOKEN"), 0);
 	cr_assert_str_eq(v, "tok-abcdef-123456");
 
-	http_client_stats(&st, c);
+	http_client_stats(&st, x.c);
 	cr_assert_eq(st.requests, 1);
 	cr_assert_eq(st.retries, 0);
 	cr_assert_eq(st.ratelimit_remaining, 41);
 	cr_assert_eq(st.ratelimit_reset, 1700000000);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, keep_alive_reuses_the_connection)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 0);
-	http_response r;
-	char url[256];
+	exchange x;
 	int i;
 
-	ts_url(url, sizeof(url), s, "/k");
-	http_response_init(&r);
+	exchange_start(&x, 0, 0, "/k");
 	for (i = 0; i < 3; i++) {
-		ts_reply(s, 200, "OK", NULL, "{}");
-		cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+		ts_reply(x.s, 200, "OK", NULL, "{}");
+		cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
 	}
-	cr_assert_eq(ts_count(s), 3);
-	cr_assert_eq(ts_connections(s), 1);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_eq(ts_count(x.s), 3);
+	cr_assert_eq(ts_connections(x.s), 1);
+	exchange_end(&x);
 }
 
 /* A GET is tried again after each of these statuses. */
@@ -183,161 +196,121 @@ Test(http, get_retried_after_429)
 
 Test(http, no_retry_on_404)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 404, "Not Found", NULL, "{\"message\":\"404 Not Found\"}");
-	ts_url(url, sizeof(url), s, "/nf");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0);
-	cr_assert_eq(r.status, 404);
-	cr_assert_eq(ts_count(s), 1);
+	exchange_start(&x, 3, 10000, "/nf");
+	ts_reply(x.s, 404, "Not Found", NULL, "{\"message\":\"404 Not Found\"}");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0);
+	cr_assert_eq(x.r.status, 404);
+	cr_assert_eq(ts_count(x.s), 1);
 	cr_assert_eq(nwaits, 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, post_not_retried_after_500)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 500, "Internal Server Error", NULL, "oops");
-	ts_reply(s, 201, "Created", NULL, "{}");
-	ts_url(url, sizeof(url), s, "/create");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "POST", url, "{\"a\":1}"), FACTORY_EUPSTREAM);
-	cr_assert_eq(r.status, 500);
-	cr_assert_str_eq(r.body.ptr, "oops");
-	cr_assert_eq(ts_count(s), 1);
+	exchange_start(&x, 3, 10000, "/create");
+	ts_reply(x.s, 500, "Internal Server Error", NULL, "oops");
+	ts_reply(x.s, 201, "Created", NULL, "{}");
+	cr_assert_eq(do_req(&x.r, x.c, "POST", x.url, "{\"a\":1}"), FACTORY_EUPSTREAM);
+	cr_assert_eq(x.r.status, 500);
+	cr_assert_str_eq(x.r.body.ptr, "oops");
+	cr_assert_eq(ts_count(x.s), 1);
 	cr_assert_eq(nwaits, 0);
-	cr_assert_str_eq(ts_req(s, 0)->body, "{\"a\":1}");
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_str_eq(ts_req(x.s, 0)->body, "{\"a\":1}");
+	exchange_end(&x);
 }
 
 Test(http, post_retried_after_503_and_429)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 503, "Service Unavailable", NULL, "");
-	ts_reply(s, 429, "Too Many Requests", NULL, "Retry later");
-	ts_reply(s, 201, "Created", NULL, "{\"id\":1}");
-	ts_url(url, sizeof(url), s, "/create");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "POST", url, "{\"a\":1}"), 0, "%s", ferror_last());
-	cr_assert_eq(r.status, 201);
-	cr_assert_eq(r.attempts, 3);
-	cr_assert_eq(ts_count(s), 3);
-	cr_assert_str_eq(ts_req(s, 2)->method, "POST");
-	cr_assert_str_eq(ts_req(s, 2)->body, "{\"a\":1}");
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_start(&x, 3, 10000, "/create");
+	ts_reply(x.s, 503, "Service Unavailable", NULL, "");
+	ts_reply(x.s, 429, "Too Many Requests", NULL, "Retry later");
+	ts_reply(x.s, 201, "Created", NULL, "{\"id\":1}");
+	cr_assert_eq(do_req(&x.r, x.c, "POST", x.url, "{\"a\":1}"), 0, "%s", ferror_last());
+	cr_assert_eq(x.r.status, 201);
+	cr_assert_eq(x.r.attempts, 3);
+	cr_assert_eq(ts_count(x.s), 3);
+	cr_assert_str_eq(ts_req(x.s, 2)->method, "POST");
+	cr_assert_str_eq(ts_req(x.s, 2)->body, "{\"a\":1}");
+	exchange_end(&x);
 }
 
 Test(http, retry_after_seconds)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 60000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 429, "Too Many Requests", "Retry-After: 7\r\nRateLimit-Reset: 1\r\n", "Retry later");
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/ra");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	exchange_start(&x, 3, 60000, "/ra");
+	ts_reply(x.s, 429, "Too Many Requests", "Retry-After: 7\r\nRateLimit-Reset: 1\r\n", "Retry later");
+	ts_reply(x.s, 200, "OK", NULL, "[]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
 	cr_assert_eq(nwaits, 1);
 	cr_assert_eq(waits[0], 7000);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, retry_after_http_date)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 60000);
-	http_response r;
-	char url[256], date[64], hdr[128];
+	exchange x;
+	char date[64], hdr[128];
 	time_t when = time(NULL) + 5;
 	struct tm tm;
 
+	exchange_start(&x, 3, 60000, "/rd");
 	gmtime_r(&when, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	snprintf(hdr, sizeof(hdr), "Retry-After: %s\r\n", date);
-	ts_reply(s, 503, "Service Unavailable", hdr, "");
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/rd");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	ts_reply(x.s, 503, "Service Unavailable", hdr, "");
+	ts_reply(x.s, 200, "OK", NULL, "[]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
 	cr_assert_eq(nwaits, 1);
 	cr_assert(waits[0] >= 3000 && waits[0] <= 5000, "wait %ld for %s", waits[0], date);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, ratelimit_reset_when_no_retry_after)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 60000);
-	http_response r;
+	exchange x;
 	http_stats st;
-	char url[256], hdr[160];
+	char hdr[160];
 	long reset = (long)time(NULL) + 4;
 
+	exchange_start(&x, 3, 60000, "/rl");
 	snprintf(hdr, sizeof(hdr), "RateLimit-Remaining: 0\r\nRateLimit-Reset: %ld\r\n", reset);
-	ts_reply(s, 429, "Too Many Requests", hdr, "Retry later");
-	ts_reply(s, 200, "OK", "RateLimit-Remaining: 599\r\n", "[]");
-	ts_url(url, sizeof(url), s, "/rl");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
+	ts_reply(x.s, 429, "Too Many Requests", hdr, "Retry later");
+	ts_reply(x.s, 200, "OK", "RateLimit-Remaining: 599\r\n", "[]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
 	cr_assert_eq(nwaits, 1);
 	cr_assert(waits[0] >= 2000 && waits[0] <= 4000, "wait %ld", waits[0]);
-	http_client_stats(&st, c);
+	http_client_stats(&st, x.c);
 	cr_assert_eq(st.ratelimit_remaining, 599);
 	cr_assert_eq(st.ratelimit_reset, reset);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, headerless_429_backoff_with_full_jitter)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(5, 600000);
-	http_response r;
-	char url[256];
+	exchange x;
 	long cap;
 	int i, nonzero = 0;
 
+	exchange_start(&x, 5, 600000, "/j");
 	for (i = 0; i < 5; i++)
-		ts_reply(s, 429, "Too Many Requests", NULL, "");
-	ts_reply(s, 200, "OK", NULL, "[]");
-	ts_url(url, sizeof(url), s, "/j");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(r.attempts, 6);
+		ts_reply(x.s, 429, "Too Many Requests", NULL, "");
+	ts_reply(x.s, 200, "OK", NULL, "[]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(x.r.attempts, 6);
 	cr_assert_eq(nwaits, 5);
 	for (i = 0, cap = 100; i<5; i++, cap = cap * 2> 1000 ? 1000 : cap * 2) {
 		cr_assert(waits[i] >= 0 && waits[i] <= cap, "wait %d = %ld over %ld", i, waits[i], cap);
 		nonzero += waits[i] > 0;
 	}
 	cr_assert(nonzero > 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, jitter_spreads_waits)
@@ -377,70 +350,52 @@ Test(http, jitter_spreads_waits)
 
 Test(http, retry_budget_exhausted)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(10, 2500);
-	http_response r;
+	exchange x;
 	http_stats st;
-	char url[256];
 	int i;
 
+	exchange_start(&x, 10, 2500, "/b");
 	for (i = 0; i < 5; i++)
-		ts_reply(s, 503, "Service Unavailable", "Retry-After: 1\r\n", "down");
-	ts_url(url, sizeof(url), s, "/b");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+		ts_reply(x.s, 503, "Service Unavailable", "Retry-After: 1\r\n", "down");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), FACTORY_EUPSTREAM);
 	/* 1000 + 1000 slept; the third wait would pass 2500. */
 	cr_assert_eq(nwaits, 2);
-	cr_assert_eq(r.attempts, 3);
-	cr_assert_eq(ts_count(s), 3);
-	cr_assert_eq(r.status, 503);
-	cr_assert_str_eq(r.body.ptr, "down");
+	cr_assert_eq(x.r.attempts, 3);
+	cr_assert_eq(ts_count(x.s), 3);
+	cr_assert_eq(x.r.status, 503);
+	cr_assert_str_eq(x.r.body.ptr, "down");
 	cr_assert(strstr(ferror_last(), "503"), "%s", ferror_last());
-	http_client_stats(&st, c);
+	http_client_stats(&st, x.c);
 	cr_assert_eq(st.slept_ms, 2000);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, retry_after_over_budget_stops_at_once)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(10, 1000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 429, "Too Many Requests", "Retry-After: 3600\r\n", "Retry later");
-	ts_url(url, sizeof(url), s, "/long");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+	exchange_start(&x, 10, 1000, "/long");
+	ts_reply(x.s, 429, "Too Many Requests", "Retry-After: 3600\r\n", "Retry later");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), FACTORY_EUPSTREAM);
 	cr_assert_eq(nwaits, 0);
-	cr_assert_eq(r.status, 429);
-	cr_assert_eq(ts_count(s), 1);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_eq(x.r.status, 429);
+	cr_assert_eq(ts_count(x.s), 1);
+	exchange_end(&x);
 }
 
 Test(http, max_retries_exhausted)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(2, 100000);
-	http_response r;
-	char url[256];
+	exchange x;
 	int i;
 
+	exchange_start(&x, 2, 100000, "/m");
 	for (i = 0; i < 4; i++)
-		ts_reply(s, 502, "Bad Gateway", NULL, "");
-	ts_url(url, sizeof(url), s, "/m");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
-	cr_assert_eq(r.attempts, 3);
-	cr_assert_eq(ts_count(s), 3);
+		ts_reply(x.s, 502, "Bad Gateway", NULL, "");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(x.r.attempts, 3);
+	cr_assert_eq(ts_count(x.s), 3);
 	cr_assert_eq(nwaits, 2);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, connect_refused)
@@ -470,82 +425,58 @@ Test(http, connect_refused)
 
 Test(http, dropped_connection_get_retried)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_push(s, "", 0, TS_DROP);
-	ts_reply(s, 200, "OK", NULL, "fine");
-	ts_url(url, sizeof(url), s, "/d");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(r.status, 200);
-	cr_assert_str_eq(r.body.ptr, "fine");
-	cr_assert_eq(r.attempts, 2);
+	exchange_start(&x, 3, 10000, "/d");
+	ts_push(x.s, "", 0, TS_DROP);
+	ts_reply(x.s, 200, "OK", NULL, "fine");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(x.r.status, 200);
+	cr_assert_str_eq(x.r.body.ptr, "fine");
+	cr_assert_eq(x.r.attempts, 2);
 	cr_assert_eq(nwaits, 1);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, dropped_connection_post_not_retried)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_push(s, "", 0, TS_DROP);
-	ts_reply(s, 201, "Created", NULL, "{}");
-	ts_url(url, sizeof(url), s, "/d");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "POST", url, "{\"x\":1}"), FACTORY_EUPSTREAM);
-	cr_assert_eq(r.status, 0);
-	cr_assert_eq(ts_count(s), 1);
+	exchange_start(&x, 3, 10000, "/d");
+	ts_push(x.s, "", 0, TS_DROP);
+	ts_reply(x.s, 201, "Created", NULL, "{}");
+	cr_assert_eq(do_req(&x.r, x.c, "POST", x.url, "{\"x\":1}"), FACTORY_EUPSTREAM);
+	cr_assert_eq(x.r.status, 0);
+	cr_assert_eq(ts_count(x.s), 1);
 	cr_assert_eq(nwaits, 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, truncated_body_retried)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
-	ts_reply(s, 200, "OK", NULL, "[1,2,3]");
-	ts_url(url, sizeof(url), s, "/t");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_str_eq(r.body.ptr, "[1,2,3]");
-	cr_assert_eq(r.attempts, 2);
-	cr_assert_eq(ts_connections(s), 2);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_start(&x, 3, 10000, "/t");
+	ts_push(x.s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
+	ts_reply(x.s, 200, "OK", NULL, "[1,2,3]");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_str_eq(x.r.body.ptr, "[1,2,3]");
+	cr_assert_eq(x.r.attempts, 2);
+	cr_assert_eq(ts_connections(x.s), 2);
+	exchange_end(&x);
 }
 
 Test(http, truncated_body_without_retries_fails)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
-	ts_url(url, sizeof(url), s, "/t");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
-	cr_assert_eq(r.attempts, 1);
+	exchange_start(&x, 0, 10000, "/t");
+	ts_push(x.s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2,3", 0, TS_CLOSE);
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), FACTORY_EUPSTREAM);
+	cr_assert_eq(x.r.attempts, 1);
 	/* A response cut short has no status to judge. */
-	cr_assert_eq(r.status, 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_eq(x.r.status, 0);
+	exchange_end(&x);
 }
 
 Test(http, timeout)
@@ -615,28 +546,23 @@ Test(http, response_cap)
 
 Test(http, redirect_same_host_keeps_token_and_final_headers)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 0);
-	http_response r;
-	char url[256], v[64];
+	exchange x;
+	char v[64];
 
-	ts_reply(s, 302, "Found", "Location: /second?x=1\r\nX-First: yes\r\n", "moved");
-	ts_reply(s, 200, "OK", "X-Second: yes\r\n", "here");
-	ts_url(url, sizeof(url), s, "/first");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(r.status, 200);
-	cr_assert_str_eq(r.body.ptr, "here");
-	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-First"), FACTORY_ENOTFOUND);
-	cr_assert_eq(http_response_header(v, sizeof(v), &r, "X-Second"), 0);
-	cr_assert(strstr(r.effective_url, "/second?x=1"), "%s", r.effective_url);
-	cr_assert_eq(ts_count(s), 2);
-	cr_assert_str_eq(ts_req(s, 1)->target, "/second?x=1");
-	cr_assert(ts_has_header(ts_req(s, 1), "PRIVATE-TOKEN"));
-	cr_assert(ts_has_header(ts_req(s, 1), "Authorization"));
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_start(&x, 0, 0, "/first");
+	ts_reply(x.s, 302, "Found", "Location: /second?x=1\r\nX-First: yes\r\n", "moved");
+	ts_reply(x.s, 200, "OK", "X-Second: yes\r\n", "here");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(x.r.status, 200);
+	cr_assert_str_eq(x.r.body.ptr, "here");
+	cr_assert_eq(http_response_header(v, sizeof(v), &x.r, "X-First"), FACTORY_ENOTFOUND);
+	cr_assert_eq(http_response_header(v, sizeof(v), &x.r, "X-Second"), 0);
+	cr_assert(strstr(x.r.effective_url, "/second?x=1"), "%s", x.r.effective_url);
+	cr_assert_eq(ts_count(x.s), 2);
+	cr_assert_str_eq(ts_req(x.s, 1)->target, "/second?x=1");
+	cr_assert(ts_has_header(ts_req(x.s, 1), "PRIVATE-TOKEN"));
+	cr_assert(ts_has_header(ts_req(x.s, 1), "Authorization"));
+	exchange_end(&x);
 }
 
 Test(http, redirect_cross_host_drops_token)
@@ -672,45 +598,33 @@ Test(http, redirect_cross_host_drops_token)
 
 Test(http, redirect_307_keeps_method_303_turns_to_get)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 0);
-	http_response r;
-	char url[256];
+	exchange x;
 
-	ts_reply(s, 307, "Temporary Redirect", "Location: /again\r\n", "");
-	ts_reply(s, 303, "See Other", "Location: /result\r\n", "");
-	ts_reply(s, 200, "OK", NULL, "{}");
-	ts_url(url, sizeof(url), s, "/post");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "POST", url, "{\"k\":2}"), 0, "%s", ferror_last());
-	cr_assert_eq(ts_count(s), 3);
-	cr_assert_str_eq(ts_req(s, 1)->method, "POST");
-	cr_assert_str_eq(ts_req(s, 1)->body, "{\"k\":2}");
-	cr_assert_str_eq(ts_req(s, 2)->method, "GET");
-	cr_assert_eq(ts_req(s, 2)->body_len, 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_start(&x, 0, 0, "/post");
+	ts_reply(x.s, 307, "Temporary Redirect", "Location: /again\r\n", "");
+	ts_reply(x.s, 303, "See Other", "Location: /result\r\n", "");
+	ts_reply(x.s, 200, "OK", NULL, "{}");
+	cr_assert_eq(do_req(&x.r, x.c, "POST", x.url, "{\"k\":2}"), 0, "%s", ferror_last());
+	cr_assert_eq(ts_count(x.s), 3);
+	cr_assert_str_eq(ts_req(x.s, 1)->method, "POST");
+	cr_assert_str_eq(ts_req(x.s, 1)->body, "{\"k\":2}");
+	cr_assert_str_eq(ts_req(x.s, 2)->method, "GET");
+	cr_assert_eq(ts_req(x.s, 2)->body_len, 0);
+	exchange_end(&x);
 }
 
 Test(http, too_many_redirects)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
-	char url[256];
+	exchange x;
 	int i;
 
+	exchange_start(&x, 3, 10000, "/loop");
 	for (i = 0; i < 10; i++)
-		ts_reply(s, 302, "Found", "Location: /loop\r\n", "");
-	ts_url(url, sizeof(url), s, "/loop");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), FACTORY_EUPSTREAM);
+		ts_reply(x.s, 302, "Found", "Location: /loop\r\n", "");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), FACTORY_EUPSTREAM);
 	cr_assert(strstr(ferror_last(), "redirects"), "%s", ferror_last());
-	cr_assert_eq(ts_count(s), 6);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_eq(ts_count(x.s), 6);
+	exchange_end(&x);
 }
 
 Test(http, redirects_not_followed_when_off)
@@ -737,57 +651,46 @@ Test(http, redirects_not_followed_when_off)
 
 Test(http, sink_gets_2xx_body_error_body_buffered)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 0);
-	http_response r;
+	exchange x;
 	http_request q;
 	tu_text sb = {{0}, 0, 0};
-	char url[256];
 
-	ts_reply(s, 200, "OK", NULL, "line one\nline two\n");
-	ts_reply(s, 404, "Not Found", NULL, "{\"message\":\"404 Not found\"}");
-	ts_url(url, sizeof(url), s, "/trace");
+	exchange_start(&x, 0, 0, "/trace");
+	ts_reply(x.s, 200, "OK", NULL, "line one\nline two\n");
+	ts_reply(x.s, 404, "Not Found", NULL, "{\"message\":\"404 Not found\"}");
 	memset(&q, 0, sizeof(q));
 	q.method = "GET";
-	q.url = url;
+	q.url = x.url;
 	q.sink = tu_text_sink;
 	q.sink_ctx = &sb;
-	http_response_init(&r);
-	cr_assert_eq(http_do(&r, c, &q), 0, "%s", ferror_last());
+	cr_assert_eq(http_do(&x.r, x.c, &q), 0, "%s", ferror_last());
 	cr_assert_str_eq(sb.data, "line one\nline two\n");
-	cr_assert_eq(r.body.len, 0);
-	cr_assert_eq(http_do(&r, c, &q), 0);
-	cr_assert_eq(r.status, 404);
+	cr_assert_eq(x.r.body.len, 0);
+	cr_assert_eq(http_do(&x.r, x.c, &q), 0);
+	cr_assert_eq(x.r.status, 404);
 	cr_assert_str_eq(sb.data, "line one\nline two\n");
-	cr_assert_str_eq(r.body.ptr, "{\"message\":\"404 Not found\"}");
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	cr_assert_str_eq(x.r.body.ptr, "{\"message\":\"404 Not found\"}");
+	exchange_end(&x);
 }
 
 Test(http, sink_abort_is_returned)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(3, 10000);
-	http_response r;
+	exchange x;
 	http_request q;
 	tu_text sb = {{0}, 0, 0};
-	char url[256], *body = big_body(1000);
+	char *body = big_body(1000);
 
-	ts_reply(s, 200, "OK", NULL, body);
-	ts_url(url, sizeof(url), s, "/trace");
+	exchange_start(&x, 3, 10000, "/trace");
+	ts_reply(x.s, 200, "OK", NULL, body);
 	memset(&q, 0, sizeof(q));
 	q.method = "GET";
-	q.url = url;
+	q.url = x.url;
 	q.sink = tu_text_sink;
 	q.sink_ctx = &sb;
-	http_response_init(&r);
-	cr_assert_eq(http_do(&r, c, &q), FACTORY_ETOOBIG);
-	cr_assert_eq(ts_count(s), 1);
+	cr_assert_eq(http_do(&x.r, x.c, &q), FACTORY_ETOOBIG);
+	cr_assert_eq(ts_count(x.s), 1);
 	free(body);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 Test(http, escape)
@@ -829,36 +732,30 @@ Test(http, bad_request_rejected)
  * connection dies before any answer: counted for a GET, refused for a POST. */
 Test(http, dead_keep_alive_connection)
 {
-	ts_server *s = ts_start();
-	http_client *c = client(0, 0);
-	http_response r;
+	exchange x;
 	http_stats st;
-	char url[256];
 
-	ts_reply(s, 200, "OK", NULL, "one");
-	ts_push(s, "", 0, TS_DROP);
-	ts_reply(s, 200, "OK", NULL, "two");
-	ts_url(url, sizeof(url), s, "/k");
-	http_response_init(&r);
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_str_eq(r.body.ptr, "two");
-	cr_assert_eq(ts_count(s), 3);
-	http_client_stats(&st, c);
+	exchange_start(&x, 0, 0, "/k");
+	ts_reply(x.s, 200, "OK", NULL, "one");
+	ts_push(x.s, "", 0, TS_DROP);
+	ts_reply(x.s, 200, "OK", NULL, "two");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_str_eq(x.r.body.ptr, "two");
+	cr_assert_eq(ts_count(x.s), 3);
+	http_client_stats(&st, x.c);
 	cr_assert_eq(st.requests, 3);
 	cr_assert_eq(st.retries, 1);
 
-	ts_reply(s, 200, "OK", NULL, "three");
-	ts_push(s, "", 0, TS_DROP);
-	ts_reply(s, 201, "Created", NULL, "{}");
-	cr_assert_eq(do_req(&r, c, "GET", url, NULL), 0, "%s", ferror_last());
-	cr_assert_eq(do_req(&r, c, "POST", url, "{\"once\":1}"), FACTORY_EUPSTREAM);
+	ts_reply(x.s, 200, "OK", NULL, "three");
+	ts_push(x.s, "", 0, TS_DROP);
+	ts_reply(x.s, 201, "Created", NULL, "{}");
+	cr_assert_eq(do_req(&x.r, x.c, "GET", x.url, NULL), 0, "%s", ferror_last());
+	cr_assert_eq(do_req(&x.r, x.c, "POST", x.url, "{\"once\":1}"), FACTORY_EUPSTREAM);
 	cr_assert(strstr(ferror_last(), "not sent again"), "%s", ferror_last());
-	cr_assert_eq(ts_count(s), 5);
+	cr_assert_eq(ts_count(x.s), 5);
 	cr_assert_eq(nwaits, 0);
-	http_response_release(&r);
-	http_client_free(c);
-	ts_stop(s);
+	exchange_end(&x);
 }
 
 /* ---- pacing: slowing down before the rate limit refuses us ---- */
