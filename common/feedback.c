@@ -887,7 +887,8 @@ int feedback_to_json(fbuf *out, const feedback *f)
 	    (f->page_url && !cJSON_AddStringToObject(o, "page_url", f->page_url)) ||
 	    (f->app_version && !cJSON_AddStringToObject(o, "app_version", f->app_version)) ||
 	    !cJSON_AddNumberToObject(o, "received_ms", (double)f->received_ms) ||
-	    (f->source[0] && !cJSON_AddStringToObject(o, "source", f->source)))
+	    (f->source[0] && !cJSON_AddStringToObject(o, "source", f->source)) ||
+	    (f->fold[0] && !cJSON_AddStringToObject(o, "fold", f->fold)))
 		goto cleanup;
 	if (f->context) {
 		cJSON *c = cJSON_Duplicate(f->context, 1);
@@ -947,6 +948,10 @@ int feedback_from_json(feedback *out, const char *json, size_t len)
 		if (cJSON_IsString(at) && (!strcmp(at->valuestring, "customer") || !strcmp(at->valuestring, "internal") ||
 					   !strcmp(at->valuestring, "factory")))
 			snprintf(out->source, sizeof(out->source), "%s", at->valuestring);
+		at = cJSON_GetObjectItemCaseSensitive(o, "fold");
+		if (cJSON_IsString(at) && strlen(at->valuestring) == FEEDBACK_FOLD_LEN &&
+		    strspn(at->valuestring, "0123456789abcdef") == FEEDBACK_FOLD_LEN)
+			memcpy(out->fold, at->valuestring, FEEDBACK_FOLD_LEN + 1);
 	}
 	cJSON_Delete(o);
 	return error;

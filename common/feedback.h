@@ -38,6 +38,7 @@
 #define FEEDBACK_CONTEXT_MAX 8192      /* bytes of context JSON */
 #define FEEDBACK_ID_LEN 27             /* "fi-" + 24 hex */
 #define FEEDBACK_MAX_FIELD_ERRORS 10
+#define FEEDBACK_FOLD_LEN 32           /* hex digits of the folding key */
 
 typedef enum { FEEDBACK_BUG = 0, FEEDBACK_FEATURE, FEEDBACK_SUPPORT, FEEDBACK_FEEDBACK } feedback_kind;
 
@@ -54,6 +55,7 @@ typedef struct {
 	int honeypot;         /* the honeypot field was filled */
 	long long received_ms; /* unix time in ms, 0 when unknown */
 	char source[16];      /* label source::<source>; "" means "customer" */
+	char fold[FEEDBACK_FOLD_LEN + 1]; /* intake's duplicate-folding key (a hash, hex), "" when none */
 } feedback;
 
 void feedback_init(feedback *f);
@@ -95,7 +97,9 @@ int feedback_problem_text(fbuf *out, const feedback_problem *problem);
 /* Give `f` a new random id (from getrandom). 0 or FACTORY_ERR. */
 int feedback_new_id(feedback *f);
 
-/* The spool form: one JSON object with every field, id and received_ms. */
+/* The spool form: one JSON object with every field, id, received_ms and
+ * (when set) fold, the key intake folds duplicates by, so the folding
+ * table can be rebuilt from the spool after a restart. */
 int feedback_to_json(fbuf *out, const feedback *f);
 /* Back from the spool form; FACTORY_EINVALID when it is not one. */
 int feedback_from_json(feedback *out, const char *json, size_t len);

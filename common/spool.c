@@ -34,6 +34,7 @@ typedef struct {
 	uint64_t first_seq;  /* from the file name */
 	off_t size;          /* bytes that are durable and valid */
 	int damaged;         /* a damaged record was found: keep the file, rename it when done */
+	long long written_ms; /* last write (the file's mtime when loaded) */
 } segment;
 
 struct spool {
@@ -43,6 +44,7 @@ struct spool {
 	int state_fd;
 
 	pthread_mutex_t mu;
+	pthread_mutex_t state_mu; /* one state write at a time, without holding mu */
 	pthread_cond_t flushed;   /* a flush finished */
 	pthread_cond_t avail;     /* new records are durable, or a wake-up */
 	pthread_cond_t work;      /* the flusher thread has something to write */
@@ -75,8 +77,10 @@ struct spool {
 	uint64_t cur_seq;         /* record handed out and not yet acked (0: none) */
 	off_t cur_next_off;       /* offset after it */
 	int woken;
+	long long keep_ms;        /* keep delivered segments this long (spool_keep_delivered) */
+	size_t keep_segments;     /* and at most this many */
 
-	/* state */
+	/* state: written under state_mu, the fields changed under mu */
 	uint64_t state_gen;
 	uint64_t delivered;
 	uint64_t current;
@@ -202,6 +206,17 @@ static int mkdirs(const char *dir)
 
 /* ---- the state file ---- */
 
+static long long wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Write and sync the next state slot. Called with state_mu held and mu not
+ * held (a sync must not stop appends); the caller then sets the fields
+ * under mu. */
 static int state_write(spool *sp, uint64_t delivered, uint64_t current, const char *mark)
 {
 	char slot[SLOT_LEN], body[SLOT_LEN];
@@ -222,9 +237,6 @@ static int state_write(spool *sp, uint64_t delivered, uint64_t current, const ch
 	if (pwrite(sp->state_fd, slot, SLOT_LEN, (off_t)(gen % 2) * SLOT_LEN) != SLOT_LEN || fdatasync(sp->state_fd) < 0)
 		return ferror_set(FACTORY_ERR, "spool: cannot write %s/state: %s", sp->dir, strerror(errno));
 	sp->state_gen = gen;
-	sp->delivered = delivered;
-	sp->current = current;
-	snprintf(sp->mark, sizeof(sp->mark), "%s", mark);
 	return 0;
 }
 
@@ -302,6 +314,7 @@ static int seg_add(spool *sp, uint64_t first)
 	}
 	memset(&sp->segs[sp->nsegs], 0, sizeof(segment));
 	sp->segs[sp->nsegs].first_seq = first;
+	sp->segs[sp->nsegs].written_ms = wall_ms();
 	sp->nsegs++;
 	return 0;
 }
@@ -383,6 +396,7 @@ static int seg_scan(spool *sp, size_t i)
 		error = io_error("cannot open", path);
 		goto cleanup;
 	}
+	s->written_ms = (long long)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	while (off < st.st_size) {
 		uint64_t seq = 0;
 		uint32_t len = 0;
@@ -495,6 +509,7 @@ int spool_open(spool **out, const char *dir)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	sp->lock_fd = sp->dir_fd = sp->state_fd = sp->wfd = sp->rfd = -1;
 	pthread_mutex_init(&sp->mu, NULL);
+	pthread_mutex_init(&sp->state_mu, NULL);
 	pthread_cond_init(&sp->flushed, NULL);
 	pthread_cond_init(&sp->avail, NULL);
 	pthread_cond_init(&sp->work, NULL);
@@ -562,6 +577,7 @@ void spool_close(spool *sp)
 		close(sp->lock_fd); /* releases the flock */
 	fbuf_release(&sp->pending);
 	pthread_mutex_destroy(&sp->mu);
+	pthread_mutex_destroy(&sp->state_mu);
 	pthread_cond_destroy(&sp->flushed);
 	pthread_cond_destroy(&sp->avail);
 	pthread_cond_destroy(&sp->work);
@@ -612,6 +628,7 @@ static int flush_batch(spool *sp, const char *data, size_t len, uint64_t first)
 	}
 	pthread_mutex_lock(&sp->mu);
 	sp->segs[sp->nsegs - 1].size = size + (off_t)len;
+	sp->segs[sp->nsegs - 1].written_ms = wall_ms();
 	pthread_mutex_unlock(&sp->mu);
 	return 0;
 }
@@ -775,9 +792,15 @@ static void drop_consumed_segments(spool *sp)
 {
 	char path[4200], kept[4300];
 
-	/* Called with the lock held; segments before rseg are fully acknowledged. */
+	long long now = sp->keep_ms > 0 ? wall_ms() : 0;
+
+	/* Called with the lock held; segments before rseg are fully
+	 * acknowledged, and go once they are no longer kept. */
 	while (sp->rseg > 0) {
 		segment *s = &sp->segs[0];
+
+		if (sp->keep_ms > 0 && sp->rseg <= sp->keep_segments && now - s->written_ms <= sp->keep_ms)
+			break;
 
 		seg_path(path, sizeof(path), sp, s->first_seq);
 		if (s->damaged) {
@@ -873,38 +896,109 @@ int spool_next(uint64_t *seq_out, char **data_out, size_t *len_out, char *mark_o
 	return error;
 }
 
-int spool_mark(spool *sp, uint64_t seq, const char *mark)
+/* Record a new state durably: the slot is written and synced under
+ * state_mu alone, so appends go on meanwhile (the consumer is one thread:
+ * nothing else changes delivered, current or the reader). */
+static int state_change(spool *sp, uint64_t seq, int ack, const char *mark)
 {
+	uint64_t delivered;
 	int error;
 
-	if (!mark || strlen(mark) > SPOOL_MARK_MAX || strchr(mark, '\n'))
-		return ferror_set(FACTORY_EINVALID, "spool: bad mark");
+	pthread_mutex_lock(&sp->state_mu);
 	pthread_mutex_lock(&sp->mu);
 	if (seq != sp->cur_seq || seq == 0) {
 		pthread_mutex_unlock(&sp->mu);
+		pthread_mutex_unlock(&sp->state_mu);
 		return ferror_set(FACTORY_EINVALID, "spool: record %" PRIu64 " is not the one being delivered", seq);
 	}
-	error = state_write(sp, sp->delivered, seq, mark);
+	delivered = sp->delivered;
 	pthread_mutex_unlock(&sp->mu);
-	return error;
-}
-
-int spool_ack(spool *sp, uint64_t seq)
-{
-	int error;
-
+	error = ack ? state_write(sp, seq, 0, "") : state_write(sp, delivered, seq, mark);
 	pthread_mutex_lock(&sp->mu);
-	if (seq != sp->cur_seq || seq == 0) {
-		pthread_mutex_unlock(&sp->mu);
-		return ferror_set(FACTORY_EINVALID, "spool: record %" PRIu64 " is not the one being delivered", seq);
-	}
-	if ((error = state_write(sp, seq, 0, "")) == 0) {
+	if (!error && ack) {
+		sp->delivered = seq;
+		sp->current = 0;
+		sp->mark[0] = '\0';
 		sp->roff = sp->cur_next_off;
 		sp->cur_seq = 0;
 		if (sp->pending_count)
 			sp->pending_count--;
+		drop_consumed_segments(sp);
+	} else if (!error) {
+		sp->current = seq;
+		snprintf(sp->mark, sizeof(sp->mark), "%s", mark);
 	}
 	pthread_mutex_unlock(&sp->mu);
+	pthread_mutex_unlock(&sp->state_mu);
+	return error;
+}
+
+int spool_mark(spool *sp, uint64_t seq, const char *mark)
+{
+	if (!mark || strlen(mark) > SPOOL_MARK_MAX || strchr(mark, '\n'))
+		return ferror_set(FACTORY_EINVALID, "spool: bad mark");
+	return state_change(sp, seq, 0, mark);
+}
+
+int spool_ack(spool *sp, uint64_t seq)
+{
+	return state_change(sp, seq, 1, "");
+}
+
+void spool_keep_delivered(spool *sp, long keep_ms, size_t max_segments)
+{
+	pthread_mutex_lock(&sp->mu);
+	sp->keep_ms = keep_ms > 0 ? keep_ms : 0;
+	sp->keep_segments = max_segments;
+	pthread_mutex_unlock(&sp->mu);
+}
+
+int spool_scan(spool *sp, spool_scan_fn fn, void *ctx)
+{
+	segment *segs = NULL;
+	size_t nsegs, i;
+	int error = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	nsegs = sp->nsegs;
+	if (nsegs && !(segs = malloc(nsegs * sizeof(*segs)))) {
+		pthread_mutex_unlock(&sp->mu);
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	if (nsegs)
+		memcpy(segs, sp->segs, nsegs * sizeof(*segs));
+	pthread_mutex_unlock(&sp->mu);
+	for (i = 0; i < nsegs && !error; i++) {
+		char path[4200];
+		off_t off = 0;
+		int fd;
+
+		seg_path(path, sizeof(path), sp, segs[i].first_seq);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			if (errno == ENOENT)
+				continue; /* delivered and deleted meanwhile */
+			error = io_error("cannot open", path);
+			break;
+		}
+		/* Only what was valid and durable when the scan began. */
+		while (off < segs[i].size && !error) {
+			uint64_t seq;
+			uint32_t len;
+			char *data = NULL;
+			int r = record_read(fd, off, &seq, &data, &len);
+
+			if (r != 0) {
+				if (r == -2)
+					error = io_error("cannot read", path);
+				break;
+			}
+			error = fn(ctx, seq, data, len);
+			free(data);
+			off += HEADER_LEN + len + 1;
+		}
+		close(fd);
+	}
+	free(segs);
 	return error;
 }
 

@@ -26,7 +26,8 @@
  * it), and finishes it with spool_ack(). After a restart, spool_next() hands
  * back the same record with the last mark, so the consumer knows whether its
  * outside call may already have happened and can check before repeating it.
- * Fully delivered segments are deleted.
+ * Fully delivered segments are deleted (or kept a while, see
+ * spool_keep_delivered()).
  *
  * Recovery: on open, every record is checked (header, length, CRC32). A torn
  * tail of the last segment (a crash during a write, never acknowledged to
@@ -35,7 +36,8 @@
  * (they cannot be framed safely); they stay on disk for a person to inspect.
  *
  * Thread safety: every function may be called from any thread; appends run
- * concurrently with one consumer. Only one process may open a directory at a
+ * concurrently with one consumer, and the consumer's state syncs
+ * (spool_mark(), spool_ack()) never hold up an append. Only one process may open a directory at a
  * time (FACTORY_ECONFLICT names the lock file otherwise).
  */
 #ifndef FACTORY_SPOOL_H
@@ -101,6 +103,28 @@ int spool_mark(spool *sp, uint64_t seq, const char *mark);
 /* Acknowledge record `seq` (the one spool_next() returned): durably
  * delivered; the next spool_next() moves on. Returns as spool_mark(). */
 int spool_ack(spool *sp, uint64_t seq);
+
+/*
+ * Keep fully delivered segments on disk for `keep_ms` after their last
+ * write, but never more than `max_segments` of them (0 keep_ms: delete them
+ * as soon as they are delivered, the default). What is kept is visited by
+ * spool_scan(), so a user can rebuild recent state at start-up (intake
+ * folds duplicates across a restart that way). Kept segments go at a later
+ * acknowledgement once they are old enough. Call it right after
+ * spool_open(), before the first spool_next() (which deletes what is
+ * delivered and not kept).
+ */
+void spool_keep_delivered(spool *sp, long keep_ms, size_t max_segments);
+
+/*
+ * Visit every valid record on disk, delivered or not, oldest first: `fn`
+ * gets each record's sequence number and bytes (NUL-terminated, valid only
+ * during the call) and returns 0 to go on or a negative error to stop with
+ * it. Records appended after the call began are not visited. Returns 0,
+ * fn's error, FACTORY_ERR (a read error) or FACTORY_ENOMEM.
+ */
+typedef int (*spool_scan_fn)(void *ctx, uint64_t seq, const char *data, size_t len);
+int spool_scan(spool *sp, spool_scan_fn fn, void *ctx);
 
 /* Wake a consumer waiting in spool_next() (for shutdown). */
 void spool_wake(spool *sp);

@@ -9,7 +9,6 @@
 
 #define STRIPES 16
 #define BUCKETS 4096 /* per table, a power of two */
-#define CLIENT_MAX 64
 
 static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 {
@@ -32,231 +31,6 @@ static uint64_t mix(uint64_t x)
 	return x;
 }
 
-/* ---- rate limit ---- */
-
-typedef struct rl_entry {
-	struct rl_entry *next;
-	char client[CLIENT_MAX];
-	double tokens;
-	long long at_ms;
-} rl_entry;
-
-struct ratelimit {
-	double per_ms;   /* tokens per millisecond */
-	double burst;
-	pthread_mutex_t mu[STRIPES];
-	rl_entry *buckets[BUCKETS];
-	long count;      /* guarded by count_mu */
-	pthread_mutex_t count_mu;
-};
-
-int ratelimit_new(ratelimit **out, long per_minute, long burst)
-{
-	ratelimit *rl = calloc(1, sizeof(*rl));
-	int i;
-
-	*out = NULL;
-	if (!rl)
-		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	rl->per_ms = per_minute > 0 ? (double)per_minute / 60000.0 : 0;
-	rl->burst = burst > 0 ? (double)burst : (double)(per_minute > 0 ? per_minute : 1);
-	for (i = 0; i < STRIPES; i++)
-		pthread_mutex_init(&rl->mu[i], NULL);
-	pthread_mutex_init(&rl->count_mu, NULL);
-	*out = rl;
-	return 0;
-}
-
-void ratelimit_free(ratelimit *rl)
-{
-	int i;
-
-	if (!rl)
-		return;
-	for (i = 0; i < BUCKETS; i++) {
-		rl_entry *e = rl->buckets[i], *n;
-		for (; e; e = n) {
-			n = e->next;
-			free(e);
-		}
-	}
-	for (i = 0; i < STRIPES; i++)
-		pthread_mutex_destroy(&rl->mu[i]);
-	pthread_mutex_destroy(&rl->count_mu);
-	free(rl);
-}
-
-static double refill(const ratelimit *rl, const rl_entry *e, long long now_ms)
-{
-	double t = e->tokens + (double)(now_ms - e->at_ms) * rl->per_ms;
-	return t > rl->burst ? rl->burst : t;
-}
-
-/* Drop entries of this bucket chain whose bucket is full again (they
- * behave exactly like a new client). Called with the stripe locked. */
-static long sweep_chain(ratelimit *rl, rl_entry **head, long long now_ms)
-{
-	rl_entry *e, *prev = NULL, *next;
-	long dropped = 0;
-
-	for (e = *head; e; e = next) {
-		next = e->next;
-		if (refill(rl, e, now_ms) >= rl->burst) {
-			if (prev)
-				prev->next = next;
-			else
-				*head = next;
-			free(e);
-			dropped++;
-		} else {
-			prev = e;
-		}
-	}
-	return dropped;
-}
-
-/* A new entry for `client` in chain `b` (stripe locked), or NULL when the
- * table is full or memory is short. */
-static rl_entry *rl_add(ratelimit *rl, size_t b, const char *client, long long now_ms)
-{
-	long dropped = sweep_chain(rl, &rl->buckets[b], now_ms);
-	rl_entry *e = NULL;
-	int room;
-
-	pthread_mutex_lock(&rl->count_mu);
-	rl->count -= dropped;
-	room = rl->count < GUARD_MAX_ENTRIES;
-	if (room)
-		rl->count++;
-	pthread_mutex_unlock(&rl->count_mu);
-	if (room && !(e = calloc(1, sizeof(*e)))) {
-		pthread_mutex_lock(&rl->count_mu);
-		rl->count--;
-		pthread_mutex_unlock(&rl->count_mu);
-	}
-	if (!e)
-		return NULL;
-	strncpy(e->client, client, CLIENT_MAX - 1);
-	e->tokens = rl->burst;
-	e->at_ms = now_ms;
-	e->next = rl->buckets[b];
-	rl->buckets[b] = e;
-	return e;
-}
-
-static void rl_sweep_all(ratelimit *rl, long long now_ms)
-{
-	size_t b;
-
-	for (b = 0; b < BUCKETS; b++) {
-		long dropped;
-
-		pthread_mutex_lock(&rl->mu[b % STRIPES]);
-		dropped = sweep_chain(rl, &rl->buckets[b], now_ms);
-		pthread_mutex_unlock(&rl->mu[b % STRIPES]);
-		pthread_mutex_lock(&rl->count_mu);
-		rl->count -= dropped;
-		pthread_mutex_unlock(&rl->count_mu);
-	}
-}
-
-int ratelimit_take(ratelimit *rl, const char *client, long long now_ms, long *retry_after_s)
-{
-	int swept = 0;
-
-	uint64_t h;
-	size_t b;
-	pthread_mutex_t *mu;
-	rl_entry *e;
-	int allowed;
-
-	if (retry_after_s)
-		*retry_after_s = 0;
-	if (rl->per_ms <= 0)
-		return 1;
-	h = mix(fnv1a(client, strlen(client), 0xcbf29ce484222325ULL));
-	b = (size_t)(h & (BUCKETS - 1));
-	mu = &rl->mu[b % STRIPES];
-again:
-	pthread_mutex_lock(mu);
-	for (e = rl->buckets[b]; e; e = e->next) {
-		if (!strncmp(e->client, client, CLIENT_MAX - 1))
-			break;
-	}
-	if (!e)
-		e = rl_add(rl, b, client, now_ms);
-	if (!e) {
-		pthread_mutex_unlock(mu);
-		if (!swept) {
-			rl_sweep_all(rl, now_ms);
-			swept = 1;
-			goto again;
-		}
-		return 1; /* fail open, see guard.h */
-	}
-	e->tokens = refill(rl, e, now_ms);
-	e->at_ms = now_ms;
-	allowed = e->tokens >= 1.0;
-	if (allowed)
-		e->tokens -= 1.0;
-	else if (retry_after_s)
-		*retry_after_s = (long)((1.0 - e->tokens) / rl->per_ms / 1000.0) + 1;
-	pthread_mutex_unlock(mu);
-	return allowed;
-}
-
-/* ---- duplicate folding ---- */
-
-typedef struct dd_entry {
-	struct dd_entry *next;
-	dedup_key key;
-	long long at_ms;   /* when stored; 0 while being stored */
-	char id[40];
-} dd_entry;
-
-struct dedup {
-	long long window_ms;
-	pthread_mutex_t mu[STRIPES];
-	dd_entry *buckets[BUCKETS];
-	long count;
-	pthread_mutex_t count_mu;
-};
-
-int dedup_new(dedup **out, long window_s)
-{
-	dedup *d = calloc(1, sizeof(*d));
-	int i;
-
-	*out = NULL;
-	if (!d)
-		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	d->window_ms = window_s > 0 ? (long long)window_s * 1000 : 0;
-	for (i = 0; i < STRIPES; i++)
-		pthread_mutex_init(&d->mu[i], NULL);
-	pthread_mutex_init(&d->count_mu, NULL);
-	*out = d;
-	return 0;
-}
-
-void dedup_free(dedup *d)
-{
-	int i;
-
-	if (!d)
-		return;
-	for (i = 0; i < BUCKETS; i++) {
-		dd_entry *e = d->buckets[i], *n;
-		for (; e; e = n) {
-			n = e->next;
-			free(e);
-		}
-	}
-	for (i = 0; i < STRIPES; i++)
-		pthread_mutex_destroy(&d->mu[i]);
-	pthread_mutex_destroy(&d->count_mu);
-	free(d);
-}
-
 void dedup_key_of(dedup_key *out, const char *const *parts, size_t nparts)
 {
 	uint64_t a = 0xcbf29ce484222325ULL, b = 0x84222325cbf29ce4ULL;
@@ -276,138 +50,361 @@ void dedup_key_of(dedup_key *out, const char *const *parts, size_t nparts)
 	out->b = mix(b ^ out->a);
 }
 
-static long dd_sweep(dedup *d, dd_entry **head, long long now_ms)
+/* ---- the striped table both guards use ----
+ *
+ * A hash table of BUCKETS chains keyed by a 128-bit hash, each entry
+ * carrying `payload_size` bytes of its user's state; chains are guarded by
+ * STRIPES locks. Entries the user's `idle` callback calls idle are swept
+ * from a chain whenever it is visited, and from every chain when the table
+ * is full (GUARD_MAX_ENTRIES). */
+
+typedef struct entry {
+	struct entry *next;
+	dedup_key key;
+	long long payload[]; /* aligned for any field the users keep */
+} entry;
+
+typedef int (*idle_fn)(const void *table_user, const void *payload, long long now_ms);
+
+typedef struct {
+	pthread_mutex_t mu[STRIPES];
+	entry *buckets[BUCKETS];
+	long count;          /* entries (atomic) */
+	size_t payload_size;
+	idle_fn idle;
+	const void *user;    /* handed to idle */
+} table;
+
+static void table_init(table *t, size_t payload_size, idle_fn idle, const void *user)
 {
-	dd_entry *e, *prev = NULL, *next;
+	int i;
+
+	memset(t, 0, sizeof(*t));
+	for (i = 0; i < STRIPES; i++)
+		pthread_mutex_init(&t->mu[i], NULL);
+	t->payload_size = payload_size;
+	t->idle = idle;
+	t->user = user;
+}
+
+static void table_release(table *t)
+{
+	int i;
+
+	for (i = 0; i < BUCKETS; i++) {
+		entry *e = t->buckets[i], *n;
+		for (; e; e = n) {
+			n = e->next;
+			free(e);
+		}
+	}
+	for (i = 0; i < STRIPES; i++)
+		pthread_mutex_destroy(&t->mu[i]);
+}
+
+static size_t bucket_of(const dedup_key *key)
+{
+	return (size_t)(key->a & (BUCKETS - 1));
+}
+
+static pthread_mutex_t *stripe_of(table *t, size_t b)
+{
+	return &t->mu[b % STRIPES];
+}
+
+/* Drop the idle entries of chain `b` (its stripe locked). */
+static void sweep_chain(table *t, size_t b, long long now_ms)
+{
+	entry *e, **pp = &t->buckets[b];
 	long dropped = 0;
 
-	for (e = *head; e; e = next) {
-		next = e->next;
-		if (e->at_ms && now_ms - e->at_ms > d->window_ms) {
-			if (prev)
-				prev->next = next;
-			else
-				*head = next;
+	while ((e = *pp)) {
+		if (t->idle(t->user, e->payload, now_ms)) {
+			*pp = e->next;
 			free(e);
 			dropped++;
 		} else {
-			prev = e;
+			pp = &e->next;
 		}
 	}
-	return dropped;
+	if (dropped)
+		__atomic_fetch_sub(&t->count, dropped, __ATOMIC_RELAXED);
 }
 
 /* Sweep every chain, one stripe at a time (called with no lock held). */
-static void dd_sweep_all(dedup *d, long long now_ms)
+static void sweep_all(table *t, long long now_ms)
 {
 	size_t b;
 
 	for (b = 0; b < BUCKETS; b++) {
-		long dropped;
-
-		pthread_mutex_lock(&d->mu[b % STRIPES]);
-		dropped = dd_sweep(d, &d->buckets[b], now_ms);
-		pthread_mutex_unlock(&d->mu[b % STRIPES]);
-		pthread_mutex_lock(&d->count_mu);
-		d->count -= dropped;
-		pthread_mutex_unlock(&d->count_mu);
+		pthread_mutex_lock(stripe_of(t, b));
+		sweep_chain(t, b, now_ms);
+		pthread_mutex_unlock(stripe_of(t, b));
 	}
+}
+
+static entry *find_locked(table *t, size_t b, const dedup_key *key)
+{
+	entry *e;
+
+	for (e = t->buckets[b]; e; e = e->next) {
+		if (e->key.a == key->a && e->key.b == key->b)
+			return e;
+	}
+	return NULL;
+}
+
+/*
+ * Lock the stripe of `key` and find its entry, after sweeping its chain.
+ * With `create`, a missing entry is added with a zeroed payload (*created
+ * set); when the table is full even after a sweep, or memory is short, the
+ * result is NULL (fail open). Returns with the stripe locked in every case:
+ * the caller reads or changes the payload, then calls table_unlock().
+ */
+static entry *table_lock(table *t, const dedup_key *key, long long now_ms, int create, int *created)
+{
+	size_t b = bucket_of(key);
+	pthread_mutex_t *mu = stripe_of(t, b);
+	entry *e;
+	int swept = 0;
+
+	*created = 0;
+	for (;;) {
+		pthread_mutex_lock(mu);
+		sweep_chain(t, b, now_ms);
+		if ((e = find_locked(t, b, key)) || !create)
+			return e;
+		if (__atomic_add_fetch(&t->count, 1, __ATOMIC_RELAXED) <= GUARD_MAX_ENTRIES)
+			break;
+		__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
+		if (swept)
+			return NULL;
+		pthread_mutex_unlock(mu);
+		sweep_all(t, now_ms);
+		swept = 1;
+	}
+	if (!(e = calloc(1, sizeof(*e) + t->payload_size))) {
+		__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	e->key = *key;
+	e->next = t->buckets[b];
+	t->buckets[b] = e;
+	*created = 1;
+	return e;
+}
+
+static void table_unlock(table *t, const dedup_key *key)
+{
+	pthread_mutex_unlock(stripe_of(t, bucket_of(key)));
+}
+
+/* Remove `e` (found by table_lock(), stripe still locked). */
+static void table_remove_locked(table *t, entry *e)
+{
+	entry **pp;
+
+	for (pp = &t->buckets[bucket_of(&e->key)]; *pp; pp = &(*pp)->next) {
+		if (*pp == e) {
+			*pp = e->next;
+			free(e);
+			__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
+			return;
+		}
+	}
+}
+
+/* ---- rate limit ---- */
+
+typedef struct {
+	double tokens;
+	long long at_ms;
+} rl_state;
+
+struct ratelimit {
+	double per_ms;   /* tokens per millisecond */
+	double burst;
+	table t;
+};
+
+static double refill(const ratelimit *rl, const rl_state *st, long long now_ms)
+{
+	double t = st->tokens + (double)(now_ms - st->at_ms) * rl->per_ms;
+	return t > rl->burst ? rl->burst : t;
+}
+
+/* A client whose bucket is full again behaves exactly like a new one. */
+static int rl_idle(const void *user, const void *payload, long long now_ms)
+{
+	return refill(user, payload, now_ms) >= ((const ratelimit *)user)->burst;
+}
+
+int ratelimit_new(ratelimit **out, long per_minute, long burst)
+{
+	ratelimit *rl = calloc(1, sizeof(*rl));
+
+	*out = NULL;
+	if (!rl)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	rl->per_ms = per_minute > 0 ? (double)per_minute / 60000.0 : 0;
+	rl->burst = burst > 0 ? (double)burst : (double)(per_minute > 0 ? per_minute : 1);
+	table_init(&rl->t, sizeof(rl_state), rl_idle, rl);
+	*out = rl;
+	return 0;
+}
+
+void ratelimit_free(ratelimit *rl)
+{
+	if (!rl)
+		return;
+	table_release(&rl->t);
+	free(rl);
+}
+
+int ratelimit_take(ratelimit *rl, const char *client, long long now_ms, long *retry_after_s)
+{
+	dedup_key key;
+	entry *e;
+	rl_state *st;
+	int allowed, created;
+
+	if (retry_after_s)
+		*retry_after_s = 0;
+	if (rl->per_ms <= 0)
+		return 1;
+	dedup_key_of(&key, &client, 1);
+	if (!(e = table_lock(&rl->t, &key, now_ms, 1, &created))) {
+		table_unlock(&rl->t, &key);
+		return 1; /* fail open, see guard.h */
+	}
+	st = (rl_state *)e->payload;
+	if (created) {
+		st->tokens = rl->burst;
+		st->at_ms = now_ms;
+	}
+	st->tokens = refill(rl, st, now_ms);
+	st->at_ms = now_ms;
+	allowed = st->tokens >= 1.0;
+	if (allowed)
+		st->tokens -= 1.0;
+	else if (retry_after_s)
+		*retry_after_s = (long)((1.0 - st->tokens) / rl->per_ms / 1000.0) + 1;
+	table_unlock(&rl->t, &key);
+	return allowed;
+}
+
+/* ---- duplicate folding ---- */
+
+typedef struct {
+	long long at_ms;   /* when stored; 0 while being stored */
+	char id[40];
+} dd_state;
+
+struct dedup {
+	long long window_ms;
+	table t;
+};
+
+static int dd_idle(const void *user, const void *payload, long long now_ms)
+{
+	const dd_state *st = payload;
+
+	return st->at_ms && now_ms - st->at_ms > ((const dedup *)user)->window_ms;
+}
+
+int dedup_new(dedup **out, long window_s)
+{
+	dedup *d = calloc(1, sizeof(*d));
+
+	*out = NULL;
+	if (!d)
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	d->window_ms = window_s > 0 ? (long long)window_s * 1000 : 0;
+	table_init(&d->t, sizeof(dd_state), dd_idle, d);
+	*out = d;
+	return 0;
+}
+
+void dedup_free(dedup *d)
+{
+	if (!d)
+		return;
+	table_release(&d->t);
+	free(d);
 }
 
 int dedup_check(dedup *d, const dedup_key *key, long long now_ms, char *id_out, size_t id_len)
 {
-	int swept = 0;
-
-	size_t b = (size_t)(key->a & (BUCKETS - 1));
-	pthread_mutex_t *mu = &d->mu[b % STRIPES];
-	dd_entry *e;
-	long dropped;
-	int room;
+	entry *e;
+	dd_state *st;
+	int created;
 
 	if (!d->window_ms)
 		return 0;
-again:
-	pthread_mutex_lock(mu);
-	dropped = dd_sweep(d, &d->buckets[b], now_ms);
-	for (e = d->buckets[b]; e; e = e->next) {
-		if (e->key.a == key->a && e->key.b == key->b)
-			break;
-	}
-	if (e && e->at_ms) {
-		strncpy(id_out, e->id, id_len - 1);
+	e = table_lock(&d->t, key, now_ms, 1, &created);
+	st = e ? (dd_state *)e->payload : NULL;
+	if (st && st->at_ms) {
+		strncpy(id_out, st->id, id_len - 1);
 		id_out[id_len - 1] = '\0';
-		pthread_mutex_unlock(mu);
-		pthread_mutex_lock(&d->count_mu);
-		d->count -= dropped;
-		pthread_mutex_unlock(&d->count_mu);
+		table_unlock(&d->t, key);
 		return 1;
 	}
-	/* Not stored yet (or being stored by another request: then both are
-	 * stored, since folding into something not yet safe could lose it). */
-	pthread_mutex_lock(&d->count_mu);
-	d->count -= dropped;
-	room = !e && d->count < GUARD_MAX_ENTRIES;
-	if (room)
-		d->count++;
-	pthread_mutex_unlock(&d->count_mu);
-	if (!e && !room && !swept) {
-		pthread_mutex_unlock(mu);
-		dd_sweep_all(d, now_ms);
-		swept = 1;
-		goto again;
-	}
-	if (room && (e = calloc(1, sizeof(*e)))) {
-		e->key = *key;
-		e->next = d->buckets[b];
-		d->buckets[b] = e;
-	} else if (room) {
-		pthread_mutex_lock(&d->count_mu);
-		d->count--;
-		pthread_mutex_unlock(&d->count_mu);
-	}
-	pthread_mutex_unlock(mu);
+	/* Reserved for the caller now (or being stored by another request:
+	 * then both are stored, since folding into something not yet safe
+	 * could lose it). */
+	table_unlock(&d->t, key);
 	return 0;
 }
 
 void dedup_stored(dedup *d, const dedup_key *key, const char *id, long long now_ms)
 {
-	size_t b = (size_t)(key->a & (BUCKETS - 1));
-	pthread_mutex_t *mu = &d->mu[b % STRIPES];
-	dd_entry *e;
+	entry *e;
+	dd_state *st;
+	int created;
 
 	if (!d->window_ms)
 		return;
-	pthread_mutex_lock(mu);
-	for (e = d->buckets[b]; e; e = e->next) {
-		if (e->key.a == key->a && e->key.b == key->b) {
-			if (!e->at_ms) {
-				e->at_ms = now_ms;
-				strncpy(e->id, id, sizeof(e->id) - 1);
-			}
-			break;
+	if ((e = table_lock(&d->t, key, now_ms, 0, &created))) {
+		st = (dd_state *)e->payload;
+		if (!st->at_ms) {
+			st->at_ms = now_ms;
+			strncpy(st->id, id, sizeof(st->id) - 1);
 		}
 	}
-	pthread_mutex_unlock(mu);
+	table_unlock(&d->t, key);
 }
 
 void dedup_forget(dedup *d, const dedup_key *key)
 {
-	size_t b = (size_t)(key->a & (BUCKETS - 1));
-	pthread_mutex_t *mu = &d->mu[b % STRIPES];
-	dd_entry **pp, *e;
+	entry *e;
+	int created;
 
 	if (!d->window_ms)
 		return;
-	pthread_mutex_lock(mu);
-	for (pp = &d->buckets[b]; (e = *pp); pp = &e->next) {
-		if (e->key.a == key->a && e->key.b == key->b && !e->at_ms) {
-			*pp = e->next;
-			free(e);
-			pthread_mutex_lock(&d->count_mu);
-			d->count--;
-			pthread_mutex_unlock(&d->count_mu);
-			break;
+	/* now_ms 0: nothing stored counts as idle, so nothing else is swept. */
+	if ((e = table_lock(&d->t, key, 0, 0, &created)) && !((dd_state *)e->payload)->at_ms)
+		table_remove_locked(&d->t, e);
+	table_unlock(&d->t, key);
+}
+
+int dedup_remember(dedup *d, const dedup_key *key, const char *id, long long at_ms, long long now_ms)
+{
+	entry *e;
+	dd_state *st;
+	int created, kept = 0;
+
+	if (!d->window_ms || at_ms <= 0 || now_ms - at_ms > d->window_ms)
+		return 0;
+	if ((e = table_lock(&d->t, key, now_ms, 1, &created))) {
+		st = (dd_state *)e->payload;
+		/* The first submission is the one later copies fold into. */
+		if (!st->at_ms || at_ms < st->at_ms) {
+			st->at_ms = at_ms;
+			memset(st->id, 0, sizeof(st->id));
+			strncpy(st->id, id, sizeof(st->id) - 1);
 		}
+		kept = 1;
 	}
-	pthread_mutex_unlock(mu);
+	table_unlock(&d->t, key);
+	return kept;
 }

@@ -5,7 +5,8 @@
  * Both are bounded: at most GUARD_MAX_ENTRIES entries each; when full, idle
  * entries are swept, and if none can go the new client is let through
  * untracked (fail open: a flood of distinct addresses must not lock out
- * real customers nor grow memory). Thread-safe (striped locks).
+ * real customers nor grow memory). Thread-safe (striped locks). Both are
+ * one kind of table inside: 128-bit keys with a small state each.
  */
 #ifndef FACTORY_INTAKE_GUARD_H
 #define FACTORY_INTAKE_GUARD_H
@@ -46,5 +47,13 @@ void dedup_key_of(dedup_key *out, const char *const *parts, size_t nparts);
 int dedup_check(dedup *d, const dedup_key *key, long long now_ms, char *id_out, size_t id_len);
 void dedup_stored(dedup *d, const dedup_key *key, const char *id, long long now_ms);
 void dedup_forget(dedup *d, const dedup_key *key);
+
+/*
+ * Remember a submission stored earlier (`at_ms`), e.g. found in the spool at
+ * start-up, so copies sent after a restart still fold into it. Kept only
+ * when it is within the window at `now_ms`; of two with one key the older
+ * wins. Returns 1 when kept, else 0.
+ */
+int dedup_remember(dedup *d, const dedup_key *key, const char *id, long long at_ms, long long now_ms);
 
 #endif

@@ -67,14 +67,26 @@ static int get_long(long *out, job_ctx *ctx, const char *key, long def, long min
 	return fconfig_get_long(out, ctx->cfg, key, def, min, max);
 }
 
+/* Delivered segments kept for duplicate folding: 8 x 8 MiB, some 180,000
+ * submissions. */
+#define KEEP_SEGMENTS 8
+
 static int open_spool(spool **out, job_ctx *ctx, const char **dir_out)
 {
 	const char *dir = fconfig_get_str(ctx->cfg, "intake.spool", NULL);
+	long window_s;
+	int error;
 
 	if (!dir || !*dir)
 		return ferror_set(FACTORY_ECONFIG, "missing setting intake.spool (set FACTORY_INTAKE_SPOOL or --spool DIR)");
 	*dir_out = dir;
-	return spool_open(out, dir);
+	if ((error = get_long(&window_s, ctx, "intake.dedup_window_s", 600, 0, 86400)) < 0 ||
+	    (error = spool_open(out, dir)) < 0)
+		return error;
+	/* Delivered submissions stay on disk for the folding window (at most
+	 * KEEP_SEGMENTS segments), so serve can fold copies across a restart. */
+	spool_keep_delivered(*out, window_s * 1000, KEEP_SEGMENTS);
+	return 0;
 }
 
 static int delivery_status(cJSON *parent, void *d)

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "assets.h"
 #include "buf.h"
@@ -37,6 +38,9 @@ struct intake_server {
 	char address[128];
 	char widget_etag[40];
 	const intake_asset *widget;
+	unsigned char *widget_gz;       /* the widget gzipped once at start-up */
+	size_t widget_gz_len;
+	char widget_gz_etag[48];
 
 	long accepted, duplicates, rejected, rate_limited, store_failed; /* atomics */
 	long inflight;  /* submissions waiting for the disk (atomic) */
@@ -246,21 +250,104 @@ static enum route route_of(const char *url)
 	return R_OTHER;
 }
 
-static enum MHD_Result serve_asset(intake_server *s, struct MHD_Connection *c, const intake_asset *a, const char *etag)
+/* Serve `a` as `data` (its bytes, or a compressed form named by
+ * `encoding`); `variants` when the answer depends on Accept-Encoding. */
+static enum MHD_Result serve_asset(intake_server *s, struct MHD_Connection *c, const intake_asset *a,
+				   const void *data, size_t len, const char *etag, const char *encoding, int variants)
 {
 	const char *inm = header(c, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	char cache[64];
-	const char *extra[] = {MHD_HTTP_HEADER_ETAG, etag, "Cross-Origin-Resource-Policy", "cross-origin", NULL, NULL,
-			       NULL};
+	const char *extra[11] = {MHD_HTTP_HEADER_ETAG, etag, "Cross-Origin-Resource-Policy", "cross-origin"};
+	int n = 4;
 
 	snprintf(cache, sizeof(cache), "public, max-age=%ld", s->o.cache_max_age_s);
 	if (a->csp) {
-		extra[4] = "Content-Security-Policy";
-		extra[5] = a->csp;
+		extra[n++] = "Content-Security-Policy";
+		extra[n++] = a->csp;
+	}
+	if (variants) {
+		extra[n++] = MHD_HTTP_HEADER_VARY;
+		extra[n++] = "Accept-Encoding";
 	}
 	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
 		return send_reply(s, c, MHD_HTTP_NOT_MODIFIED, NULL, "", 0, MHD_RESPMEM_PERSISTENT, cache, extra);
-	return send_reply(s, c, MHD_HTTP_OK, a->content_type, a->data, a->len, MHD_RESPMEM_PERSISTENT, cache, extra);
+	if (encoding) {
+		extra[n++] = MHD_HTTP_HEADER_CONTENT_ENCODING;
+		extra[n++] = encoding;
+	}
+	return send_reply(s, c, MHD_HTTP_OK, a->content_type, data, len, MHD_RESPMEM_PERSISTENT, cache, extra);
+}
+
+/* 1 when Accept-Encoding `ae` takes gzip: "gzip" (or "x-gzip"), else "*",
+ * listed without q=0. */
+static int accepts_gzip(const char *ae)
+{
+	int gzip = -1, star = -1;
+
+	while (ae && *ae) {
+		const char *end = strchr(ae, ','), *semi, *a, *b, *q;
+		int ok = 1;
+
+		if (!end)
+			end = ae + strlen(ae);
+		semi = memchr(ae, ';', (size_t)(end - ae));
+		for (a = ae; a < end && (*a == ' ' || *a == '\t'); a++)
+			;
+		for (b = semi ? semi : end; b > a && (b[-1] == ' ' || b[-1] == '\t'); b--)
+			;
+		for (q = semi; q && q < end; q = memchr(q + 1, ';', (size_t)(end - q - 1))) {
+			const char *v = q + 1;
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			if (end - v >= 2 && (v[0] == 'q' || v[0] == 'Q') && v[1] == '=')
+				ok = strtod(v + 2, NULL) > 0;
+		}
+		if ((b - a == 4 && !strncasecmp(a, "gzip", 4)) || (b - a == 6 && !strncasecmp(a, "x-gzip", 6)))
+			gzip = ok;
+		else if (b - a == 1 && *a == '*')
+			star = ok;
+		ae = *end ? end + 1 : end;
+	}
+	return gzip >= 0 ? gzip : star > 0;
+}
+
+static enum MHD_Result serve_widget(intake_server *s, struct MHD_Connection *c)
+{
+	if (s->widget_gz && accepts_gzip(header(c, MHD_HTTP_HEADER_ACCEPT_ENCODING)))
+		return serve_asset(s, c, s->widget, s->widget_gz, s->widget_gz_len, s->widget_gz_etag, "gzip", 1);
+	return serve_asset(s, c, s->widget, s->widget->data, s->widget->len, s->widget_etag, NULL, 1);
+}
+
+/* Compress the widget once (gzip, best compression) with an ETag of its
+ * own: "<identity tag>-gzip". */
+static int gzip_widget(intake_server *s)
+{
+	z_stream z;
+	uLong cap;
+	size_t etag_len = strlen(s->widget_etag);
+	int rc;
+
+	memset(&z, 0, sizeof(z));
+	if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+		return ferror_set(FACTORY_ENOMEM, "cannot start zlib");
+	cap = deflateBound(&z, (uLong)s->widget->len) + 32;
+	if (!(s->widget_gz = malloc(cap))) {
+		deflateEnd(&z);
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	z.next_in = (Bytef *)s->widget->data;
+	z.avail_in = (uInt)s->widget->len;
+	z.next_out = s->widget_gz;
+	z.avail_out = (uInt)cap;
+	rc = deflate(&z, Z_FINISH);
+	s->widget_gz_len = z.total_out;
+	deflateEnd(&z);
+	if (rc != Z_STREAM_END)
+		return ferror_set(FACTORY_ERR, "cannot gzip the widget (zlib error %d)", rc);
+	if (etag_len < 2 || etag_len + 5 >= sizeof(s->widget_gz_etag))
+		return ferror_set(FACTORY_ERR, "the widget's ETag %s is not a quoted tag", s->widget_etag);
+	snprintf(s->widget_gz_etag, sizeof(s->widget_gz_etag), "%.*s-gzip\"", (int)(etag_len - 1), s->widget_etag);
+	return 0;
 }
 
 static enum MHD_Result serve_health(intake_server *s, struct MHD_Connection *c)
@@ -395,6 +482,75 @@ static enum MHD_Result finish_submission(intake_server *s, struct MHD_Connection
 	return ret;
 }
 
+/* The folding key as the spool keeps it (feedback.fold). */
+static void fold_hex(char *out, const dedup_key *key)
+{
+	snprintf(out, FEEDBACK_FOLD_LEN + 1, "%016llx%016llx", (unsigned long long)key->a, (unsigned long long)key->b);
+}
+
+static int fold_parse(dedup_key *key, const char *hex)
+{
+	char half[17];
+	char *end;
+
+	if (strlen(hex) != FEEDBACK_FOLD_LEN || strspn(hex, "0123456789abcdef") != FEEDBACK_FOLD_LEN)
+		return -1;
+	memcpy(half, hex, 16);
+	half[16] = '\0';
+	key->a = strtoull(half, &end, 16);
+	key->b = strtoull(hex + 16, &end, 16);
+	return 0;
+}
+
+typedef struct {
+	intake_server *s;
+	long long now;
+	long seen, kept;
+} rebuild_ctx;
+
+/* One spooled record at start-up: remember its folding key when it was
+ * stored within the window (records without one are older than folding
+ * across restarts and are skipped). */
+static int rebuild_one(void *ctx, uint64_t seq, const char *data, size_t len)
+{
+	rebuild_ctx *rc = ctx;
+	cJSON *o;
+	const cJSON *id, *fold, *at;
+	dedup_key key;
+	(void)seq;
+
+	if (!strstr(data, "\"fold\""))
+		return 0;
+	if (!(o = cJSON_ParseWithLength(data, len)))
+		return 0; /* not ours to judge here: delivery sends it to dead/ */
+	id = cJSON_GetObjectItemCaseSensitive(o, "id");
+	fold = cJSON_GetObjectItemCaseSensitive(o, "fold");
+	at = cJSON_GetObjectItemCaseSensitive(o, "received_ms");
+	rc->seen++;
+	if (cJSON_IsString(id) && strlen(id->valuestring) == FEEDBACK_ID_LEN && cJSON_IsString(fold) &&
+	    cJSON_IsNumber(at) && fold_parse(&key, fold->valuestring) == 0)
+		rc->kept += dedup_remember(rc->s->dd, &key, id->valuestring, (long long)at->valuedouble, rc->now);
+	cJSON_Delete(o);
+	return 0;
+}
+
+/* Fill the folding table from the submissions still in the spool, so a
+ * copy sent after a restart (or a crash) still folds into its first. */
+static int rebuild_folding(intake_server *s)
+{
+	rebuild_ctx rc = {s, now_ms(), 0, 0};
+	int error;
+
+	if (s->o.dedup_window_s <= 0)
+		return 0;
+	if ((error = spool_scan(s->sp, rebuild_one, &rc)) < 0)
+		return error;
+	if (rc.kept)
+		log_info("duplicate folding: %ld submission%s of the last %ld s remembered from the spool", rc.kept,
+			 rc.kept == 1 ? "" : "s", s->o.dedup_window_s);
+	return 0;
+}
+
 /* The whole body is in: parse, check, fold, store. */
 static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *c, request *r, const char *client)
 {
@@ -442,6 +598,7 @@ static enum MHD_Result take_submission(intake_server *s, struct MHD_Connection *
 	parts[4] = f.email;
 	parts[5] = f.page_url;
 	dedup_key_of(&key, parts, 6);
+	fold_hex(f.fold, &key);
 	if (dedup_check(s->dd, &key, now, id, sizeof(id))) {
 		count(&s->duplicates);
 		if (html) {
@@ -519,12 +676,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			}
 			switch (r->route) {
 			case R_WIDGET:
-				return serve_asset(s, c, s->widget, s->widget_etag);
+				return serve_widget(s, c);
 			case R_CSS:
 			case R_FORM:
 				a = intake_asset_find(r->route == R_CSS ? "/widget.css" : "/feedback");
 				if (a)
-					return serve_asset(s, c, a, a->etag);
+					return serve_asset(s, c, a, a->data, a->len, a->etag, NULL, 0);
 				break;
 			case R_HEALTH:
 				return serve_health(s, c);
@@ -742,7 +899,8 @@ int intake_server_start(intake_server **out, const intake_server_options *o, spo
 	snprintf(s->widget_etag, sizeof(s->widget_etag), "%s", s->widget->etag);
 	if ((error = parse_origins(s, o->allowed_origins)) < 0 ||
 	    (error = ratelimit_new(&s->rl, o->rate_per_minute, o->rate_burst)) < 0 ||
-	    (error = dedup_new(&s->dd, o->dedup_window_s)) < 0 || (error = resolve_listen(&ss, &sslen, o->listen)) < 0)
+	    (error = dedup_new(&s->dd, o->dedup_window_s)) < 0 || (error = rebuild_folding(s)) < 0 ||
+	    (error = gzip_widget(s)) < 0 || (error = resolve_listen(&ss, &sslen, o->listen)) < 0)
 		goto cleanup;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -806,6 +964,7 @@ void intake_server_free(intake_server *s)
 	intake_server_stop(s);
 	ratelimit_free(s->rl);
 	dedup_free(s->dd);
+	free(s->widget_gz);
 	for (i = 0; i < s->norigins; i++)
 		free(s->origins[i]);
 	free(s);

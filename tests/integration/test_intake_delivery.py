@@ -126,6 +126,50 @@ class IntakeDeliveryTest(unittest.TestCase):
             notes = [x for x in issue_notes(self.double, issue["iid"]) if not x.get("system")]
             self.assertEqual(len(notes), 1, issue["title"])
 
+    def test_a_copy_sent_after_a_crash_folds_into_the_delivered_first(self):
+        srv = self.server()
+        first = srv.post_json(sub(1, email="a@example.com"))
+        self.assertEqual(first.status, 202, first)
+        srv.wait_delivered(1)
+        srv.kill()
+        srv2 = self.server()
+        again = srv2.post_json(sub(1, email="a@example.com"))
+        self.assertEqual(again.status, 202, again)
+        self.assertEqual(again.json(), {"id": first.json()["id"], "status": "accepted", "duplicate": True})
+        other = srv2.post_json(sub(2))  # not a copy: stored and delivered
+        self.assertEqual(other.status, 202, other)
+        self.assertNotIn("duplicate", other.json())
+        srv2.wait_delivered(1)
+        self.assertEqual(marker_ids(project_issues(self.double)), [first.json()["id"], other.json()["id"]])
+        self.assertEqual(srv2.stop(), 0)
+        self.assertIn("1 submission of the last 600 s remembered from the spool", srv2.output)
+
+    def test_a_copy_sent_after_a_crash_before_delivery_folds_into_the_first(self):
+        srv = self.server(deliver=False)
+        first = srv.post_json(sub(1)).json()["id"]
+        srv.kill()
+        srv2 = self.server()
+        again = srv2.post_json(sub(1))
+        self.assertEqual(again.json(), {"id": first, "status": "accepted", "duplicate": True})
+        srv2.wait_delivered(1)
+        self.assertEqual(marker_ids(project_issues(self.double)), [first])
+        h = srv2.health()
+        self.assertEqual((h["accepted"], h["duplicates"]), (0, 1))
+
+    def test_folding_across_a_restart_ends_with_its_window(self):
+        self.env["FACTORY_INTAKE_DEDUP_WINDOW_S"] = "1"
+        srv = self.server()
+        first = srv.post_json(sub(1)).json()["id"]
+        srv.wait_delivered(1)
+        srv.kill()
+        time.sleep(1.2)  # past the window: a copy now is a new submission
+        srv2 = self.server()
+        again = srv2.post_json(sub(1)).json()
+        self.assertNotIn("duplicate", again)
+        self.assertNotEqual(again["id"], first)
+        srv2.wait_delivered(1)
+        self.assertEqual(marker_ids(project_issues(self.double)), [first, again["id"]])
+
     def test_a_stopped_server_keeps_the_spool_and_deliver_drains_it(self):
         srv = self.server(deliver=False)
         ids = [srv.post_json(sub(i)).json()["id"] for i in range(4)]

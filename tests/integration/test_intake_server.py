@@ -1,5 +1,6 @@
 """factory-intake serve over real HTTP: every guard, bad bodies, CORS, the widget and
 form assets, and what reaches GitLab (the double) from a customer's text."""
+import gzip
 import json
 import os
 import shutil
@@ -173,6 +174,54 @@ class IntakeServerTest(unittest.TestCase):
         self.assertEqual(r2.body, b"")
         r3 = self.srv.request("GET", "/widget.js", headers={"If-None-Match": '"other"'})
         self.assertEqual(r3.status, 200)
+
+    def test_widget_is_gzipped_for_clients_that_take_it(self):
+        with open(os.path.join(WIDGET_DIR, "widget.js"), "rb") as f:
+            plain = f.read()
+        ident = self.srv.request("GET", "/widget.js")
+        self.assertIsNone(ident.headers["Content-Encoding"])
+        self.assertIn("Accept-Encoding", ident.headers["Vary"])
+        for ae in ("gzip", "gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "*"):
+            r = self.srv.request("GET", "/widget.js", headers={"Accept-Encoding": ae})
+            self.assertEqual(r.status, 200, ae)
+            self.assertEqual(r.headers["Content-Encoding"], "gzip", ae)
+            self.assertIn("Accept-Encoding", r.headers["Vary"])
+            self.assertEqual(gzip.decompress(r.body), plain, ae)
+            self.assertLess(len(r.body), len(plain) // 2)
+            self.assertEqual(int(r.headers["Content-Length"]), len(r.body))
+            self.assertIn("javascript", r.headers["Content-Type"])
+            self.assertNotEqual(r.headers["ETag"], ident.headers["ETag"])
+            self.assertRegex(r.headers["ETag"], r'^"[0-9a-f]{32}-gzip"$')
+        gz = self.srv.request("GET", "/widget.js", headers={"Accept-Encoding": "gzip"})
+        # Each variant is revalidated by its own tag.
+        r = self.srv.request("GET", "/widget.js", headers={"Accept-Encoding": "gzip", "If-None-Match": gz.headers["ETag"]})
+        self.assertEqual((r.status, r.body), (304, b""))
+        self.assertEqual(r.headers["ETag"], gz.headers["ETag"])
+        r = self.srv.request("GET", "/widget.js", headers={"If-None-Match": ident.headers["ETag"]})
+        self.assertEqual((r.status, r.body), (304, b""))
+        r = self.srv.request("GET", "/widget.js", headers={"Accept-Encoding": "gzip",
+                                                           "If-None-Match": ident.headers["ETag"]})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers["Content-Encoding"], "gzip")
+        r = self.srv.request("GET", "/widget.js", headers={"If-None-Match": gz.headers["ETag"]})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, plain)
+        # Refused or absent gzip: the file as it is.
+        for ae in ("gzip;q=0", "identity", "br, deflate", "gzip; q=0.0, *;q=0.5", ""):
+            r = self.srv.request("GET", "/widget.js", headers={"Accept-Encoding": ae})
+            self.assertIsNone(r.headers["Content-Encoding"], ae)
+            self.assertEqual(r.body, plain, ae)
+        # HEAD: the same headers, no body.
+        for ae, enc, n in (("gzip", "gzip", len(gz.body)), ("identity", None, len(plain))):
+            r = self.srv.request("HEAD", "/widget.js", headers={"Accept-Encoding": ae})
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, b"")
+            self.assertEqual(r.headers["Content-Encoding"], enc)
+            self.assertEqual(int(r.headers["Content-Length"]), n)
+        # The other assets have one form only.
+        r = self.srv.request("GET", "/widget.css", headers={"Accept-Encoding": "gzip"})
+        self.assertEqual(r.status, 200)
+        self.assertIsNone(r.headers["Content-Encoding"])
 
     def test_healthz(self):
         h = self.srv.health()
