@@ -292,8 +292,8 @@ int scope_job_run(job_ctx *ctx, const char *group, scope_job_fn fn, void *arg)
 	w.arg = arg;
 	if ((error = scope_load(&w.sc, ctx->gl, ctx->cfg, group)) < 0)
 		return error;
-	log_info("group %s: %zu projects, %zu take part", group, scope_count(w.sc), scope_enabled(w.sc));
-	if (!(w.entries = calloc(scope_count(w.sc) + 1, sizeof(*w.entries)))) {
+	if (!(w.entries = calloc(scope_count(w.sc) + 1,
+	                         sizeof(*w.entries)))) { /* NOLINT(bugprone-sizeof-expression): pointers */
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
