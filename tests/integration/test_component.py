@@ -23,7 +23,7 @@ import time
 import unittest
 
 from lib.double import Double
-from lib.factory import BIN_DIR, ROOT, check_sanitizers, gl
+from lib.factory import BIN_DIR, ROOT, check_sanitizers, gl, run_job
 from lib.implement import UP_NEXT, GitView, edit_script, issue, labels_of, mrs_of, notes_of, project_seed
 from lib.llm import LLMDouble
 from lib.node import ensure_node_modules
@@ -214,7 +214,7 @@ class ConsumerProjectTest(unittest.TestCase):
             with open(full, "w") as f:
                 f.write(text)
         self.git("add", "-A")
-        self.git("commit", "-qm", "Adopt the Factory")
+        self.git("commit", "-q", "--allow-empty", "-m", "Adopt the Factory")
         self.git("push", "-q", "origin", "HEAD:main")
         # the token stays out of the checkout; gitlab-ci-local reads the project's path from the remote
         self.git("remote", "set-url", "origin", "http://%s:%d/factory/demo.git" % (self.double.host, self.double.port))
@@ -226,8 +226,11 @@ class ConsumerProjectTest(unittest.TestCase):
             raise AssertionError("git %s: %s" % (" ".join(args), r.stderr))
         return r.stdout
 
-    def gcl(self, job, *variables, llm=None, on_path=None, expect=0):
-        """One pipeline as the schedule for `job` starts it: FACTORY_JOB=job."""
+    def gcl(self, job, *variables, llm=None, on_path=None, expect=0, validate=False):
+        """One pipeline as the schedule for `job` starts it: FACTORY_JOB=job.
+        gitlab-ci-local checks the merged YAML against GitLab's schema when
+        `validate` is set (0.5 to 1 s a run; SchemaTest checks every file with
+        ajv, and the setup test has gitlab-ci-local check it once)."""
         env = {k: v for k, v in os.environ.items()
                if not (k.startswith("CI_") or k.startswith("FACTORY_") or k.startswith("GITLAB_"))}
         if on_path is None:
@@ -242,7 +245,7 @@ class ConsumerProjectTest(unittest.TestCase):
             v.append("FACTORY_LLM_API_KEY=" + llm.api_key)
         v += list(variables)
         cmd = [self.gcl_bin, "--force-shell-executor", "--no-color", "--ignore-predefined-vars",
-               "CI_PROJECT_ID,CI_PIPELINE_SOURCE"]
+               "CI_PROJECT_ID,CI_PIPELINE_SOURCE", "--json-schema-validation=%s" % ("true" if validate else "false")]
         for x in v:
             cmd += ["--variable", x]
         proc = subprocess.run(cmd, cwd=self.work, env=env, capture_output=True, text=True, timeout=600)
@@ -253,6 +256,20 @@ class ConsumerProjectTest(unittest.TestCase):
         if llm is not None:
             self.assertNotIn(llm.api_key, r.output)
         return r
+
+    def setup_labels(self):
+        """Labels and board, made directly where setup is not the subject (saves a pipeline)."""
+        r = run_job("setup", self.double)
+        self.assertEqual(r.returncode, 0, r)
+
+    def list_jobs(self, *variables):
+        """The jobs a pipeline with these variables holds (gitlab-ci-local --list)."""
+        cmd = [self.gcl_bin, "--list", "--json-schema-validation=false"]
+        for x in variables:
+            cmd += ["--variable", x]
+        r = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return [n.rstrip(":") for n in re.findall(r"(?m)^(\S+)\s", r.stdout)[1:]]
 
     def assert_ran_only(self, r, job, outcome="PASS"):
         self.assertEqual(r.jobs_run(), [(outcome, "factory-" + job)], r)
@@ -265,7 +282,8 @@ class ConsumerProjectTest(unittest.TestCase):
     def test_setup_makes_labels_board_and_the_schedules_that_select_each_job(self):
         self.start()
         self.consumer()
-        r = self.gcl("setup")
+        r = self.gcl("setup", validate=True)
+        self.assertIn("json schema validated", r.output)
         self.assert_ran_only(r, "setup")
         names = {l["name"] for l in gl(self.double, "GET", "/projects/1/labels?per_page=100")}
         self.assertTrue({"workflow::up next", "type::bug", "source::customer"} <= names)
@@ -281,11 +299,7 @@ class ConsumerProjectTest(unittest.TestCase):
         for s in schedules:
             var = gl(self.double, "GET", "/projects/1/pipeline_schedules/%d" % s["id"])["variables"]
             self.assertEqual([v["key"] for v in var], ["FACTORY_JOB"])
-            listed = subprocess.run([self.gcl_bin, "--list", "--variable", "FACTORY_JOB=" + var[0]["value"]],
-                                    cwd=self.work, capture_output=True, text=True, timeout=120)
-            self.assertEqual([n.rstrip(":") for n in re.findall(r"(?m)^(\S+)\s", listed.stdout)[1:]],
-                             ["factory-" + var[0]["value"]],
-                             listed.stdout)
+            self.assertEqual(self.list_jobs("FACTORY_JOB=" + var[0]["value"]), ["factory-" + var[0]["value"]])
         # a second run: nothing to do, and says so
         self.double.clear_requests()
         r = self.gcl("setup")
@@ -304,22 +318,18 @@ class ConsumerProjectTest(unittest.TestCase):
     def test_disabled_job_does_not_run(self):
         self.start()
         self.consumer({"jobs": "setup,triage"})
-        listed = subprocess.run([self.gcl_bin, "--list", "--variable", "FACTORY_JOB=setup"], cwd=self.work,
-                                capture_output=True, text=True, timeout=120)
-        self.assertEqual(listed.returncode, 0, listed.stdout + listed.stderr)
-        self.assertIn("factory-setup", listed.stdout)
-        self.assertNotIn("factory-triage", listed.stdout)
-        self.assertNotIn("build", listed.stdout.split("\n", 1)[1])
+        # the setup schedule's pipeline holds setup and nothing else (not the project's own build)
+        self.assertEqual(self.list_jobs("FACTORY_JOB=setup"), ["factory-setup"])
+        # a pipeline without FACTORY_JOB (a push) holds the project's build and no Factory job
+        self.assertEqual(self.list_jobs(), ["build"])
+        # setup disabled through the jobs input: its schedule runs nothing
         self.consumer({"jobs": "triage"})
-        listed = subprocess.run([self.gcl_bin, "--list", "--variable", "FACTORY_JOB=setup"], cwd=self.work,
-                                capture_output=True, text=True, timeout=120)
-        self.assertNotIn("factory-setup", listed.stdout)
-        self.assertNotIn("factory-triage", listed.stdout)
+        self.assertEqual(self.list_jobs("FACTORY_JOB=setup"), [])
 
     def test_intake_manual_run_files_one_neutralised_issue(self):
         self.start()
         self.consumer()
-        self.assertEqual(self.gcl("setup").returncode, 0)
+        self.setup_labels()
         r = self.gcl("intake", "FEEDBACK_KIND=bug", "FEEDBACK_TITLE=Export to CSV fails @all",
                      "FEEDBACK_BODY=The export button answers 500.\n/close\n/label ~priority::1",
                      "FEEDBACK_EMAIL=jane@example.com", "FEEDBACK_SOURCE=customer")
@@ -346,7 +356,7 @@ class ConsumerProjectTest(unittest.TestCase):
         self.start(project_seed(issues=[{"project_id": 1, "title": t, "description": d, "labels": []}
                                         for t, d in titles]))
         self.consumer({"wip_limit": 1, "dry_run": True})
-        self.assertEqual(self.gcl("setup").returncode, 0)
+        self.setup_labels()
         self.double.clear_requests()
         r = self.gcl("triage")
         self.assert_ran_only(r, "triage")
@@ -423,20 +433,37 @@ class ConsumerProjectTest(unittest.TestCase):
 
     def test_a_wrong_checksum_fails_the_job_before_it_runs(self):
         self.start()
-        cases = [({"binaries_sha256": "0" * 64}, None), ({}, "%s  %s\n" % ("f" * 64, TARBALL))]
-        for inputs, sums in cases:
+        good = "%s  %s\n" % (self.binaries.sha256, TARBALL)
+        self.addCleanup(self.binaries.sums, good)
+        url = self.binaries.url
+        cases = [
+            ({"binaries_sha256": "0" * 64}, good,
+             "factory: checksum mismatch for %s from %s: expected %s (input binaries_sha256), got %s: "
+             "the Factory was not run" % (TARBALL, url, "0" * 64, self.binaries.sha256)),
+            ({}, "%s  %s\n" % ("f" * 64, TARBALL),
+             "factory: checksum mismatch for %s from %s: expected %s (%s/SHA256SUMS), got %s: "
+             "the Factory was not run" % (TARBALL, url, "f" * 64, url, self.binaries.sha256)),
+            ({}, "%s  %s.sig\n" % (self.binaries.sha256, TARBALL),
+             "factory: %s/SHA256SUMS lists no checksum for %s: the Factory was not run" % (url, TARBALL)),
+            ({"binaries_url": url.replace("0.1.0", "9.9.9")}, good,
+             "factory: cannot fetch %s/%s (input binaries_url): the Factory was not run"
+             % (url.replace("0.1.0", "9.9.9"), TARBALL)),
+        ]
+        for inputs, sums, message in cases:
             with self.subTest(inputs=inputs, sums=sums):
-                self.binaries.sums(sums or "%s  %s\n" % (self.binaries.sha256, TARBALL))
-                self.addCleanup(self.binaries.sums, "%s  %s\n" % (self.binaries.sha256, TARBALL))
+                self.binaries.sums(sums)
                 self.consumer(inputs)
                 self.double.clear_requests()
                 r = self.gcl("pipeline", expect=1)
                 self.assert_ran_only(r, "pipeline", "FAIL")
-                self.assertIn("factory: checksum mismatch for factory-linux-amd64.tar.gz", r.output)
+                self.assertIn(message, r.output)
                 self.assertEqual(self.double.requests(), [])  # the job never started
-                self.assertFalse(os.path.exists(os.path.join(self.work, ".factory-bin", "factory-pipeline")))
-        # the right checksum given as the input: the job runs
-        self.consumer({"binaries_sha256": self.binaries.sha256})
+                self.assertEqual(os.listdir(os.path.join(self.work, ".factory-bin")),
+                                 ["SHA256SUMS"] if "binaries_sha256" not in inputs and "binaries_url" not in inputs
+                                 else [])
+        # the right checksum given as the input (in capitals): no SHA256SUMS needed, the job runs
+        self.binaries.sums(good)
+        self.consumer({"binaries_sha256": self.binaries.sha256.upper()})
         self.binaries.log.clear()
         r = self.gcl("pipeline")
         self.assert_ran_only(r, "pipeline")
@@ -445,7 +472,7 @@ class ConsumerProjectTest(unittest.TestCase):
     def test_release_publishes_what_closed(self):
         self.start()
         self.consumer()
-        self.assertEqual(self.gcl("setup").returncode, 0)
+        self.setup_labels()
         i = gl(self.double, "POST", "/projects/1/issues", {"title": "Export to CSV", "labels": "type::feature"})
         gl(self.double, "PUT", "/projects/1/issues/%d" % i["iid"], {"state_event": "close"})
         time.sleep(1.1)  # the job's cut-off is now - 1 s
@@ -473,7 +500,7 @@ class ConsumerProjectTest(unittest.TestCase):
         lines.sort(key=lambda l: json.loads(l)["time"])
         self.consumer(policy_file="ci/factory.yml", policy="watch:\n  source: logs/app.log\n  window: 15m\n",
                       files={"logs/app.log": "\n".join(lines) + "\n"})
-        self.assertEqual(self.gcl("setup").returncode, 0)
+        self.setup_labels()
         r = self.gcl("watch")
         self.assert_ran_only(r, "watch")
         issues = [i for i in gl(self.double, "GET", "/projects/1/issues?state=opened")
