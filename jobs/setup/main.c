@@ -475,9 +475,6 @@ static int group_schedules(job_ctx *ctx)
 	cJSON *project = NULL;
 	int error;
 
-	if (!ctx->project || !*ctx->project)
-		return ferror_set(FACTORY_ECONFIG, "pipeline schedules are made in the project that runs the Factory: "
-						   "set FACTORY_PROJECT (CI_PROJECT_ID in CI) or leave setup.schedules off");
 	if ((error = gitlab_set_project(ctx->gl, ctx->project)) < 0)
 		return error;
 	if ((error = gitlab_request(&project, ctx->gl, "GET", NULL, "projects/:id")) == 0)
@@ -559,6 +556,11 @@ static int run(job_ctx *ctx)
 		goto cleanup;
 	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
 		goto cleanup;
+	if (group && schedules && (!ctx->project || !*ctx->project)) {
+		error = ferror_set(FACTORY_ECONFIG, "pipeline schedules are made in the project that runs the Factory: "
+						    "set FACTORY_PROJECT (CI_PROJECT_ID in CI) or leave setup.schedules off");
+		goto cleanup;
+	}
 	if (group) {
 		error = run_group(ctx, group, print, schedules);
 		goto cleanup;

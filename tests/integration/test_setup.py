@@ -358,6 +358,28 @@ class ScheduleTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r)
         self.assertIn("cannot list the pipeline schedules", r.stderr)
 
+    def test_group_scope_puts_the_schedules_in_the_project_that_runs_setup(self):
+        double = Double(seed={"groups": ["acme"], "projects": [{"path_with_namespace": "acme/web"},
+                                                               {"path_with_namespace": "acme/api"}]},
+                        tier="premium")
+        self.addCleanup(double.stop)
+        env = job_env(double, project="acme/web", extra={"FACTORY_SCOPE": "group:acme"})
+        r = run_job("setup", None, "--schedules", env=env)
+        self.assertEqual(r.returncode, 0, r)
+        web = gl(double, "GET", "/projects/acme%2Fweb/pipeline_schedules")
+        self.assertEqual(sorted(s["description"] for s in web), sorted("factory: " + j for j in JOB_CRONS))
+        self.assertEqual(gl(double, "GET", "/projects/acme%2Fapi/pipeline_schedules"), [])
+        self.assertIn("pipeline schedules", r.report["summary"])
+        double.clear_requests()
+        self.assertEqual(run_job("setup", None, "--schedules", env=env).returncode, 0)
+        self.assertEqual(writes(double.requests()), [])
+        # no project to put them in: refused before anything is written
+        double.clear_requests()
+        r = run_job("setup", None, "--schedules", env=job_env(double, project=None, extra={"FACTORY_SCOPE": "group:acme"}))
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("FACTORY_PROJECT", r.stderr)
+        self.assertEqual(writes(double.requests()), [])
+
     def test_off_by_default_for_the_binary(self):
         r = run_job("setup", self.double)
         self.assertEqual(r.returncode, 0, r)
