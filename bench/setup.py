@@ -35,8 +35,12 @@ def sizes(d):
     out = {}
     if os.path.isdir(d):
         for n in sorted(os.listdir(d)):
-            if n.startswith("factory-"):
-                out[n] = os.path.getsize(os.path.join(d, n))
+            path = os.path.join(d, n)
+            # The static build is one multi-call binary, `factory`, with a
+            # factory-<job> symlink per job: count the file once.
+            if (n == "factory" or n.startswith("factory-")) and not os.path.islink(path) \
+                    and os.path.isfile(path):
+                out[n] = os.path.getsize(path)
     return out
 
 
