@@ -24,10 +24,6 @@
 #define ANSWER_TOKENS 4000
 #define SUMMARY_MAX 200
 
-struct rel_model {
-	opinion *op;
-};
-
 static const char system_prompt[] =
         "You help write a software product's release notes. For each change you are given (an issue or a "
         "commit, with its labels and text), decide whether customers of the product would notice it "
@@ -49,7 +45,6 @@ static cJSON *schema(void)
 
 int rel_model_open(rel_model **out, job_ctx *ctx)
 {
-	rel_model *m = NULL;
 	opinion_options o = {
 	        .system = system_prompt,
 	        .tool = "release_assessment",
@@ -62,29 +57,19 @@ int rel_model_open(rel_model **out, job_ctx *ctx)
 	*out = NULL;
 	if (!opinion_wanted(ctx->cfg))
 		return 0; /* no model: the rules alone decide */
-	if (!(m = calloc(1, sizeof(*m))))
-		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	if ((error = fconfig_get_long(&o.max, ctx->cfg, "release.llm_max", 100, 0, 10000)) < 0 ||
-	    (error = opinion_open(&m->op, ctx->cfg, &o, schema())) < 0)
-		goto cleanup;
-	*out = m;
-	m = NULL;
-cleanup:
-	rel_model_free(m);
-	return error;
+	if ((error = fconfig_get_long(&o.max, ctx->cfg, "release.llm_max", 100, 0, 10000)) < 0)
+		return error;
+	return opinion_open(out, ctx->cfg, &o, schema());
 }
 
 void rel_model_free(rel_model *m)
 {
-	if (!m)
-		return;
-	opinion_free(m->op);
-	free(m);
+	opinion_free(m);
 }
 
 void rel_model_counters(const rel_model *m, long *asked, long *changed, long *ignored)
 {
-	opinion_counters(m ? m->op : NULL, asked, changed, ignored);
+	opinion_counters(m, asked, changed, ignored);
 }
 
 static const char *str_of(const cJSON *o, const char *k)
@@ -155,7 +140,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 	const cJSON *changes = cJSON_GetObjectItemCaseSensitive(answer, "changes"), *c;
 
 	if (!cJSON_IsArray(changes)) {
-		opinion_ignored(m->op, (long)n, "no list of changes");
+		opinion_ignored(m, (long)n, "no list of changes");
 		return;
 	}
 	cJSON_ArrayForEach(c, changes)
@@ -165,7 +150,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 		const char *summary = str_of(c, "summary"), *reason = str_of(c, "reason");
 
 		if (!it || !cJSON_IsBool(cf)) {
-			opinion_ignored(m->op, 1, NULL);
+			opinion_ignored(m, 1, NULL);
 			continue;
 		}
 		if (cJSON_IsTrue(cf) != (it->item.customer != 0)) {
@@ -173,7 +158,7 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 
 			it->item.customer = cJSON_IsTrue(cf);
 			it->model = 1;
-			opinion_changed(m->op, 1);
+			opinion_changed(m, 1);
 			fbuf_init(&t, sizeof(it->model_reason));
 			untrusted_title(&t, reason ? reason : "", reason ? strlen(reason) : 0,
 			                sizeof(it->model_reason) - 1);
@@ -200,7 +185,7 @@ static int ask_batch(rel_model *m, rel_run *r, const size_t *batch, size_t n)
 	error = fbuf_printf(&q, "Project: %s. Changes in the next release:\n", r->project_name);
 	for (k = 0; !error && k < n; k++)
 		error = describe(&q, r, &r->items[batch[k]]);
-	if (!error && !(error = opinion_ask(&answer, m->op, fbuf_cstr(&q), (long)n)) && answer)
+	if (!error && !(error = opinion_ask(&answer, m, fbuf_cstr(&q), (long)n)) && answer)
 		apply(m, r, answer, batch, n);
 	cJSON_Delete(answer);
 	fbuf_release(&q);
@@ -213,8 +198,8 @@ int rel_model_ask(rel_model *m, rel_run *r)
 	int error = 0;
 
 	/* asked + n stays under the room left: a batch sent moves n into asked */
-	for (i = 0; i < r->nitems && opinion_room(m->op) > 0; i++) {
-		if (!askable(&r->items[i]) || (long)n >= opinion_room(m->op))
+	for (i = 0; i < r->nitems && opinion_room(m) > 0; i++) {
+		if (!askable(&r->items[i]) || (long)n >= opinion_room(m))
 			continue;
 		batch[n++] = i;
 		if (n == BATCH) {
@@ -223,7 +208,7 @@ int rel_model_ask(rel_model *m, rel_run *r)
 			n = 0;
 		}
 	}
-	if (n && opinion_room(m->op) > 0)
+	if (n && opinion_room(m) > 0)
 		error = ask_batch(m, r, batch, n);
 	return error;
 }

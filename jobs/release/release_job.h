@@ -30,7 +30,7 @@
 
 #define REL_SHA_LEN 40
 
-typedef struct rel_model rel_model;
+typedef struct opinion rel_model; /* model.c: the model's second opinion (opinion.h) */
 
 /* One reporter of an issue who left an address (from intake's internal note). */
 typedef struct {

@@ -19,10 +19,6 @@
 #define ASK_DEADLINE_MS 120000
 #define ANSWER_TOKENS 600
 
-struct tri_model {
-	opinion *op;
-};
-
 static const char system_prompt[] =
 	"You triage issues of a software project's GitLab tracker. Read the issue and answer by calling the tool "
 	"triage_decision exactly once. Types: security (vulnerabilities, leaked credentials, access to other "
@@ -36,7 +32,6 @@ static const char system_prompt[] =
 
 int tri_model_open(tri_model **out, job_ctx *ctx, const triage_policy *p)
 {
-	tri_model *m = NULL;
 	opinion_options o = {
 	        .system = system_prompt,
 	        .tool = "triage_decision",
@@ -47,33 +42,22 @@ int tri_model_open(tri_model **out, job_ctx *ctx, const triage_policy *p)
 	};
 	int error;
 
-	*out = NULL;
-	if (!opinion_wanted(ctx->cfg))
-		return 0; /* no model configured: rules alone decide */
-	if (!(m = calloc(1, sizeof(*m))))
-		return ferror_set(FACTORY_ENOMEM, "out of memory");
-	if ((error = opinion_open(&m->op, ctx->cfg, &o, triage_model_schema())) < 0)
-		goto cleanup;
-	log_info("model %s (%s) will be asked about ambiguous issues (at most %ld this run)",
-	         llm_model(opinion_llm(m->op)), llm_provider_name(llm_get_provider(opinion_llm(m->op))), o.max);
-	*out = m;
-	m = NULL;
-cleanup:
-	tri_model_free(m);
-	return error;
+	/* no model configured: *out stays NULL and the rules alone decide */
+	if ((error = opinion_open(out, ctx->cfg, &o, triage_model_schema())) < 0 || !*out)
+		return error;
+	log_info("model %s (%s) will be asked about ambiguous issues (at most %ld this run)", llm_model(opinion_llm(*out)),
+	         llm_provider_name(llm_get_provider(opinion_llm(*out))), o.max);
+	return 0;
 }
 
 void tri_model_free(tri_model *m)
 {
-	if (!m)
-		return;
-	opinion_free(m->op);
-	free(m);
+	opinion_free(m);
 }
 
 void tri_model_counters(const tri_model *m, long *asked, long *changed, long *ignored)
 {
-	opinion_counters(m ? m->op : NULL, asked, changed, ignored);
+	opinion_counters(m, asked, changed, ignored);
 }
 
 /* The question: the rules' verdict and the issue, cleaned and cut. */
@@ -108,16 +92,16 @@ int tri_model_ask(tri_model *m, triage_decision *d, const cJSON *issue)
 	fbuf q;
 	int error;
 
-	if (!m || opinion_room(m->op) < 1)
+	if (opinion_room(m) < 1)
 		return 0;
 	fbuf_init(&q, 64 * 1024);
-	if ((error = question(&q, d, issue)) < 0 || (error = opinion_ask(&answer, m->op, fbuf_cstr(&q), 1)) < 0 ||
+	if ((error = question(&q, d, issue)) < 0 || (error = opinion_ask(&answer, m, fbuf_cstr(&q), 1)) < 0 ||
 	    !answer)
 		goto cleanup;
 	if (triage_apply_model(d, answer) < 0)
-		opinion_ignored(m->op, 1, ferror_last());
+		opinion_ignored(m, 1, ferror_last());
 	else if (d->model)
-		opinion_changed(m->op, 1);
+		opinion_changed(m, 1);
 cleanup:
 	cJSON_Delete(answer);
 	fbuf_release(&q);

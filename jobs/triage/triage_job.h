@@ -15,7 +15,7 @@
 #include "llm.h"
 #include "triage.h"
 
-typedef struct tri_model tri_model;
+typedef struct opinion tri_model; /* model.c: the model's opinion (opinion.h) */
 
 /* What the run means to do with an issue. */
 enum {
