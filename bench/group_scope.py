@@ -14,9 +14,14 @@ The listing choice: triage lists each project's open issues
 the whole group (GET /groups/:id/issues), is measured by paging through it
 with the same page size, for the even layout (P x N) and an uneven one
 (N - 50 issues per project, where per-project pages are partly empty).
+Then factory-release over a group of P projects with R closed issues each
+(default 20; a first release each, then a rerun with nothing new), and
+factory-watch over P projects each naming its own log source over HTTP
+(one error filed per project, then a rerun over the same window): requests
+and calls per issue handled, from the jobs' own reports.
 Writes bench/results/group_scope.json and prints a summary.
 
-    bench/group_scope.py [--projects P] [--issues N] [--bin-dir DIR]
+    bench/group_scope.py [--projects P] [--issues N] [--closed R] [--bin-dir DIR]
 """
 import argparse
 import json
@@ -24,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +77,9 @@ def kind(r):
     if p.endswith("/reorder"):
         return r["method"] + " reorder"
     if "/repository/files/" in p:
-        return r["method"] + " .factory.yml"
+        return r["method"] + " file " + p.split("/repository/files/")[1].split("/")[0].replace("%2F", "/")
+    if "/releases" in p:
+        return r["method"] + " release"
     if p.startswith("/api/v4/groups/"):
         return r["method"] + " group " + p.split("/")[-1]
     if p.endswith("/issues"):
@@ -81,12 +89,12 @@ def kind(r):
     return r["method"] + " " + p.split("/")[-1]
 
 
-def run_job(binary, double, report_dir, group="acme"):
+def run_job(binary, double, report_dir, group="acme", args=()):
     double.clear_requests()
     env = job_env(double, project=None, extra={"FACTORY_SCOPE": "group:" + group, "FACTORY_REPORT_DIR": report_dir,
                                                "FACTORY_LOG_LEVEL": "warn"})
     t0 = time.perf_counter()
-    p = subprocess.run([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run([binary] + list(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit("%s failed (%d): %s" % (binary, p.returncode, p.stderr[-2000:]))
@@ -103,6 +111,37 @@ def run_job(binary, double, report_dir, group="acme"):
             "calls_per_issue": rep["data"].get("api_budget", {}).get("calls_per_issue"),
             "per_project_requests": {p["path"]: p.get("counters", {}).get("api_requests", 0)
                                      for p in rep["data"]["projects"]}}
+
+
+def release_world(projects, closed):
+    d = Double(tier="premium")
+    d.start()
+    paths = project_paths(projects)
+    d.seed({"groups": ["acme", "acme/team"],
+            "projects": [{"path_with_namespace": p, "default_branch": "main", "files": {"README.md": p + "\n"}}
+                         for p in paths]})
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400))
+    kinds = ["type::feature", "type::bug", "type::chore"]
+    for p in paths:
+        pid = d.request("GET", "/projects/" + p.replace("/", "%2F")).json()["id"]
+        d.seed({"issues": [{"project_id": pid, "title": "Change %d of %s" % (k, p), "description": "Done.",
+                            "labels": [kinds[k % 3]], "state": "closed", "closed_at": when}
+                           for k in range(closed)]})
+    return d
+
+
+def watch_world(projects, url):
+    d = Double(tier="premium")
+    d.start()
+    d.seed({"groups": ["acme", "acme/team"],
+            "projects": [{"path_with_namespace": p, "default_branch": "main",
+                          "files": {".factory.yml": "watch:\n  source: %s\n" % url}}
+                         for p in project_paths(projects)]})
+    return d
+
+
+def summary_of(r):
+    return {k: r[k] for k in ("requests", "writes", "issues_handled", "calls_per_issue", "wall_s")}
 
 
 def pages(double, path):
@@ -129,6 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--projects", type=int, default=5)
     ap.add_argument("--issues", type=int, default=200)
+    ap.add_argument("--closed", type=int, default=20)
     ap.add_argument("--bin-dir", default=os.environ.get("FACTORY_BIN_DIR", os.path.join(ROOT, "bin")))
     a = ap.parse_args()
     out = {"projects": a.projects, "issues_per_project": a.issues}
@@ -146,6 +186,28 @@ def main():
         out["listing_uneven"] = dict(listing(d, ids), issues_per_project=max(1, a.issues - 50))
     finally:
         d.stop()
+    d = release_world(a.projects, a.closed)
+    try:
+        rel = os.path.join(a.bin_dir, "factory-release")
+        out["release_first_run"] = run_job(rel, d, report_dir)
+        out["release_second_run"] = run_job(rel, d, report_dir)
+        out["release_closed_per_project"] = a.closed
+    finally:
+        d.stop()
+    from integration import test_watch as tw  # noqa: E402 (its log lines and log server)
+    lines = tw.baseline_lines() + tw.window_lines()
+    server = tw.LogServer("\n".join(lines) + "\n", [])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    d = watch_world(a.projects, "http://127.0.0.1:%d/app.log" % server.server_address[1])
+    try:
+        w = os.path.join(a.bin_dir, "factory-watch")
+        args = ("--now", tw.NOW, "--window", "15m", "--baseline", "2h")
+        out["watch_first_run"] = run_job(w, d, report_dir, args=args)
+        out["watch_second_run"] = run_job(w, d, report_dir, args=args)
+    finally:
+        d.stop()
+        server.shutdown()
+        server.server_close()
     out["load"] = os.getloadavg()[0]
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "group_scope.json"), "w") as f:
@@ -156,6 +218,11 @@ def main():
     print("  first run:  %d requests (%d writes), %d triaged, %.2f calls per issue, %.2f s"
           % (f1["requests"], f1["writes"], f1["triaged"], f1["calls_per_issue"] or 0, f1["wall_s"]))
     print("  second run: %d requests (%d writes), %.2f s" % (f2["requests"], f2["writes"], f2["wall_s"]))
+    for k in ("release_first_run", "release_second_run", "watch_first_run", "watch_second_run"):
+        r = out[k]
+        print("  %s: %d requests (%d writes), %d issues handled, %s calls per issue, %.2f s"
+              % (k, r["requests"], r["writes"], r["issues_handled"],
+                 "%.2f" % r["calls_per_issue"] if r["calls_per_issue"] else "-", r["wall_s"]))
     for k in ("listing_even", "listing_uneven"):
         l = out[k]
         print("  listing (%s): per project %d requests, group endpoint %d requests"
