@@ -171,8 +171,10 @@ class ParallelImplementTest(unittest.TestCase):
     def test_group_scope_with_work_in_progress_limits(self):
         ids = self.d.seed({"projects": [{"path_with_namespace": "acme/team/svc%d" % k,
                                          "files": {"README.md": "# demo\n"}} for k in range(3)]})["projects"]
+        out = self.d.seed({"projects": [{"path_with_namespace": "acme/team/opted-out", "topics": ["factory-opt-out"],
+                                         "files": {"README.md": "# demo\n"}}]})["projects"][0]
         self.d.seed({"issues": [issue("Task %d" % i, iid=i, position=i * 10) | {"project_id": pid}
-                                for pid in ids for i in range(1, 12)]})
+                                for pid in ids + [out] for i in range(1, 12)]})
         # In Progress holds at most 5 in the group and 2 per project: with the
         # issues stuck In Progress the whole round, at most 5 can be delivered
         # per round; here the jobs finish within the round, so the limit is
@@ -206,9 +208,19 @@ class ParallelImplementTest(unittest.TestCase):
             for pid in ids:
                 self.assertEqual(gl(self.d, "GET", "/projects/%d/issues?labels=%s" % (
                     pid, IN_PROGRESS.replace(" ", "%20"))), [])
+        # A project that opted out is never touched.
+        self.assertEqual([r for r in self.d.requests() if "/projects/%d/" % out in r["path"]], [])
+        self.assertEqual(gl(self.d, "GET", "/projects/%d/issues/1/notes" % out), [])
         # How often the limits turned a job away is timing: reported, not asserted.
         print("\n  %d rounds: %d delivered; candidates passed over at a limit: %d, issues given back after a "
               "race past a limit: %d" % (ROUNDS, total, skipped, backoffs))
+
+    def test_bad_node_settings_are_a_usage_error(self):
+        for index, total in (("9", "8"), ("0", "8"), ("x", "8"), ("1", "-2")):
+            r = run_implement(self.d, self.llms[0], extra={"CI_NODE_INDEX": index, "CI_NODE_TOTAL": total})
+            self.assertEqual(r.returncode, 2, r)
+            self.assertIn("CI_NODE_", r.stderr)
+        self.assertEqual([r for r in self.d.requests() if r["method"] != "GET"], [])
 
 
 if __name__ == "__main__":
