@@ -453,109 +453,115 @@ static llm_conv *simple_conv(void)
 	return c;
 }
 
+/* A scripted server, an Anthropic client for it and a one-task
+ * conversation: what the llm_send tests start with. */
+typedef struct {
+	ts_server *s;
+	llm *l;
+	llm_conv *c;
+} model_server;
+
+static void model_server_start(model_server *x)
+{
+	char url[256];
+
+	x->s = ts_start();
+	ts_url(url, sizeof(url), x->s, "");
+	x->l = client(LLM_ANTHROPIC, url, 1);
+	x->c = simple_conv();
+}
+
+static void model_server_end(model_server *x)
+{
+	llm_conv_free(x->c);
+	llm_free(x->l);
+	ts_stop(x->s);
+}
+
 Test(llm_send, retries_429_529_500_and_drops_then_answers)
 {
-	ts_server *s = ts_start();
-	char url[256];
-	llm *l;
-	llm_conv *c = simple_conv();
+	model_server x;
 	llm_response r;
 	llm_stats st;
 	char hdr[256];
 
-	push(s,
+	model_server_start(&x);
+	push(x.s,
 	     ts_response(429, "Too Many Requests", "retry-after-ms: 1234\r\n",
 	                 "{\"type\":\"error\",\"error\":"
 	                 "{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}"),
 	     0);
-	push(s,
+	push(x.s,
 	     ts_response(529, "Overloaded", "retry-after: 2\r\n",
 	                 "{\"type\":\"error\",\"error\":{\"type\":"
 	                 "\"overloaded_error\",\"message\":\"Overloaded\"}}"),
 	     0);
-	push(s, ts_response(500, "Internal Server Error", "", "{}"), 0);
-	push(s, ok_answer(), 0);
-	ts_url(url, sizeof(url), s, "");
-	l = client(LLM_ANTHROPIC, url, 1);
-	cr_assert_eq(llm_send(&r, l, c, 0, 0), 0, "%s", ferror_last());
+	push(x.s, ts_response(500, "Internal Server Error", "", "{}"), 0);
+	push(x.s, ok_answer(), 0);
+	cr_assert_eq(llm_send(&r, x.l, x.c, 0, 0), 0, "%s", ferror_last());
 	cr_assert_str_eq(r.text, "done");
-	llm_get_stats(&st, l);
+	llm_get_stats(&st, x.l);
 	cr_assert_eq(st.requests, 4, "requests %ld retries %ld slept %d: %s", st.requests, st.retries, nslept,
 	             ferror_last());
 	cr_assert_eq(st.retries, 3);
 	cr_assert_eq(nslept, 3);
 	cr_assert_eq(slept[0], 1234, "retry-after-ms is honoured");
 	cr_assert_eq(slept[1], 2000, "retry-after is honoured");
-	cr_assert_eq(ts_count(s), 4);
-	cr_assert_eq(ts_header(hdr, sizeof(hdr), ts_req(s, 0)->headers, "x-api-key"), 0);
+	cr_assert_eq(ts_count(x.s), 4);
+	cr_assert_eq(ts_header(hdr, sizeof(hdr), ts_req(x.s, 0)->headers, "x-api-key"), 0);
 	cr_assert_str_eq(hdr, KEY);
-	cr_assert_eq(ts_header(hdr, sizeof(hdr), ts_req(s, 0)->headers, "anthropic-version"), 0);
-	cr_assert_str_eq(ts_req(s, 0)->target, "/v1/messages");
+	cr_assert_eq(ts_header(hdr, sizeof(hdr), ts_req(x.s, 0)->headers, "anthropic-version"), 0);
+	cr_assert_str_eq(ts_req(x.s, 0)->target, "/v1/messages");
 	llm_response_release(&r);
-	llm_conv_free(c);
-	llm_free(l);
-	ts_stop(s);
+	model_server_end(&x);
 }
 
 Test(llm_send, retries_a_dropped_connection)
 {
-	ts_server *s = ts_start();
-	char url[256];
-	llm *l;
-	llm_conv *c = simple_conv();
+	model_server x;
 	llm_response r;
 	llm_stats st;
 
+	model_server_start(&x);
 	/* The first connection is always fresh, so curl cannot hide the drop. */
-	ts_push(s, "", 0, TS_DROP);
-	push(s, ok_answer(), 0);
-	ts_url(url, sizeof(url), s, "");
-	l = client(LLM_ANTHROPIC, url, 1);
-	cr_assert_eq(llm_send(&r, l, c, 0, 0), 0, "%s", ferror_last());
-	llm_get_stats(&st, l);
+	ts_push(x.s, "", 0, TS_DROP);
+	push(x.s, ok_answer(), 0);
+	cr_assert_eq(llm_send(&r, x.l, x.c, 0, 0), 0, "%s", ferror_last());
+	llm_get_stats(&st, x.l);
 	cr_assert_eq(st.retries, 1);
 	llm_response_release(&r);
-	llm_conv_free(c);
-	llm_free(l);
-	ts_stop(s);
+	model_server_end(&x);
 }
 
 Test(llm_send, gives_up_after_the_retries)
 {
-	ts_server *s = ts_start();
-	char url[256];
-	llm *l;
-	llm_conv *c = simple_conv();
+	model_server x;
 	llm_response r;
 	int i;
 
+	model_server_start(&x);
 	for (i = 0; i < 5; i++)
-		push(s,
+		push(x.s,
 		     ts_response(529, "Overloaded", "",
 		                 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
 		                 "\"message\":\"Overloaded\"}}"),
 		     0);
-	ts_url(url, sizeof(url), s, "");
-	l = client(LLM_ANTHROPIC, url, 1);
-	cr_assert_eq(llm_send(&r, l, c, 0, 0), FACTORY_EUPSTREAM);
+	cr_assert_eq(llm_send(&r, x.l, x.c, 0, 0), FACTORY_EUPSTREAM);
 	cr_assert(strstr(ferror_last(), "529"), "%s", ferror_last());
 	cr_assert(strstr(ferror_last(), "overloaded_error"), "%s", ferror_last());
-	cr_assert_eq(ts_count(s), 5, "one try and four retries");
-	llm_conv_free(c);
-	llm_free(l);
-	ts_stop(s);
+	cr_assert_eq(ts_count(x.s), 5, "one try and four retries");
+	model_server_end(&x);
 }
 
 Test(llm_send, context_length_error_compacts_then_retries)
 {
-	ts_server *s = ts_start();
-	char url[256], big[3000], id[16];
-	llm *l;
-	llm_conv *c = simple_conv();
+	model_server x;
+	char big[3000], id[16];
 	llm_response r;
 	llm_stats st;
 	int i;
 
+	model_server_start(&x);
 	memset(big, 'y', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	for (i = 0; i < 6; i++) {
@@ -565,27 +571,23 @@ Test(llm_send, context_length_error_compacts_then_retries)
 		         "\"input\":{}}],\"stop_reason\":\"tool_use\"}",
 		         i);
 		cr_assert_eq(llm_parse_response(&r, LLM_ANTHROPIC, ans, strlen(ans)), 0);
-		llm_conv_add_assistant(c, &r);
+		llm_conv_add_assistant(x.c, &r);
 		llm_response_release(&r);
 		snprintf(id, sizeof(id), "u%d", i);
-		llm_conv_add_tool_result(c, id, big, 0);
+		llm_conv_add_tool_result(x.c, id, big, 0);
 	}
-	push(s,
+	push(x.s,
 	     ts_response(400, "Bad Request", "",
 	                 "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
 	                 "\"message\":\"prompt is too long: 250000 tokens > 200000 maximum\"}}"),
 	     0);
-	push(s, ok_answer(), 0);
-	ts_url(url, sizeof(url), s, "");
-	l = client(LLM_ANTHROPIC, url, 1);
-	cr_assert_eq(llm_send(&r, l, c, 0, 0), 0, "%s", ferror_last());
-	llm_get_stats(&st, l);
+	push(x.s, ok_answer(), 0);
+	cr_assert_eq(llm_send(&r, x.l, x.c, 0, 0), 0, "%s", ferror_last());
+	llm_get_stats(&st, x.l);
 	cr_assert_eq(st.compactions, 1);
-	cr_assert_lt(ts_req(s, 1)->body_len, ts_req(s, 0)->body_len);
+	cr_assert_lt(ts_req(x.s, 1)->body_len, ts_req(x.s, 0)->body_len);
 	llm_response_release(&r);
-	llm_conv_free(c);
-	llm_free(l);
-	ts_stop(s);
+	model_server_end(&x);
 }
 
 Test(llm_send, errors_that_end_the_run)
@@ -609,22 +611,17 @@ Test(llm_send, errors_that_end_the_run)
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		ts_server *s = ts_start();
-		char url[256];
-		llm *l;
-		llm_conv *c = simple_conv();
+		model_server x;
 		llm_response r;
 
-		push(s, ts_response(cases[i].status, "X", "", cases[i].body), 0);
-		ts_url(url, sizeof(url), s, "");
-		l = client(LLM_ANTHROPIC, url, 1);
-		cr_assert_eq(llm_send(&r, l, c, 0, 0), cases[i].code, "status %d: %s", cases[i].status, ferror_last());
+		model_server_start(&x);
+		push(x.s, ts_response(cases[i].status, "X", "", cases[i].body), 0);
+		cr_assert_eq(llm_send(&r, x.l, x.c, 0, 0), cases[i].code, "status %d: %s", cases[i].status,
+		             ferror_last());
 		cr_assert(strstr(ferror_last(), cases[i].says), "%s", ferror_last());
 		cr_assert_null(strstr(ferror_last(), KEY));
-		cr_assert_eq(ts_count(s), 1, "no retry for %d", cases[i].status);
-		llm_conv_free(c);
-		llm_free(l);
-		ts_stop(s);
+		cr_assert_eq(ts_count(x.s), 1, "no retry for %d", cases[i].status);
+		model_server_end(&x);
 	}
 }
 
@@ -656,19 +653,13 @@ Test(llm_send, openai_sends_bearer_to_chat_completions)
 
 Test(llm_send, deadline_bounds_the_call)
 {
-	ts_server *s = ts_start();
-	char url[256];
-	llm *l;
-	llm_conv *c = simple_conv();
+	model_server x;
 	llm_response r;
 
-	ts_push(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 3000, 0);
-	ts_url(url, sizeof(url), s, "");
-	l = client(LLM_ANTHROPIC, url, 1);
+	model_server_start(&x);
+	ts_push(x.s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 3000, 0);
 	/* Cut short by the deadline (the answer would have come, 3 s later). */
-	cr_assert_eq(llm_send(&r, l, c, 0, llm_now_ms() + 300), FACTORY_ETIMEOUT, "%s", ferror_last());
+	cr_assert_eq(llm_send(&r, x.l, x.c, 0, llm_now_ms() + 300), FACTORY_ETIMEOUT, "%s", ferror_last());
 	cr_assert(strstr(ferror_last(), "time budget ran out"), "%s", ferror_last());
-	llm_conv_free(c);
-	llm_free(l);
-	ts_stop(s);
+	model_server_end(&x);
 }
