@@ -497,7 +497,7 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 		if (p < le && *p == '[') {
 			const char *c = memchr(p, ']', (size_t)(le - p));
 			size_t n = c ? (size_t)(c - p - 1) : 0;
-			if (*(p + 1) == '[')
+			if (p + 1 < le && p[1] == '[')
 				n = 0; /* an array of tables */
 			snprintf(table, sizeof(table), "%.*s", (int)(n < 255 ? n : 255), p + 1);
 			if (kind == 'p')
@@ -847,9 +847,14 @@ static int quoted(const char **s, size_t *n, const char *p, const char *end)
 static int kw_before(const char *text, const char *p, const char *kw)
 {
 	size_t k = strlen(kw);
-	return (size_t)(p - text) >= k && !memcmp(p - k, kw, k) &&
-	       ((size_t)(p - text) == k || !(isalnum((unsigned char)p[-k - 1]) || p[-k - 1] == '_' || p[-k - 1] == '.' ||
-					    p[-k - 1] == '$'));
+	const char *b;
+
+	if ((size_t)(p - text) < k || memcmp(p - k, kw, k))
+		return 0;
+	if ((size_t)(p - text) == k)
+		return 1;
+	b = p - k - 1; /* the byte before the keyword: not part of a longer name */
+	return !(isalnum((unsigned char)*b) || *b == '_' || *b == '.' || *b == '$');
 }
 
 static void scan_js(deps *d, const char *text, size_t len, int css)

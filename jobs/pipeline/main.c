@@ -6,6 +6,7 @@
  *                                      something is red, optimise mode when not
  *   factory-pipeline classify [FILE]   classify one job log offline (standard
  *                                      input without FILE): one JSON object
+ *   factory-pipeline deps [DIR]        unused dependencies and bloat of a checkout
  *   factory-pipeline rules             print the built-in classification rules
  *
  * No state is kept on the runner: the mark of the last run, the failure
@@ -37,6 +38,8 @@ static const job_spec spec = {
 	"  run              (default) the scheduled run against GitLab\n"
 	"  classify [FILE]  classify one CI job log (standard input without FILE):\n"
 	"                   {class, tool, location {file, line}, test, error_lines [first, last], excerpt}\n"
+	"  deps [DIR]       unused dependencies and bloat of a local checkout (the current\n"
+	"                   directory without DIR): one JSON object\n"
 	"  rules            print the built-in classification rules (YAML)",
 	options,
 };
@@ -52,11 +55,13 @@ int main(int argc, char **argv)
 	cmd = ctx.nargs > 0 ? ctx.args[0] : "run";
 	if (!strcmp(cmd, "run"))
 		rc = pipeline_cmd_run(&ctx);
+	else if (!strcmp(cmd, "deps"))
+		rc = pipeline_cmd_deps(&ctx);
 	else if (!strcmp(cmd, "classify"))
 		rc = pipeline_cmd_classify(&ctx);
 	else if (!strcmp(cmd, "rules"))
 		rc = ctx.nargs > 1 ? ferror_set(FACTORY_ECONFIG, "rules takes no argument") : pipeline_cmd_rules(&ctx);
 	else
-		rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s' (run, classify or rules; see --help)", cmd);
+		rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s' (run, classify, deps or rules; see --help)", cmd);
 	return job_finish(&ctx, rc);
 }

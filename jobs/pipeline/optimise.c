@@ -848,11 +848,11 @@ static int walk_dir(walk_state *w, const char *dir, int depth)
 
 /* pipeline.deps: {aliases: {dist: module | [modules]}, keep: [names],
  * lighter: {ecosystem: {name: replacement}}} from the settings file. */
-static int deps_settings(deps *d, pl_run *r)
+static int deps_settings(deps *d, const fconfig *cfg)
 {
-	const cJSON *al = fconfig_yaml_path(r->job->cfg, "pipeline.deps.aliases");
-	const cJSON *keep = fconfig_yaml_path(r->job->cfg, "pipeline.deps.keep");
-	const cJSON *li = fconfig_yaml_path(r->job->cfg, "pipeline.deps.lighter");
+	const cJSON *al = fconfig_yaml_path(cfg, "pipeline.deps.aliases");
+	const cJSON *keep = fconfig_yaml_path(cfg, "pipeline.deps.keep");
+	const cJSON *li = fconfig_yaml_path(cfg, "pipeline.deps.lighter");
 	const cJSON *it, *m;
 	int error = 0;
 
@@ -892,6 +892,76 @@ static void md_cell(fbuf *out, const char *text, size_t max)
 	fbuf_release(&c);
 }
 
+/* Read the tree at `root` under the settings `cfg` into *out (deps.h's
+ * findings, with "incomplete": true when a cap stopped the walk). */
+static int scan_tree(cJSON **out, walk_state *w, const char *root, const fconfig *cfg)
+{
+	long max_mb;
+	int error;
+
+	*out = NULL;
+	if ((error = fconfig_get_long(&w->max_files, cfg, "pipeline.deps.max_files", 50000, 1, 10000000)) < 0 ||
+	    (error = fconfig_get_long(&max_mb, cfg, "pipeline.deps.max_mb", 256, 1, 65536)) < 0)
+		return error;
+	w->max_bytes = (long long)max_mb << 20;
+	if ((error = deps_new(&w->d)) < 0 || (error = deps_settings(w->d, cfg)) < 0)
+		return error;
+	w->root_len = strlen(root);
+	if ((error = walk_dir(w, root, 0)) < 0 || (error = deps_findings(out, w->d)) < 0)
+		return error;
+	if ((w->incomplete && !cJSON_AddTrueToObject(*out, "incomplete")) ||
+	    !cJSON_AddNumberToObject(*out, "bytes", (double)w->bytes) ||
+	    !cJSON_AddNumberToObject(*out, "skipped_large", (double)w->skipped))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	if (w->incomplete) {
+		/* a partial reading cannot tell what is unused */
+		cJSON_DeleteItemFromObjectCaseSensitive(*out, "unused");
+		if (!cJSON_AddArrayToObject(*out, "unused"))
+			return ferror_set(FACTORY_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* factory-pipeline deps [DIR]: the same reading of a local checkout (the
+ * current directory without DIR), the findings as one JSON object. */
+int pipeline_cmd_deps(job_ctx *ctx)
+{
+	walk_state w;
+	cJSON *f = NULL;
+	char *text = NULL;
+	const char *root = ctx->nargs > 1 ? ctx->args[1] : ".";
+	struct stat sb;
+	int error;
+
+	memset(&w, 0, sizeof(w));
+	fbuf_init(&w.content, WALK_FILE_MAX);
+	if (ctx->nargs > 2) {
+		error = ferror_set(FACTORY_ECONFIG, "deps takes one directory at most (see --help)");
+		goto cleanup;
+	}
+	if (stat(root, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		error = ferror_set(FACTORY_ECONFIG, "deps: %s is not a directory", root);
+		goto cleanup;
+	}
+	if ((error = scan_tree(&f, &w, root, ctx->cfg)) < 0)
+		goto cleanup;
+	if (!(text = cJSON_Print(f))) {
+		error = ferror_set(FACTORY_ENOMEM, "out of memory");
+		goto cleanup;
+	}
+	if (printf("%s\n", text) < 0 || fflush(stdout) != 0) {
+		error = ferror_set(FACTORY_ERR, "deps: cannot write standard output");
+		goto cleanup;
+	}
+	error = 0;
+cleanup:
+	free(text);
+	cJSON_Delete(f);
+	deps_free(w.d);
+	fbuf_release(&w.content);
+	return error;
+}
+
 /* Clone the default branch, read its files, and write what is unused and
  * what is bloat as Markdown into `md` (empty when nothing). *found counts
  * the findings. */
@@ -902,19 +972,12 @@ static int usage(long *found, fbuf *md, pl_run *r)
 	walk_state w;
 	cJSON *f = NULL, *it;
 	char dir[4096], root[4200];
-	long max_mb;
 	int error;
 
 	*found = 0;
 	memset(&w, 0, sizeof(w));
 	dir[0] = '\0';
 	fbuf_init(&w.content, WALK_FILE_MAX);
-	if ((error = fconfig_get_long(&w.max_files, r->job->cfg, "pipeline.deps.max_files", 50000, 1, 10000000)) < 0 ||
-	    (error = fconfig_get_long(&max_mb, r->job->cfg, "pipeline.deps.max_mb", 256, 1, 65536)) < 0)
-		goto cleanup;
-	w.max_bytes = (long long)max_mb << 20;
-	if ((error = deps_new(&w.d)) < 0 || (error = deps_settings(w.d, r)) < 0)
-		goto cleanup;
 	if ((size_t)snprintf(dir, sizeof(dir), "%s/factory-deps-XXXXXX", r->workdir) >= sizeof(dir) || !mkdtemp(dir)) {
 		error = ferror_set(FACTORY_ERR, "cannot make a work directory in %s: %s", r->workdir, strerror(errno));
 		dir[0] = '\0';
@@ -923,8 +986,7 @@ static int usage(long *found, fbuf *md, pl_run *r)
 	snprintf(root, sizeof(root), "%s/repo", dir);
 	if ((error = gitops_clone(&repo, &rem, root, r->default_branch)) < 0)
 		goto cleanup;
-	w.root_len = strlen(root);
-	if ((error = walk_dir(&w, root, 0)) < 0 || (error = deps_findings(&f, w.d)) < 0)
+	if ((error = scan_tree(&f, &w, root, r->job->cfg)) < 0)
 		goto cleanup;
 	log_info("optimise: dependency use: %ld files read (%lld bytes), %ld over 1 MiB skipped, %d declared entries",
 		 w.files, w.bytes, w.skipped, (int)pl_num(f, "declared"));

@@ -9,7 +9,8 @@
  *   fix.c       the fix step: clone, the coding agent, commit, push, MR
  *   ledger.c    the failure ledger kept in GitLab (an issue holding JSON),
  *               the Factory's markers, flaky tests, preventive proposals
- *   optimise.c  optimise mode: CI speed, dependencies, clean-up
+ *   optimise.c  optimise mode: CI speed, dependencies (deps.h), clean-up;
+ *               the offline deps command
  *
  * Nothing is kept on the runner: the mark of the last run, the ledger and
  * the fingerprints of what was filed live in GitLab, so a second run over
@@ -151,5 +152,7 @@ int pl_fix_run(pl_run *r, pl_fix *fx);
 
 /* optimise.c */
 int pl_optimise(pl_run *r);
+/* factory-pipeline deps [DIR]: unused dependencies and bloat of a local checkout, as JSON */
+int pipeline_cmd_deps(job_ctx *ctx);
 
 #endif

@@ -172,7 +172,12 @@ Test(deps, ruby_requires_groups_and_bundler_require)
 	add("config/application.rb", "Bundler.require(*Rails.groups)\n");
 	cr_assert_str_eq(unused("ruby"), "");
 	findings();
-	cr_assert(strstr(cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "notes")), "Bundler.require") != NULL);
+	{
+		char *notes = cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "notes"));
+		int found = strstr(notes, "Bundler.require") != NULL;
+		free(notes);
+		cr_assert(found);
+	}
 }
 
 Test(deps, no_sources_means_no_unused)
@@ -221,5 +226,27 @@ Test(deps, hostile_bytes_never_crash)
 	cr_assert_eq(deps_add_file(D, "Cargo.toml", junk, sizeof(junk) - 1), 0);
 	cr_assert_eq(deps_add_file(D, "a.js", junk, sizeof(junk) - 1), 0);
 	cr_assert_eq(deps_add_file(D, "a.rs", junk, 3), 0);
+	findings();
+}
+
+/* Inputs are not NUL-terminated: each ends exactly at its last byte (ASan
+ * sees a read past it). The first was found by fuzz_deps. */
+Test(deps, no_read_past_the_end)
+{
+	static const char *const inputs[] = {"[", "x = [\"a", "gem '", "require (\n\tgithub.com/a", "import \"",
+					     "from ", "name = \"", "\"a@", "\"", "@import '", NULL};
+	static const char *const paths[] = {"Cargo.toml", "pyproject.toml", "Gemfile", "go.mod", "main.go", "m.py",
+					    "Cargo.lock", "yarn.lock", "package.json", "a.scss", "a.rs", "x.rb", NULL};
+	int i, j;
+
+	for (i = 0; inputs[i]; i++)
+		for (j = 0; paths[j]; j++) {
+			size_t n = strlen(inputs[i]);
+			char *exact = malloc(n);
+			cr_assert(exact);
+			memcpy(exact, inputs[i], n);
+			cr_assert_eq(deps_add_file(D, paths[j], exact, n), 0);
+			free(exact);
+		}
 	findings();
 }
