@@ -64,7 +64,8 @@ int fbuf_put(fbuf *b, const void *data, size_t len)
 	if ((error = grow(b, len)) < 0)
 		return error;
 	if (len)
-		/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): grow() leaves ptr allocated whenever alloc > 0, which the analyser cannot see */
+		/* grow() leaves ptr allocated whenever alloc > 0, which the analyser cannot see: */
+		/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
 		memcpy(b->ptr + b->len, data, len);
 	b->len += len;
 	b->ptr[b->len] = '\0';
@@ -87,7 +88,7 @@ int fbuf_vprintf(fbuf *b, const char *fmt, va_list ap)
 	int n, error;
 
 	va_copy(ap2, ap);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): ap2 is va_copy'd just above; a false positive */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_copy is above */
 	n = vsnprintf(NULL, 0, fmt, ap2);
 	va_end(ap2);
 	if (n < 0)

@@ -604,7 +604,7 @@ int cilog_rules_new(cilog_rules **out, const cJSON *extra, int with_defaults, co
 		goto cleanup;
 	}
 	rs = calloc(1, sizeof(*rs));
-	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers to cJSON, sizeof(cJSON *) is meant */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of cJSON pointers, as meant */
 	items = calloc(nitems + 1, sizeof(*items));
 	origins = calloc(nitems + 1, sizeof(*origins));
 	if (!rs || !items || !origins) {
@@ -1727,7 +1727,8 @@ int cilog_feed(cilog *c, const char *data, size_t len)
 {
 	int error;
 
-	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): c is never NULL here; the analyser cannot see that cilog_new's ferror_set() is negative */
+	/* c is never NULL: the analyser cannot see that cilog_new's ferror_set() is negative */
+	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 	if (c->finished)
 		return ferror_set(FACTORY_EINVALID, "cilog: fed after finish");
 	c->bytes += len;

@@ -261,7 +261,7 @@ static int yaml_fail(const converter *cv, const yaml_mark_t *m, const char *fmt,
 	va_list ap;
 
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return ferror_set(FACTORY_ECONFIG, "bad yaml in %s at line %zu, column %zu: %s", cv->name, m->line + 1,

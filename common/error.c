@@ -18,7 +18,7 @@ int ferror_set(int code, const char *fmt, ...)
 	char *masked;
 
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 

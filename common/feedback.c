@@ -233,7 +233,7 @@ static int problem_set(feedback_problem *pr, int status, const char *code, const
 	pr->status = status;
 	pr->code = code;
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(pr->message, sizeof(pr->message), fmt, ap);
 	va_end(ap);
 	return ferror_set(FACTORY_EINVALID, "%s", pr->message);
@@ -254,7 +254,7 @@ static void field_error(feedback_problem *pr, const char *field, const char *fmt
 		return;
 	pr->fields[pr->nfields].field = field;
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(pr->fields[pr->nfields].message, sizeof(pr->fields[0].message), fmt, ap);
 	va_end(ap);
 	pr->nfields++;

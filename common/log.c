@@ -336,7 +336,7 @@ void log_msg(log_level l, const char *fmt, ...)
 	if (l < level || l >= LOG_QUIET)
 		return;
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 	masked = log_mask_dup(raw);

@@ -47,9 +47,8 @@ int opinion_open(opinion **out, const fconfig *cfg, const opinion_options *o, cJ
 	op->deadline_ms = o->deadline_ms;
 	if ((error = llm_options_from_config(&lo, &op->key, cfg)) < 0 || (error = llm_new(&op->l, &lo)) < 0)
 		goto cleanup;
-	if (!(op->system = strdup(o->system)) || !(op->tool = strdup(o->tool)) ||
-	    !(op->tools = cJSON_CreateArray()) || !(tool = cJSON_CreateObject()) ||
-	    !cJSON_AddStringToObject(tool, "name", o->tool) ||
+	if (!(op->system = strdup(o->system)) || !(op->tool = strdup(o->tool)) || !(op->tools = cJSON_CreateArray()) ||
+	    !(tool = cJSON_CreateObject()) || !cJSON_AddStringToObject(tool, "name", o->tool) ||
 	    !cJSON_AddStringToObject(tool, "description", o->description)) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;

@@ -618,7 +618,7 @@ static int __attribute__((format(printf, 2, 3))) add_reason(triage_decision *d, 
 	cJSON *s;
 
 	va_start(ap, fmt);
-	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above; a false positive of the analyser's va_list model */
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (!(s = cJSON_CreateString(buf)))

@@ -549,12 +549,13 @@ Test(gitlab, dry_run_sends_no_write)
 	cr_assert_eq(gitlab_issue_reorder(gl, 4, 10, 0), 0);
 	cr_assert_eq(ts_count(s), 0);
 	cr_assert(strstr(tu_log_text(), "dry-run: would POST projects/:id/labels "
-	                           "{\"name\":\"priority::1\",\"color\":\"#FF0000\",\"description\":\"Urgent\"}"),
+	                                "{\"name\":\"priority::1\",\"color\":\"#FF0000\",\"description\":\"Urgent\"}"),
 	          "%s", tu_log_text());
 	cr_assert(strstr(tu_log_text(), "dry-run: would PUT projects/:id/issues/4 "
-	                           "{\"add_labels\":\"doing\",\"remove_labels\":\"todo\"}"),
+	                                "{\"add_labels\":\"doing\",\"remove_labels\":\"todo\"}"),
 	          "%s", tu_log_text());
-	cr_assert(strstr(tu_log_text(), "dry-run: would DELETE projects/:id/repository/branches/old"), "%s", tu_log_text());
+	cr_assert(strstr(tu_log_text(), "dry-run: would DELETE projects/:id/repository/branches/old"), "%s",
+	          tu_log_text());
 	/* Reads still go out. */
 	ts_reply(s, 200, "OK", NULL, "[{\"id\":1}]");
 	cr_assert_eq(gitlab_list_all(&list, gl, "projects/:id/labels", NULL, 0), 0);
