@@ -30,6 +30,7 @@ int opinion_open(opinion **out, const fconfig *cfg, const opinion_options *o, cJ
 {
 	opinion *op = NULL;
 	llm_options lo;
+	llm_conv *c = NULL;
 	cJSON *tool = NULL;
 	int error = -1;
 
@@ -57,10 +58,14 @@ int opinion_open(opinion **out, const fconfig *cfg, const opinion_options *o, cJ
 	schema = NULL;
 	cJSON_AddItemToArray(op->tools, tool);
 	tool = NULL;
+	/* a tool llm.h refuses is refused now, not at every question */
+	if ((error = llm_conv_new(&c, llm_get_provider(op->l), op->system, op->tools)) < 0)
+		goto cleanup;
 	*out = op;
 	op = NULL;
 	error = 0;
 cleanup:
+	llm_conv_free(c);
 	cJSON_Delete(tool);
 	cJSON_Delete(schema);
 	opinion_free(op);

@@ -12,8 +12,8 @@
  * decide", "model answer ignored: <why>"), counted as ignored, and the
  * rules' decision stands. A failed call that will fail again (the service
  * refused the key, is gone, unavailable after its retries, or too slow)
- * disables the opinion for the rest of the run. Only running out of memory
- * is returned as an error.
+ * disables the opinion for the rest of the run. Once open, only running
+ * out of memory is returned as an error.
  *
  * Settings: llm.* (see llm.h); no llm.model means no opinion (the rules
  * alone decide).
@@ -44,8 +44,9 @@ int opinion_wanted(const fconfig *cfg);
  * Open a client for the model in `cfg`. `schema` is the tool's input
  * schema, an object schema; it is taken (freed here, on failure too).
  * Sets *out NULL and returns 0 when no model is configured. Returns
- * FACTORY_ECONFIG (a bad llm.* setting, named), FACTORY_ENOMEM (also for
- * a NULL schema). The API key read from a file is wiped at opinion_free.
+ * FACTORY_ECONFIG (a bad llm.* setting, named), FACTORY_EINVALID (a tool
+ * name or schema llm.h refuses), FACTORY_ENOMEM (also for a NULL schema).
+ * The API key read from a file is wiped at opinion_free.
  */
 int opinion_open(opinion **out, const fconfig *cfg, const opinion_options *o, cJSON *schema);
 void opinion_free(opinion *op);
@@ -62,8 +63,9 @@ long opinion_room(const opinion *op);
  * caller) about `n` subjects, counted as asked once the question is built.
  * On 0, *answer is the answer as a new JSON object (caller frees), or NULL
  * when the call failed or the answer held none: then the `n` are counted
- * as ignored and a warning is logged. Returns 0, FACTORY_ENOMEM, or the
- * error of building the conversation (nothing asked, nothing counted).
+ * as ignored and a warning is logged. Returns 0 or FACTORY_ENOMEM (out of
+ * memory before the question went out: nothing asked or counted; during
+ * the call: the `n` are asked and ignored).
  */
 int opinion_ask(cJSON **answer, opinion *op, const char *question, long n);
 

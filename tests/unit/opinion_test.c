@@ -117,6 +117,9 @@ Test(opinion, bad_setting_is_a_config_error)
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FILE, "llm.api_key", KEY), 0);
 	cr_assert_eq(opinion_open(&op, cfg, &options, NULL), FACTORY_ENOMEM, "a schema that could not be made");
 	cr_assert_null(op);
+	cr_assert_eq(opinion_open(&op, cfg, &options, cJSON_Parse("{\"type\":\"string\"}")), FACTORY_EINVALID);
+	cr_assert(strstr(ferror_last(), "object schema"), "%s", ferror_last());
+	cr_assert_null(op);
 }
 
 Test(opinion, tool_call_answer_and_the_request)
