@@ -325,6 +325,10 @@ class ConsumerProjectTest(unittest.TestCase):
         # setup disabled through the jobs input: its schedule runs nothing
         self.consumer({"jobs": "triage"})
         self.assertEqual(self.list_jobs("FACTORY_JOB=setup"), [])
+        # every job enabled (the default): a pushed version tag releases itself, any other tag does not
+        self.consumer()
+        self.assertEqual(self.list_jobs("CI_COMMIT_TAG=v1.2.0"), ["build", "factory-release"])
+        self.assertEqual(self.list_jobs("CI_COMMIT_TAG=nightly"), ["build"])
 
     def test_intake_manual_run_files_one_neutralised_issue(self):
         self.start()
