@@ -162,10 +162,11 @@ class ConsumerProjectTest(unittest.TestCase):
     """A sample consumer project includes the component; gitlab-ci-local runs
     its pipelines with the shell executor, each as a schedule would start it
     (FACTORY_JOB=<job>, the component's rules pick the job), against the
-    GitLab double. Only what a project sets itself is given: the two masked
-    variables (FACTORY_GITLAB_TOKEN, FACTORY_LLM_API_KEY) and the inputs;
-    CI_API_V4_URL comes from the remote, CI_PROJECT_ID and CI_JOB_TOKEN are
-    the ones GitLab would set. Setup, triage, release, watch and intake run
+    GitLab double. The project's CI/CD variables are the two masked ones
+    (FACTORY_GITLAB_TOKEN, FACTORY_LLM_API_KEY), plus a run's own where a
+    test says so (FEEDBACK_* for intake); no FACTORY_GITLAB_URL or
+    FACTORY_PROJECT: CI_API_V4_URL comes from the remote, CI_PROJECT_ID and
+    CI_JOB_TOKEN are given as GitLab sets them. Setup, triage, release, watch and intake run
     with the binaries on PATH (the Factory image); implement and pipeline run
     without them (the project's own image) and fetch them through the
     component's before_script from a loopback server, checksum verified."""
