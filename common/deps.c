@@ -19,9 +19,9 @@ typedef struct {
 	char name[NAME_MAX_LEN + 1];
 	char manifest[256];
 	char section[40];
-	int dev;       /* a development, test or build section */
-	int checkable; /* may be reported unused */
-	int words_only; /* Gemfile require: false: used only through words */
+	int dev;                    /* a development, test or build section */
+	int checkable;              /* may be reported unused */
+	int words_only;             /* Gemfile require: false: used only through words */
 	char req[NAME_MAX_LEN + 1]; /* Gemfile require: 'other' */
 } entry;
 
@@ -38,7 +38,7 @@ typedef struct {
 struct deps {
 	entry *e;
 	size_t n;
-	sset names;    /* "npm:x", "py:x", "go:x", "rs:x", "rb:x", "w:x", "keep:x", "alias:dist=mod" */
+	sset names;     /* "npm:x", "py:x", "go:x", "rs:x", "rb:x", "w:x", "keep:x", "alias:dist=mod" */
 	cJSON *lighter; /* {"eco:name": "instead"} */
 	cJSON *aliases; /* {"normalised dist": ["module", ...]} */
 	cJSON *bloat;
@@ -188,80 +188,142 @@ static int in_table(const char *const *tbl, const char *name)
 	return 0;
 }
 
-static const char *const npm_dev_tools[] = {
-	"jest", "mocha", "chai", "vitest", "karma", "jasmine", "ava", "tap", "eslint", "prettier", "nodemon",
-	"webpack-dev-server", "husky", "lint-staged", "sinon", "nyc", "c8", "supertest", "cypress", "playwright",
-	"@playwright/test", "storybook", "stylelint", "ts-jest", "babel-jest", "@testing-library/react",
-	"@testing-library/jest-dom", "jsdom", "msw", "standard", "xo", NULL};
+static const char *const npm_dev_tools[] = {"jest",
+                                            "mocha",
+                                            "chai",
+                                            "vitest",
+                                            "karma",
+                                            "jasmine",
+                                            "ava",
+                                            "tap",
+                                            "eslint",
+                                            "prettier",
+                                            "nodemon",
+                                            "webpack-dev-server",
+                                            "husky",
+                                            "lint-staged",
+                                            "sinon",
+                                            "nyc",
+                                            "c8",
+                                            "supertest",
+                                            "cypress",
+                                            "playwright",
+                                            "@playwright/test",
+                                            "storybook",
+                                            "stylelint",
+                                            "ts-jest",
+                                            "babel-jest",
+                                            "@testing-library/react",
+                                            "@testing-library/jest-dom",
+                                            "jsdom",
+                                            "msw",
+                                            "standard",
+                                            "xo",
+                                            NULL};
 static const char *const py_dev_tools[] = {
-	"pytest", "black", "flake8", "pylint", "mypy", "ruff", "isort", "coverage", "tox", "nox", "pre-commit",
-	"bandit", "autopep8", "yapf", "pyflakes", "pycodestyle", "hypothesis", "faker", "freezegun", "responses",
-	"pytest-cov", "pytest-mock", "pytest-asyncio", "pytest-xdist", "ipython", "ipdb", NULL};
+        "pytest",     "black", "flake8",     "pylint",    "mypy",       "ruff",        "isort",          "coverage",
+        "tox",        "nox",   "pre-commit", "bandit",    "autopep8",   "yapf",        "pyflakes",       "pycodestyle",
+        "hypothesis", "faker", "freezegun",  "responses", "pytest-cov", "pytest-mock", "pytest-asyncio", "pytest-xdist",
+        "ipython",    "ipdb",  NULL};
 static const char *const rb_dev_tools[] = {
-	"rspec", "rspec-rails", "rubocop", "rubocop-rails", "rubocop-rspec", "pry", "pry-byebug", "pry-rails", "byebug",
-	"simplecov", "factory_bot", "factory_bot_rails", "capybara", "webmock", "vcr", "faker", "database_cleaner",
-	"guard", "letter_opener", NULL};
+        "rspec",     "rspec-rails", "rubocop",          "rubocop-rails", "rubocop-rspec",     "pry",      "pry-byebug",
+        "pry-rails", "byebug",      "simplecov",        "factory_bot",   "factory_bot_rails", "capybara", "webmock",
+        "vcr",       "faker",       "database_cleaner", "guard",         "letter_opener",     NULL};
 /* Used without an import of their own. */
-static const char *const implicit[] = {
-	"typescript", "tslib", "@babel/core", "@babel/runtime", "regenerator-runtime", "core-js", "npm", "yarn", "pnpm",
-	"setuptools", "wheel", "pip", "build", "twine", "uv", "pip-tools", "poetry", "poetry-core", "hatchling",
-	"flit-core", "rake", "bundler", "bootsnap", "tzinfo-data", "sprockets", "puma", NULL};
+static const char *const implicit[] = {"typescript", "tslib",   "@babel/core", "@babel/runtime", "regenerator-runtime",
+                                       "core-js",    "npm",     "yarn",        "pnpm",           "setuptools",
+                                       "wheel",      "pip",     "build",       "twine",          "uv",
+                                       "pip-tools",  "poetry",  "poetry-core", "hatchling",      "flit-core",
+                                       "rake",       "bundler", "bootsnap",    "tzinfo-data",    "sprockets",
+                                       "puma",       NULL};
 
 /* heavy packages with a lighter or built-in replacement */
 static const char *const lighter_tbl[][3] = {
-	{"npm", "moment", "date-fns, dayjs or Intl.DateTimeFormat (moment is in maintenance mode and not tree-shakable)"},
-	{"npm", "request", "the built-in fetch (Node 18+)"},
-	{"npm", "node-fetch", "the built-in fetch (Node 18+)"},
-	{"npm", "left-pad", "String.prototype.padStart"},
-	{"npm", "underscore", "built-in Array and Object methods"},
-	{"npm", "lodash", "built-in methods, or per-method imports of lodash-es"},
-	{"npm", "bluebird", "native Promise"},
-	{"npm", "q", "native Promise"},
-	{"npm", "uuid", "crypto.randomUUID() (Node 19+, browsers)"},
-	{"npm", "rimraf", "fs.rm(path, {recursive: true, force: true})"},
-	{"npm", "mkdirp", "fs.mkdir(path, {recursive: true})"},
-	{"npm", "object-assign", "Object.assign"},
-	{"npm", "es6-promise", "native Promise"},
-	{"npm", "querystring", "URLSearchParams"},
-	{"pypi", "simplejson", "the json module"},
-	{"pypi", "mock", "unittest.mock"},
-	{"pypi", "six", "nothing: Python 3 only code needs no six"},
-	{"pypi", "future", "nothing: Python 3 only code needs no future"},
-	{"pypi", "pytz", "zoneinfo (Python 3.9+)"},
-	{"pypi", "enum34", "the enum module"},
-	{"pypi", "pathlib2", "pathlib"},
-	{"pypi", "typing", "the typing module"},
-	{"pypi", "argparse", "the argparse module"},
-	{"pypi", "dataclasses", "the dataclasses module (Python 3.7+)"},
-	{"pypi", "importlib-metadata", "importlib.metadata (Python 3.8+)"},
-	{"go", "github.com/pkg/errors", "the errors package (wrapping with %w, Go 1.13+)"},
-	{"go", "golang.org/x/exp/slices", "the slices package (Go 1.21+)"},
-	{"go", "golang.org/x/exp/maps", "the maps package (Go 1.21+)"},
-	{"go", "github.com/golang/protobuf", "google.golang.org/protobuf"},
-	{"cargo", "lazy_static", "std::sync::LazyLock (Rust 1.80+) or OnceLock"},
-	{"cargo", "once_cell", "std::sync::OnceLock / LazyLock (Rust 1.70+ / 1.80+)"},
-	{"cargo", "failure", "thiserror or anyhow (failure is deprecated)"},
-	{"ruby", "json", "the json default gem (no Gemfile line needed)"},
-	{NULL, NULL, NULL},
+        {"npm", "moment",
+         "date-fns, dayjs or Intl.DateTimeFormat (moment is in maintenance mode and not tree-shakable)"},
+        {"npm", "request", "the built-in fetch (Node 18+)"},
+        {"npm", "node-fetch", "the built-in fetch (Node 18+)"},
+        {"npm", "left-pad", "String.prototype.padStart"},
+        {"npm", "underscore", "built-in Array and Object methods"},
+        {"npm", "lodash", "built-in methods, or per-method imports of lodash-es"},
+        {"npm", "bluebird", "native Promise"},
+        {"npm", "q", "native Promise"},
+        {"npm", "uuid", "crypto.randomUUID() (Node 19+, browsers)"},
+        {"npm", "rimraf", "fs.rm(path, {recursive: true, force: true})"},
+        {"npm", "mkdirp", "fs.mkdir(path, {recursive: true})"},
+        {"npm", "object-assign", "Object.assign"},
+        {"npm", "es6-promise", "native Promise"},
+        {"npm", "querystring", "URLSearchParams"},
+        {"pypi", "simplejson", "the json module"},
+        {"pypi", "mock", "unittest.mock"},
+        {"pypi", "six", "nothing: Python 3 only code needs no six"},
+        {"pypi", "future", "nothing: Python 3 only code needs no future"},
+        {"pypi", "pytz", "zoneinfo (Python 3.9+)"},
+        {"pypi", "enum34", "the enum module"},
+        {"pypi", "pathlib2", "pathlib"},
+        {"pypi", "typing", "the typing module"},
+        {"pypi", "argparse", "the argparse module"},
+        {"pypi", "dataclasses", "the dataclasses module (Python 3.7+)"},
+        {"pypi", "importlib-metadata", "importlib.metadata (Python 3.8+)"},
+        {"go", "github.com/pkg/errors", "the errors package (wrapping with %w, Go 1.13+)"},
+        {"go", "golang.org/x/exp/slices", "the slices package (Go 1.21+)"},
+        {"go", "golang.org/x/exp/maps", "the maps package (Go 1.21+)"},
+        {"go", "github.com/golang/protobuf", "google.golang.org/protobuf"},
+        {"cargo", "lazy_static", "std::sync::LazyLock (Rust 1.80+) or OnceLock"},
+        {"cargo", "once_cell", "std::sync::OnceLock / LazyLock (Rust 1.70+ / 1.80+)"},
+        {"cargo", "failure", "thiserror or anyhow (failure is deprecated)"},
+        {"ruby", "json", "the json default gem (no Gemfile line needed)"},
+        {NULL, NULL, NULL},
 };
 
 /* Python distribution -> module names that differ from the normalised name. */
 static const char *const alias_tbl[][2] = {
-	{"pyyaml", "yaml"}, {"beautifulsoup4", "bs4"}, {"pillow", "PIL"}, {"scikit_learn", "sklearn"},
-	{"scikit_image", "skimage"}, {"python_dateutil", "dateutil"}, {"opencv_python", "cv2"},
-	{"opencv_python_headless", "cv2"}, {"protobuf", "google"}, {"attrs", "attr"}, {"pyjwt", "jwt"},
-	{"python_dotenv", "dotenv"}, {"pyserial", "serial"}, {"psycopg2_binary", "psycopg2"},
-	{"psycopg_binary", "psycopg"}, {"dnspython", "dns"}, {"pycryptodome", "Crypto"},
-	{"pycryptodomex", "Cryptodome"}, {"pyopenssl", "OpenSSL"}, {"mysqlclient", "MySQLdb"},
-	{"pymysql", "pymysql"}, {"djangorestframework", "rest_framework"}, {"msgpack_python", "msgpack"},
-	{"python_magic", "magic"}, {"pywin32", "win32api"}, {"google_api_python_client", "googleapiclient"},
-	{"grpcio", "grpc"}, {"pyzmq", "zmq"}, {"python_jose", "jose"}, {"pygithub", "github"},
-	{"python_slugify", "slugify"}, {"ruamel.yaml", "ruamel"}, {"ruamel_yaml", "ruamel"},
-	{"typing_extensions", "typing_extensions"}, {"markdown", "markdown"}, {"pymupdf", "fitz"},
-	{"python_multipart", "multipart"}, {"websocket_client", "websocket"}, {"pyinstaller", "PyInstaller"},
-	{"python_levenshtein", "Levenshtein"}, {"pycairo", "cairo"}, {"pygobject", "gi"},
-	{"setuptools", "pkg_resources"}, {"discord.py", "discord"}, {"discord_py", "discord"},
-	{NULL, NULL},
+        {"pyyaml", "yaml"},
+        {"beautifulsoup4", "bs4"},
+        {"pillow", "PIL"},
+        {"scikit_learn", "sklearn"},
+        {"scikit_image", "skimage"},
+        {"python_dateutil", "dateutil"},
+        {"opencv_python", "cv2"},
+        {"opencv_python_headless", "cv2"},
+        {"protobuf", "google"},
+        {"attrs", "attr"},
+        {"pyjwt", "jwt"},
+        {"python_dotenv", "dotenv"},
+        {"pyserial", "serial"},
+        {"psycopg2_binary", "psycopg2"},
+        {"psycopg_binary", "psycopg"},
+        {"dnspython", "dns"},
+        {"pycryptodome", "Crypto"},
+        {"pycryptodomex", "Cryptodome"},
+        {"pyopenssl", "OpenSSL"},
+        {"mysqlclient", "MySQLdb"},
+        {"pymysql", "pymysql"},
+        {"djangorestframework", "rest_framework"},
+        {"msgpack_python", "msgpack"},
+        {"python_magic", "magic"},
+        {"pywin32", "win32api"},
+        {"google_api_python_client", "googleapiclient"},
+        {"grpcio", "grpc"},
+        {"pyzmq", "zmq"},
+        {"python_jose", "jose"},
+        {"pygithub", "github"},
+        {"python_slugify", "slugify"},
+        {"ruamel.yaml", "ruamel"},
+        {"ruamel_yaml", "ruamel"},
+        {"typing_extensions", "typing_extensions"},
+        {"markdown", "markdown"},
+        {"pymupdf", "fitz"},
+        {"python_multipart", "multipart"},
+        {"websocket_client", "websocket"},
+        {"pyinstaller", "PyInstaller"},
+        {"python_levenshtein", "Levenshtein"},
+        {"pycairo", "cairo"},
+        {"pygobject", "gi"},
+        {"setuptools", "pkg_resources"},
+        {"discord.py", "discord"},
+        {"discord_py", "discord"},
+        {NULL, NULL},
 };
 
 static void norm_py(char *out, size_t cap, const char *name)
@@ -286,7 +348,8 @@ static entry *find_entry(deps *d, int eco, const char *manifest, const char *nam
 	return NULL;
 }
 
-static void bloat_to(deps *d, cJSON *arr, const char *kind, int eco, const char *name, const char *manifest, const char *detail)
+static void bloat_to(deps *d, cJSON *arr, const char *kind, int eco, const char *name, const char *manifest,
+                     const char *detail)
 {
 	cJSON *o = cJSON_CreateObject();
 	if (!o || !cJSON_AddStringToObject(o, "kind", kind) || !cJSON_AddStringToObject(o, "eco", eco_names[eco]) ||
@@ -314,7 +377,7 @@ static void note_to(deps *d, cJSON *arr, const char *text)
 
 /* Record one declared entry. */
 static entry *declare(deps *d, int eco, const char *manifest, const char *name, size_t nlen, const char *section,
-		      int dev, int checkable)
+                      int dev, int checkable)
 {
 	char nm[NAME_MAX_LEN + 1];
 	entry *e, *other;
@@ -346,8 +409,10 @@ static entry *declare(deps *d, int eco, const char *manifest, const char *name, 
 	e->dev = dev;
 	e->checkable = checkable;
 	if (!dev) {
-		const char *const *tools = eco == ECO_NPM ? npm_dev_tools : eco == ECO_PYPI ? py_dev_tools
-							    : eco == ECO_RUBY ? rb_dev_tools : NULL;
+		const char *const *tools = eco == ECO_NPM    ? npm_dev_tools
+		                           : eco == ECO_PYPI ? py_dev_tools
+		                           : eco == ECO_RUBY ? rb_dev_tools
+		                                             : NULL;
 		char pn[NAME_MAX_LEN + 1];
 		int tool = 0;
 		if (eco == ECO_PYPI) {
@@ -356,13 +421,14 @@ static entry *declare(deps *d, int eco, const char *manifest, const char *name, 
 				pn[i] = pn[i] == '_' ? '-' : (char)tolower((unsigned char)pn[i]);
 			tool = in_table(tools, pn) || !strncmp(pn, "pytest-", 7) || !strncmp(pn, "flake8-", 7);
 		} else if (tools) {
-			tool = in_table(tools, nm) || (eco == ECO_NPM && (!strncmp(nm, "@types/", 7) ||
-								    !strncmp(nm, "eslint-plugin-", 14) ||
-								    !strncmp(nm, "@storybook/", 11)));
+			tool = in_table(tools, nm) ||
+			       (eco == ECO_NPM && (!strncmp(nm, "@types/", 7) || !strncmp(nm, "eslint-plugin-", 14) ||
+			                           !strncmp(nm, "@storybook/", 11)));
 		}
 		if (tool)
 			bloat(d, "dev_in_runtime", eco, nm, manifest,
-			      "a test, lint or build tool in the runtime dependencies: move it to the development ones");
+			      "a test, lint or build tool in the runtime dependencies: move it to the development "
+			      "ones");
 	}
 	for (i = 0; lighter_tbl[i][0]; i++)
 		if (!strcmp(lighter_tbl[i][0], eco_names[eco]) && !strcmp(lighter_tbl[i][1], nm))
@@ -382,7 +448,7 @@ static const char *base_name(const char *path)
 static void parse_package_json(deps *d, const char *path, const char *text, size_t len)
 {
 	static const char *const sections[] = {"dependencies", "devDependencies", "optionalDependencies",
-					       "peerDependencies", NULL};
+	                                       "peerDependencies", NULL};
 	cJSON *pkg = cJSON_ParseWithLength(text, len), *it;
 	const char *own;
 	char *rest;
@@ -395,10 +461,12 @@ static void parse_package_json(deps *d, const char *path, const char *text, size
 		cJSON_Delete(pkg);
 		return;
 	}
-	own = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(pkg, "name")) ?
-		cJSON_GetObjectItemCaseSensitive(pkg, "name")->valuestring : "";
+	own = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(pkg, "name"))
+	              ? cJSON_GetObjectItemCaseSensitive(pkg, "name")->valuestring
+	              : "";
 	for (s = 0; sections[s]; s++) {
-		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pkg, sections[s])) {
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pkg, sections[s]))
+		{
 			entry *e;
 			if (!it->string)
 				continue;
@@ -480,7 +548,8 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 					size_t n = pep508_name(&ns, q + 1, le);
 					const char *close = memchr(q + 1, *q, (size_t)(le - q - 1));
 					if (n)
-						declare(d, ECO_PYPI, path, ns, n, array_section, array_dev, array_checkable);
+						declare(d, ECO_PYPI, path, ns, n, array_section, array_dev,
+						        array_checkable);
 					q = close ? close + 1 : le;
 				} else if (*q == ']') {
 					in_array = 0;
@@ -507,7 +576,8 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 		}
 		if (p < le && *p != '#') {
 			const char *k = p, *ke, *eq;
-			while (p < le && (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.' || *p == '"'))
+			while (p < le &&
+			       (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.' || *p == '"'))
 				p++;
 			ke = p;
 			eq = memchr(p, '=', (size_t)(le - p));
@@ -526,30 +596,39 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 					int dep = 0, dev = 0;
 					const char *t = strrchr(table, '.');
 					const char *last = t ? t + 1 : table;
-					if (!strcmp(last, "dependencies") && strncmp(table, "workspace", 9))
+					if (!strcmp(last, "dependencies") && strncmp(table, "workspace", 9) != 0)
 						dep = 1;
-					else if (!strcmp(last, "dev-dependencies") || !strcmp(last, "build-dependencies"))
+					else if (!strcmp(last, "dev-dependencies") ||
+					         !strcmp(last, "build-dependencies"))
 						dep = 1, dev = 1;
 					if (dep)
-						declare(d, ECO_CARGO, path, k, dot ? (size_t)(dot - k) : kn, last, dev, 1);
+						declare(d, ECO_CARGO, path, k, dot ? (size_t)(dot - k) : kn, last, dev,
+						        1);
 				} else {
 					int poetry_dep = !strcmp(table, "tool.poetry.dependencies");
-					int poetry_dev = !strcmp(table, "tool.poetry.dev-dependencies") ||
-							 (!strncmp(table, "tool.poetry.group.", 18) &&
-							  strlen(table) > 31 && !strcmp(table + strlen(table) - 13, ".dependencies"));
-					int pip_dep = !strcmp(table, "packages"), pip_dev = !strcmp(table, "dev-packages");
-					if ((poetry_dep || poetry_dev || pip_dep || pip_dev) && !(kn == 6 && !strncmp(k, "python", 6)))
-						declare(d, ECO_PYPI, path, k, kn, poetry_dev || pip_dev ? "dev" : "dependencies",
-							poetry_dev || pip_dev, 1);
+					int poetry_dev =
+					        !strcmp(table, "tool.poetry.dev-dependencies") ||
+					        (!strncmp(table, "tool.poetry.group.", 18) && strlen(table) > 31 &&
+					         !strcmp(table + strlen(table) - 13, ".dependencies"));
+					int pip_dep = !strcmp(table, "packages"),
+					    pip_dev = !strcmp(table, "dev-packages");
+					if ((poetry_dep || poetry_dev || pip_dep || pip_dev) &&
+					    !(kn == 6 && !strncmp(k, "python", 6)))
+						declare(d, ECO_PYPI, path, k, kn,
+						        poetry_dev || pip_dev ? "dev" : "dependencies",
+						        poetry_dev || pip_dev, 1);
 					else if (v < le && *v == '[' &&
-						 ((!strcmp(table, "project") && kn == 12 && !strncmp(k, "dependencies", 12)) ||
-						  !strcmp(table, "project.optional-dependencies") ||
-						  !strcmp(table, "dependency-groups") ||
-						  (!strcmp(table, "build-system") && kn == 8 && !strncmp(k, "requires", 8)))) {
+					         ((!strcmp(table, "project") && kn == 12 &&
+					           !strncmp(k, "dependencies", 12)) ||
+					          !strcmp(table, "project.optional-dependencies") ||
+					          !strcmp(table, "dependency-groups") ||
+					          (!strcmp(table, "build-system") && kn == 8 &&
+					           !strncmp(k, "requires", 8)))) {
 						int rt = !strcmp(table, "project");
 						snprintf(array_section, sizeof(array_section), "%s",
-							 rt ? "dependencies" : !strcmp(table, "build-system") ? "build-system"
-							 : "optional");
+						         rt                               ? "dependencies"
+						         : !strcmp(table, "build-system") ? "build-system"
+						                                          : "optional");
 						array_dev = !rt;
 						array_checkable = strcmp(table, "build-system") != 0;
 						in_array = 1;
@@ -569,7 +648,8 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 	if (kind == 'c') {
 		const char *h = text;
 		while ((h = memmem(h, (size_t)(end - h), "\n[", 2))) {
-			static const char *const pre[] = {"dependencies.", "dev-dependencies.", "build-dependencies.", NULL};
+			static const char *const pre[] = {"dependencies.", "dev-dependencies.", "build-dependencies.",
+			                                  NULL};
 			int i;
 			h += 2;
 			for (i = 0; pre[i]; i++) {
@@ -579,7 +659,8 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 					while (ne < end && *ne != ']' && *ne != '\n')
 						ne++;
 					if (ne < end && *ne == ']')
-						declare(d, ECO_CARGO, path, ns, (size_t)(ne - ns), i ? pre[i] : "dependencies", i != 0, 1);
+						declare(d, ECO_CARGO, path, ns, (size_t)(ne - ns),
+						        i ? pre[i] : "dependencies", i != 0, 1);
 				}
 			}
 		}
@@ -604,7 +685,8 @@ static void parse_go_mod(deps *d, const char *path, const char *text, size_t len
 				line = le + 1;
 				continue;
 			}
-		} else if (!block && (size_t)(le - p) >= 5 && !strncmp(p, "tool", 4) && (p[4] == ' ' || p[4] == '\t' || p[4] == '(')) {
+		} else if (!block && (size_t)(le - p) >= 5 && !strncmp(p, "tool", 4) &&
+		           (p[4] == ' ' || p[4] == '\t' || p[4] == '(')) {
 			add_words(d, p + 4, (size_t)(le - p - 4));
 			line = le + 1;
 			continue;
@@ -647,8 +729,9 @@ static void parse_gemfile(deps *d, const char *path, const char *text, size_t le
 				ne = memchr(q, quote, (size_t)(le - q));
 				if (ne) {
 					int dev = group_depth >= 0 || memmem(ne, (size_t)(le - ne), "group:", 6) ||
-						  memmem(ne, (size_t)(le - ne), ":group", 6);
-					entry *e = declare(d, ECO_RUBY, path, ns, (size_t)(ne - ns), dev ? "group" : "default", dev, 1);
+					          memmem(ne, (size_t)(le - ne), ":group", 6);
+					entry *e = declare(d, ECO_RUBY, path, ns, (size_t)(ne - ns),
+					                   dev ? "group" : "default", dev, 1);
 					const char *rq = memmem(ne, (size_t)(le - ne), "require:", 8);
 					if (e && rq) {
 						rq += 8;
@@ -659,14 +742,16 @@ static void parse_gemfile(deps *d, const char *path, const char *text, size_t le
 						else if (rq < le && (*rq == '\'' || *rq == '"')) {
 							const char *re = memchr(rq + 1, *rq, (size_t)(le - rq - 1));
 							if (re && (size_t)(re - rq - 1) <= NAME_MAX_LEN)
-								snprintf(e->req, sizeof(e->req), "%.*s", (int)(re - rq - 1), rq + 1);
+								snprintf(e->req, sizeof(e->req), "%.*s",
+								         (int)(re - rq - 1), rq + 1);
 						}
 					}
 				}
 			}
 		}
 		/* do ... end blocks: a group block makes its gems development ones */
-		if (ll >= 3 && (memmem(p, ll, " do", 3) && (ll < 3 || !strncmp(le - 2, "do", 2) || memmem(p, ll, " do |", 5)))) {
+		if (ll >= 3 &&
+		    (memmem(p, ll, " do", 3) && (ll < 3 || !strncmp(le - 2, "do", 2) || memmem(p, ll, " do |", 5)))) {
 			if (ll >= 5 && !strncmp(p, "group", 5) && group_depth < 0)
 				group_depth = depth;
 			depth++;
@@ -704,7 +789,7 @@ static void lock_report(deps *d, int eco, const char *path, lockpkg *pk, size_t 
 	for (i = 0; i < n; i = j) {
 		size_t versions = 1;
 		for (j = i + 1; j < n && !strcmp(pk[j].name, pk[i].name); j++)
-			if (strcmp(pk[j].version, pk[j - 1].version))
+			if (strcmp(pk[j].version, pk[j - 1].version) != 0)
 				versions++;
 		if (versions < 2)
 			continue;
@@ -722,12 +807,12 @@ static void lock_report(deps *d, int eco, const char *path, lockpkg *pk, size_t 
 	if (!dups)
 		return;
 	dl = (size_t)snprintf(detail, sizeof(detail), "%zu package%s locked at several versions (", dups,
-			      dups == 1 ? "" : "s");
+	                      dups == 1 ? "" : "s");
 	for (k = 0; k < ntop && dl < sizeof(detail) - 120; k++)
-		dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, "%s%.80s x%zu", k ? ", " : "", pk[top[k].at].name,
-				       top[k].count);
+		dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, "%s%.80s x%zu", k ? ", " : "",
+		                       pk[top[k].at].name, top[k].count);
 	snprintf(detail + dl, sizeof(detail) - dl, "%s): deduplicate (npm dedupe, cargo update -p)",
-		 dups > ntop ? ", ..." : "");
+	         dups > ntop ? ", ..." : "");
 	bloat(d, "lock_duplicates", eco, base_name(path), path, detail);
 }
 
@@ -744,7 +829,8 @@ static void parse_lock(deps *d, const char *path, const char *text, size_t len)
 	}
 	if (!strcmp(b, "package-lock.json")) {
 		cJSON *j = cJSON_ParseWithLength(text, len), *it;
-		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "packages")) {
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "packages"))
+		{
 			const char *key = it->string, *nm = key ? strstr(key, "node_modules/") : NULL, *last = nm;
 			const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, "version");
 			while (last && (nm = strstr(last + 13, "node_modules/")))
@@ -774,7 +860,8 @@ static void parse_lock(deps *d, const char *path, const char *text, size_t len)
 					const char *q = memchr(p + 11, '"', ll - 11);
 					if (q) {
 						snprintf(pk[n].name, sizeof(pk[n].name), "%s", cur);
-						snprintf(pk[n].version, sizeof(pk[n].version), "%.*s", (int)(q - p - 11 < 63 ? q - p - 11 : 63), p + 11);
+						snprintf(pk[n].version, sizeof(pk[n].version), "%.*s",
+						         (int)(q - p - 11 < 63 ? q - p - 11 : 63), p + 11);
 						n++;
 					}
 					cur[0] = '\0';
@@ -849,7 +936,7 @@ static int kw_before(const char *text, const char *p, const char *kw)
 	size_t k = strlen(kw);
 	const char *b;
 
-	if ((size_t)(p - text) < k || memcmp(p - k, kw, k))
+	if ((size_t)(p - text) < k || memcmp(p - k, kw, k) != 0)
 		return 0;
 	if ((size_t)(p - text) == k)
 		return 1;
@@ -874,12 +961,14 @@ static void scan_js(deps *d, const char *text, size_t len, int css)
 			const char *r = q - 1;
 			while (r > text && (r[-1] == ' ' || r[-1] == '\t'))
 				r--;
-			if (!(kw_before(text, r, "require") || kw_before(text, r, "import") || kw_before(text, r, "resolve") ||
-			      kw_before(text, r, "mock") || kw_before(text, r, "requireActual") || (css && kw_before(text, r, "url"))))
+			if (!(kw_before(text, r, "require") || kw_before(text, r, "import") ||
+			      kw_before(text, r, "resolve") || kw_before(text, r, "mock") ||
+			      kw_before(text, r, "requireActual") || (css && kw_before(text, r, "url"))))
 				goto next;
 		} else if (!(kw_before(text, q, "from") || kw_before(text, q, "import") ||
-			     (css && (kw_before(text, q, "@import") || kw_before(text, q, "@use") || kw_before(text, q, "@forward"))) ||
-			     (q - text >= 6 && !memcmp(q - 6, "types=", 6)))) {
+		             (css && (kw_before(text, q, "@import") || kw_before(text, q, "@use") ||
+		                      kw_before(text, q, "@forward"))) ||
+		             (q - text >= 6 && !memcmp(q - 6, "types=", 6)))) {
 			goto next;
 		}
 		if (quoted(&s, &n, p, end))
@@ -961,7 +1050,8 @@ static void scan_go(deps *d, const char *text, size_t len)
 			p++;
 		if ((size_t)(le - p) > 13 && !strncmp(p, "//go:generate", 13))
 			add_words(d, p + 13, (size_t)(le - p - 13));
-		if (!block && (size_t)(le - p) > 6 && !strncmp(p, "import", 6) && (p[6] == ' ' || p[6] == '\t' || p[6] == '(')) {
+		if (!block && (size_t)(le - p) > 6 && !strncmp(p, "import", 6) &&
+		    (p[6] == ' ' || p[6] == '\t' || p[6] == '(')) {
 			p = skip_ws(p + 6, le);
 			if (p < le && *p == '(') {
 				block = 1;
@@ -1011,12 +1101,14 @@ static void scan_rs(deps *d, const char *text, size_t len)
 			for (ne = n; ne < end && (isalnum((unsigned char)*ne) || *ne == '_'); ne++)
 				;
 			add_name(d, "rs:", n, (size_t)(ne - n), 0);
-		} else if ((size_t)(e - s) == 5 && !memcmp(s, "crate", 5) && s >= text + 7 && !memcmp(s - 7, "extern ", 7)) {
+		} else if ((size_t)(e - s) == 5 && !memcmp(s, "crate", 5) && s >= text + 7 &&
+		           !memcmp(s - 7, "extern ", 7)) {
 			const char *n = a, *ne = n;
 			while (ne < end && (isalnum((unsigned char)*ne) || *ne == '_'))
 				ne++;
 			add_name(d, "rs:", n, (size_t)(ne - n), 0);
-		} else if (end - a >= 2 && a[0] == ':' && a[1] == ':' && !(s >= text + 2 && s[-1] == ':' && s[-2] == ':')) {
+		} else if (end - a >= 2 && a[0] == ':' && a[1] == ':' &&
+		           !(s >= text + 2 && s[-1] == ':' && s[-2] == ':')) {
 			add_name(d, "rs:", s, (size_t)(e - s), 0);
 		}
 	}
@@ -1038,7 +1130,8 @@ static void scan_rb(deps *d, const char *text, size_t len)
 			q--;
 		if (quoted(&s, &n, p, end)) {
 			if (kw_before(text, q, "require") || kw_before(text, q, "add_dependency") ||
-			    kw_before(text, q, "add_runtime_dependency") || kw_before(text, q, "add_development_dependency"))
+			    kw_before(text, q, "add_runtime_dependency") ||
+			    kw_before(text, q, "add_development_dependency"))
 				for (i = 1; i <= n; i++)
 					if (i == n || s[i] == '/')
 						add_name(d, "rb:", s, i, 0);
@@ -1057,8 +1150,8 @@ static int ends_with(const char *s, const char *suf)
 
 static int src_eco(const char *b)
 {
-	static const char *const js[] = {".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".mts", ".cts", ".vue",
-					 ".svelte", ".astro", ".css", ".scss", ".sass", ".less", NULL};
+	static const char *const js[] = {".js",  ".jsx",    ".ts",    ".tsx", ".mjs",  ".cjs",  ".mts",  ".cts",
+	                                 ".vue", ".svelte", ".astro", ".css", ".scss", ".sass", ".less", NULL};
 	int i;
 	for (i = 0; js[i]; i++)
 		if (ends_with(b, js[i]))
@@ -1078,20 +1171,22 @@ static int src_eco(const char *b)
 int deps_file_kind(const char *path)
 {
 	const char *b = base_name(path);
-	static const char *const cfg_ext[] = {".json", ".json5", ".yml", ".yaml", ".toml", ".ini", ".cfg", ".conf",
-					      ".sh", ".bash", ".mk", ".env", ".html", ".xml", ".properties", ".txt", NULL};
+	static const char *const cfg_ext[] = {".json", ".json5", ".yml",        ".yaml", ".toml", ".ini",
+	                                      ".cfg",  ".conf",  ".sh",         ".bash", ".mk",   ".env",
+	                                      ".html", ".xml",   ".properties", ".txt",  NULL};
 	int i;
 
-	if (!strcmp(b, "package.json") || !strcmp(b, "pyproject.toml") || !strcmp(b, "Pipfile") || !strcmp(b, "go.mod") ||
-	    !strcmp(b, "Cargo.toml") || !strcmp(b, "Gemfile") ||
+	if (!strcmp(b, "package.json") || !strcmp(b, "pyproject.toml") || !strcmp(b, "Pipfile") ||
+	    !strcmp(b, "go.mod") || !strcmp(b, "Cargo.toml") || !strcmp(b, "Gemfile") ||
 	    (!strncmp(b, "requirements", 12) && ends_with(b, ".txt")) ||
 	    (ends_with(b, ".txt") && strstr(path, "requirements/")))
 		return 'm';
 	if (!strcmp(b, "package-lock.json") || !strcmp(b, "yarn.lock") || !strcmp(b, "Cargo.lock"))
 		return 'l';
-	if (!strcmp(b, "go.sum") || !strcmp(b, "Gemfile.lock") || !strcmp(b, "poetry.lock") || !strcmp(b, "Pipfile.lock") ||
-	    !strcmp(b, "pnpm-lock.yaml") || !strcmp(b, "npm-shrinkwrap.json") || !strcmp(b, "composer.lock") ||
-	    ends_with(b, ".lock") || ends_with(b, ".md") || ends_with(b, ".map") || ends_with(b, ".min.js"))
+	if (!strcmp(b, "go.sum") || !strcmp(b, "Gemfile.lock") || !strcmp(b, "poetry.lock") ||
+	    !strcmp(b, "Pipfile.lock") || !strcmp(b, "pnpm-lock.yaml") || !strcmp(b, "npm-shrinkwrap.json") ||
+	    !strcmp(b, "composer.lock") || ends_with(b, ".lock") || ends_with(b, ".md") || ends_with(b, ".map") ||
+	    ends_with(b, ".min.js"))
 		return 0;
 	if (src_eco(b) >= 0)
 		return 's';
@@ -1200,7 +1295,8 @@ int deps_new(deps **out)
 
 	*out = NULL;
 	if (!d || !(d->e = calloc(DEPS_MAX_DECLARED, sizeof(*d->e))) || !(d->lighter = cJSON_CreateObject()) ||
-	    !(d->aliases = cJSON_CreateObject()) || !(d->bloat = cJSON_CreateArray()) || !(d->notes = cJSON_CreateArray())) {
+	    !(d->aliases = cJSON_CreateObject()) || !(d->bloat = cJSON_CreateArray()) ||
+	    !(d->notes = cJSON_CreateArray())) {
 		deps_free(d);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	}
@@ -1232,17 +1328,27 @@ static int word(const deps *d, const char *name)
 {
 	char low[NAME_MAX_LEN + 1];
 	size_t i;
-	for (i = 0; name[i] && i < NAME_MAX_LEN; i++)
+	for (i = 0; i < NAME_MAX_LEN && name[i]; i++)
 		low[i] = (char)tolower((unsigned char)name[i]);
 	low[i] = '\0';
 	return has_name(d, "w:", low);
 }
 
 static const char *const npm_bins[][2] = {
-	{"typescript", "tsc"}, {"@angular/cli", "ng"}, {"@vue/cli-service", "vue-cli-service"},
-	{"npm-run-all", "run-s"}, {"npm-run-all", "run-p"}, {"npm-run-all2", "run-s"}, {"webpack-cli", "webpack"},
-	{"@biomejs/biome", "biome"}, {"@playwright/test", "playwright"}, {"@nestjs/cli", "nest"},
-	{"@sveltejs/kit", "svelte-kit"}, {"vite", "vite"}, {"concurrently", "conc"}, {NULL, NULL},
+        {"typescript", "tsc"},
+        {"@angular/cli", "ng"},
+        {"@vue/cli-service", "vue-cli-service"},
+        {"npm-run-all", "run-s"},
+        {"npm-run-all", "run-p"},
+        {"npm-run-all2", "run-s"},
+        {"webpack-cli", "webpack"},
+        {"@biomejs/biome", "biome"},
+        {"@playwright/test", "playwright"},
+        {"@nestjs/cli", "nest"},
+        {"@sveltejs/kit", "svelte-kit"},
+        {"vite", "vite"},
+        {"concurrently", "conc"},
+        {NULL, NULL},
 };
 
 static int npm_used(const deps *d, const entry *e)
@@ -1286,7 +1392,8 @@ static int py_used(const deps *d, const entry *e)
 	if (has_name(d, "py:", nd) || word(d, nd) || word(d, dash) || word(d, e->name))
 		return 1;
 	al = cJSON_GetObjectItemCaseSensitive(d->aliases, nd);
-	cJSON_ArrayForEach(it, al) {
+	cJSON_ArrayForEach(it, al)
+	{
 		if (cJSON_IsString(it) && (has_name(d, "py:", it->valuestring) || word(d, it->valuestring)))
 			return 1;
 	}
@@ -1379,24 +1486,26 @@ int deps_findings(cJSON **out, deps *d)
 			goto oom;
 		if (d->manifests[eco] && !d->sources[eco] && eco != ECO_RUBY) {
 			char text[200];
-			snprintf(text, sizeof(text), "%s: a manifest but no source file read: no entry is called unused",
-				 eco_names[eco]);
+			snprintf(text, sizeof(text),
+			         "%s: a manifest but no source file read: no entry is called unused", eco_names[eco]);
 			note_to(d, notes, text);
 		}
 	}
 	if (d->manifests[ECO_RUBY] && d->bundler_require)
-		note_to(d, notes, "ruby: Bundler.require loads every gem of the Gemfile without a require of its own: "
-				  "no gem is called unused");
+		note_to(d, notes,
+		        "ruby: Bundler.require loads every gem of the Gemfile without a require of its own: "
+		        "no gem is called unused");
 	for (i = 0; i < d->n; i++) {
 		const entry *e = &d->e[i];
 		cJSON *u;
 		if (!e->checkable || used(d, e))
 			continue;
 		if (e->eco == ECO_RUBY ? d->bundler_require || (!d->sources[ECO_RUBY] && !e->words_only)
-				       : !d->sources[e->eco])
+		                       : !d->sources[e->eco])
 			continue;
 		if (!(u = cJSON_CreateObject()) || !cJSON_AddStringToObject(u, "eco", eco_names[e->eco]) ||
-		    !cJSON_AddStringToObject(u, "name", e->name) || !cJSON_AddStringToObject(u, "manifest", e->manifest) ||
+		    !cJSON_AddStringToObject(u, "name", e->name) ||
+		    !cJSON_AddStringToObject(u, "manifest", e->manifest) ||
 		    !cJSON_AddStringToObject(u, "section", e->section)) {
 			cJSON_Delete(u);
 			goto oom;

@@ -72,7 +72,7 @@ int pipeline_cmd_classify(job_ctx *ctx)
 	}
 	if ((error = pipeline_load_rules(&rs, ctx)) < 0)
 		goto cleanup;
-	if (path && strcmp(path, "-")) {
+	if (path && strcmp(path, "-") != 0) {
 		if (!(f = fopen(path, "rb"))) {
 			error = ferror_set(FACTORY_ECONFIG, "cannot open %s: %s", path, strerror(errno));
 			goto cleanup;

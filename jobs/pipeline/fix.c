@@ -118,7 +118,7 @@ static int run_agent(size_t *changed, pl_run *r, pl_fix *fx, fgit_repo *repo, co
 	agent_result_init(&res);
 	sandbox_result_init(&sr);
 	fbuf_init(&instr, 256 << 10);
-	if (strcmp(kind, "builtin") && strcmp(kind, "command")) {
+	if (strcmp(kind, "builtin") != 0 && strcmp(kind, "command") != 0) {
 		error = ferror_set(FACTORY_ECONFIG, "bad setting agent=%s: expected builtin or command", kind);
 		goto cleanup;
 	}
@@ -346,7 +346,7 @@ int pl_fix_run(pl_run *r, pl_fix *fx)
 		error = 1;
 		goto cleanup;
 	}
-	if ((error = gitops_push(repo, &rem, branch, branch, 0, NULL)) < 0) {
+	if (gitops_push(repo, &rem, branch, branch, 0, NULL) < 0) {
 		snprintf(fx->why, sizeof(fx->why), "the push of %.200s was refused (%.250s)", branch, ferror_last());
 		error = 1;
 		goto cleanup;

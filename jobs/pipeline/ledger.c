@@ -348,7 +348,7 @@ int pl_ledger_propose(pl_run *r)
 		if (!cJSON_IsNumber(it) || it->valuedouble < r->propose_after ||
 		    cJSON_GetObjectItemCaseSensitive(done, it->string))
 			continue;
-		for (i = 0; proposals[i].klass && strcmp(proposals[i].klass, it->string); i++)
+		for (i = 0; proposals[i].klass && strcmp(proposals[i].klass, it->string) != 0; i++)
 			;
 		if (!proposals[i].klass)
 			continue;

@@ -236,7 +236,7 @@ static int cleanup_branches(opt_state *st, pl_run *r)
 		long updated = pl_parse_time(pl_str(it, "updated_at")), iid = pl_num(it, "iid");
 		cJSON *made = NULL, *fields = NULL;
 		char note[512];
-		if (!src || strncmp(src, r->branch_prefix, plen) || !updated || updated >= cutoff ||
+		if (!src || strncmp(src, r->branch_prefix, plen) != 0 || !updated || updated >= cutoff ||
 		    pl_num(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me ||
 		    (pl_num(it, "source_project_id") && pl_num(it, "source_project_id") != pl_num(it, "project_id")))
 			continue;
@@ -278,7 +278,7 @@ static int cleanup_branches(opt_state *st, pl_run *r)
 		goto cleanup;
 	cJSON_ArrayForEach(it, branches) {
 		const char *name = pl_str(it, "name");
-		if (!name || strncmp(name, r->branch_prefix, plen) ||
+		if (!name || strncmp(name, r->branch_prefix, plen) != 0 ||
 		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "protected")) ||
 		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "default")) || !strcmp(name, r->default_branch) ||
 		    open_mr_from(mrs, name))
@@ -331,7 +331,7 @@ static const char *job_block(const char *yaml, const char *name, size_t *len)
 	const char *p, *e;
 
 	snprintf(head, sizeof(head), "\n%s:", name);
-	if (!strncmp(yaml, head + 1, strlen(head + 1)))
+	if (strlen(yaml) >= strlen(head + 1) && memcmp(yaml, head + 1, strlen(head + 1)) == 0)
 		p = yaml;
 	else if ((p = strstr(yaml, head)))
 		p++;
@@ -386,7 +386,7 @@ static int ci_speed(opt_state *st, pl_run *r)
 			const cJSON *qd = cJSON_GetObjectItemCaseSensitive(job, "queued_duration");
 			if (!name || !cJSON_IsNumber(d))
 				continue;
-			for (i = 0; i < nstats && strcmp(stats[i].name, name); i++)
+			for (i = 0; i < nstats && strcmp(stats[i].name, name) != 0; i++)
 				;
 			if (i == nstats) {
 				if (nstats == MAX_JOBS_SEEN)
@@ -527,7 +527,7 @@ static int leading_major(const char *v)
 {
 	while (*v && !isdigit((unsigned char)*v))
 		v++;
-	return *v ? atoi(v) : -1;
+	return *v ? (int)strtol(v, NULL, 10) : -1;
 }
 
 static void add_dep(dep *ents, size_t *n, const char *eco, const char *name, size_t nlen, const char *ver, size_t vlen)
@@ -1091,10 +1091,10 @@ static int dependencies(opt_state *st, pl_run *r)
 				renovate = 1;
 		if (deps_file_kind(name) == 'm' || deps_file_kind(name) == 'l')
 			any_manifest = 1;
-		if (strcmp(name, "package.json") && strcmp(name, "requirements.txt") && strcmp(name, "go.mod") &&
-		    strcmp(name, "Cargo.toml") && strcmp(name, "Gemfile"))
+		if (strcmp(name, "package.json") != 0 && strcmp(name, "requirements.txt") != 0 &&
+		    strcmp(name, "go.mod") != 0 && strcmp(name, "Cargo.toml") != 0 && strcmp(name, "Gemfile") != 0)
 			continue;
-		if ((error = fetch_file(&text, r, name)) < 0) {
+		if (fetch_file(&text, r, name) < 0) {
 			log_info("optimise: %s cannot be read: %s", name, ferror_last());
 			continue;
 		}

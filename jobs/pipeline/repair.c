@@ -313,7 +313,7 @@ static int file_issue(pl_run *r, const cJSON *pl, const cJSON *job, const cilog_
 		long iid = pl_num(made, "iid");
 		pl_marker_add(r, "issue", iid, fp);
 		pl_ledger_set(r, fp, "issue", iid);
-		if (fast && (error = to_top_of_up_next(r, iid)) < 0)
+		if (fast && to_top_of_up_next(r, iid) < 0)
 			log_warn("issue #%ld: cannot move it to the top of Up Next: %s", iid, ferror_last());
 		error = 0;
 	}
@@ -526,7 +526,7 @@ int pl_repair(pl_run *r)
 			continue;
 		cJSON_AddTrueToObject(seen, ref);
 		is_default = !strcmp(ref, r->default_branch);
-		if (!is_default && strncmp(ref, r->branch_prefix, strlen(r->branch_prefix)))
+		if (!is_default && strncmp(ref, r->branch_prefix, strlen(r->branch_prefix)) != 0)
 			continue;
 		if (done >= r->max_pipelines) {
 			log_info("more failed pipelines than pipeline.max_pipelines (%ld): the rest next run",

@@ -90,7 +90,7 @@ static int read_settings(pl_run *r)
 	r->branch_prefix = fconfig_get_str(cfg, "pipeline.branch_prefix", "factory/");
 	r->fix_prefix = fconfig_get_str(cfg, "pipeline.fix_prefix", "factory/fix-");
 	r->mode = fconfig_get_str(cfg, "pipeline.mode", "auto");
-	if (strcmp(r->mode, "auto") && strcmp(r->mode, "repair") && strcmp(r->mode, "optimise"))
+	if (strcmp(r->mode, "auto") != 0 && strcmp(r->mode, "repair") != 0 && strcmp(r->mode, "optimise") != 0)
 		return ferror_set(FACTORY_ECONFIG,
 				  "bad setting pipeline.mode=%s: expected auto, repair or optimise", r->mode);
 	if (!*r->branch_prefix || !*r->fix_prefix)
@@ -194,11 +194,11 @@ static int run_project(job_ctx *ctx, job_ctx *trusted, pl_shared *sh)
 		goto cleanup;
 	if ((error = pl_ledger_learn(&r)) < 0)
 		goto cleanup;
-	if (strcmp(r.mode, "optimise") && (error = pl_repair(&r)) < 0)
+	if (strcmp(r.mode, "optimise") != 0 && (error = pl_repair(&r)) < 0)
 		goto cleanup;
 	if ((error = pl_ledger_propose(&r)) < 0)
 		goto cleanup;
-	if (!r.red && strcmp(r.mode, "repair")) {
+	if (!r.red && strcmp(r.mode, "repair") != 0) {
 		if ((error = pl_optimise(&r)) < 0)
 			goto cleanup;
 	} else if (r.red) {

@@ -12,9 +12,26 @@
 #include "deps.h"
 
 static const char *const paths[] = {
-	"package.json", "requirements.txt", "pyproject.toml", "Pipfile", "go.mod", "Cargo.toml", "Gemfile",
-	"package-lock.json", "yarn.lock", "Cargo.lock", "src/a.ts", "a.scss", "m.py", "main.go", "lib.rs", "app.rb",
-	".gitlab-ci.yml", "Makefile", "requirements/dev.txt", "x/jest.config.js",
+        "package.json",
+        "requirements.txt",
+        "pyproject.toml",
+        "Pipfile",
+        "go.mod",
+        "Cargo.toml",
+        "Gemfile",
+        "package-lock.json",
+        "yarn.lock",
+        "Cargo.lock",
+        "src/a.ts",
+        "a.scss",
+        "m.py",
+        "main.go",
+        "lib.rs",
+        "app.rb",
+        ".gitlab-ci.yml",
+        "Makefile",
+        "requirements/dev.txt",
+        "x/jest.config.js",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -28,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	path = paths[data[0] % (sizeof(paths) / sizeof(paths[0]))];
 	if (deps_add_file(d, path, (const char *)data + 1, size - 1) == 0 &&
 	    deps_add_file(d, "other.js", (const char *)data + 1, size - 1) == 0 && deps_findings(&f, d) == 0) {
-		if (!cJSON_IsArray(cJSON_GetObjectItem(f, "unused")) || !cJSON_IsArray(cJSON_GetObjectItem(f, "bloat")) ||
-		    !cJSON_IsArray(cJSON_GetObjectItem(f, "notes")))
+		if (!cJSON_IsArray(cJSON_GetObjectItem(f, "unused")) ||
+		    !cJSON_IsArray(cJSON_GetObjectItem(f, "bloat")) || !cJSON_IsArray(cJSON_GetObjectItem(f, "notes")))
 			abort();
 	}
 	cJSON_Delete(f);

@@ -42,7 +42,8 @@ static const char *unused(const char *eco)
 	int n = 0, i, j;
 
 	findings();
-	cJSON_ArrayForEach(it, cJSON_GetObjectItem(F, "unused")) {
+	cJSON_ArrayForEach(it, cJSON_GetObjectItem(F, "unused"))
+	{
 		if (!strcmp(cJSON_GetObjectItem(it, "eco")->valuestring, eco) && n < 200)
 			names[n++] = cJSON_GetObjectItem(it, "name")->valuestring;
 	}
@@ -64,7 +65,8 @@ static int has_bloat(const char *kind, const char *name)
 {
 	const cJSON *it;
 	findings();
-	cJSON_ArrayForEach(it, cJSON_GetObjectItem(F, "bloat")) {
+	cJSON_ArrayForEach(it, cJSON_GetObjectItem(F, "bloat"))
+	{
 		if (!strcmp(cJSON_GetObjectItem(it, "kind")->valuestring, kind) &&
 		    !strcmp(cJSON_GetObjectItem(it, "name")->valuestring, name))
 			return 1;
@@ -76,15 +78,16 @@ TestSuite(deps, .init = setup, .fini = teardown);
 
 Test(deps, npm_imports_scoped_subpaths_and_tools_from_scripts)
 {
-	add("package.json", "{\"name\":\"shop\",\"scripts\":{\"build\":\"tsc -p .\",\"lint\":\"eslint src\"},"
-			    "\"dependencies\":{\"react\":\"^18\",\"@scope/ui\":\"1\",\"lodash\":\"4\",\"chalk\":\"5\","
-			    "\"express\":\"4\",\"dayjs\":\"1\",\"unused-thing\":\"1\",\"@acme/gone\":\"2\"},"
-			    "\"devDependencies\":{\"typescript\":\"5\",\"eslint\":\"8\",\"jest\":\"29\",\"left-over\":\"1\","
-			    "\"eslint-plugin-react\":\"7\",\"@types/node\":\"20\"},"
-			    "\"peerDependencies\":{\"vue\":\"3\"}}");
+	add("package.json",
+	    "{\"name\":\"shop\",\"scripts\":{\"build\":\"tsc -p .\",\"lint\":\"eslint src\"},"
+	    "\"dependencies\":{\"react\":\"^18\",\"@scope/ui\":\"1\",\"lodash\":\"4\",\"chalk\":\"5\","
+	    "\"express\":\"4\",\"dayjs\":\"1\",\"unused-thing\":\"1\",\"@acme/gone\":\"2\"},"
+	    "\"devDependencies\":{\"typescript\":\"5\",\"eslint\":\"8\",\"jest\":\"29\",\"left-over\":\"1\","
+	    "\"eslint-plugin-react\":\"7\",\"@types/node\":\"20\"},"
+	    "\"peerDependencies\":{\"vue\":\"3\"}}");
 	add("src/app.tsx", "import React from 'react';\nimport { Button } from \"@scope/ui/button\";\n"
-			   "import type { X } from 'dayjs';\nconst pick = require('lodash/pick');\n"
-			   "export * from 'chalk';\nconst s = 'unused-thing is only a string here';\n");
+	                   "import type { X } from 'dayjs';\nconst pick = require('lodash/pick');\n"
+	                   "export * from 'chalk';\nconst s = 'unused-thing is only a string here';\n");
 	add("src/server.cjs", "const app = await import(\"express\");\nimport './local';\n");
 	add("jest.config.js", "module.exports = {};\n");
 	cr_assert_str_eq(unused("npm"), "@acme/gone,left-over,unused-thing");
@@ -100,7 +103,7 @@ Test(deps, npm_node_builtins_and_relative_paths_are_not_packages)
 Test(deps, npm_bloat_twice_dev_tool_in_runtime_and_lighter)
 {
 	add("package.json", "{\"dependencies\":{\"moment\":\"2\",\"jest\":\"29\",\"react\":\"18\"},"
-			    "\"devDependencies\":{\"react\":\"18\"}}");
+	                    "\"devDependencies\":{\"react\":\"18\"}}");
 	add("a.js", "import moment from 'moment'; import React from 'react'; import 'jest';");
 	cr_assert(has_bloat("twice", "react"));
 	cr_assert(has_bloat("dev_in_runtime", "jest"));
@@ -111,13 +114,13 @@ Test(deps, npm_bloat_twice_dev_tool_in_runtime_and_lighter)
 Test(deps, python_imports_with_distribution_names)
 {
 	add("requirements.txt", "# runtime\nPyYAML==6.0\nbeautifulsoup4>=4\nPillow\nrequests[socks]==2.31\n"
-				"python-dateutil\nscikit-learn\nnumpy ; python_version>'3'\nflask\n-r other.txt\n"
-				"git+https://example.invalid/x.git\nunused_lib==1.0\ngoogle-cloud-storage\n");
+	                        "python-dateutil\nscikit-learn\nnumpy ; python_version>'3'\nflask\n-r other.txt\n"
+	                        "git+https://example.invalid/x.git\nunused_lib==1.0\ngoogle-cloud-storage\n");
 	add("requirements-dev.txt", "pytest\npytest-cov\nblack\nnever-used-dev\n");
 	add("app/main.py", "import yaml, os\nfrom bs4 import BeautifulSoup\nfrom PIL import Image\n"
-			   "import requests as r\nfrom dateutil import parser\nfrom . import sibling\n"
-			   "from sklearn.linear_model import X\nimport numpy.linalg\nfrom google.cloud import storage\n"
-			   "mod = importlib.import_module(\"flask\")\n");
+	                   "import requests as r\nfrom dateutil import parser\nfrom . import sibling\n"
+	                   "from sklearn.linear_model import X\nimport numpy.linalg\nfrom google.cloud import storage\n"
+	                   "mod = importlib.import_module(\"flask\")\n");
 	add(".gitlab-ci.yml", "test:\n  script:\n    - black --check .\n    - pytest\n");
 	cr_assert_str_eq(unused("pypi"), "never-used-dev,unused_lib");
 }
@@ -125,8 +128,8 @@ Test(deps, python_imports_with_distribution_names)
 Test(deps, python_pyproject_tables_and_aliases_from_settings)
 {
 	add("pyproject.toml", "[project]\nname = \"x\"\ndependencies = [\n  \"httpx>=0.27\",\n  \"Weird-Dist\",\n"
-			      "  \"gone\",\n]\n[project.optional-dependencies]\ndev = [\"ruff\"]\n"
-			      "[tool.ruff]\nline-length = 100\n[build-system]\nrequires = [\"hatchling\"]\n");
+	                      "  \"gone\",\n]\n[project.optional-dependencies]\ndev = [\"ruff\"]\n"
+	                      "[tool.ruff]\nline-length = 100\n[build-system]\nrequires = [\"hatchling\"]\n");
 	add("x/__init__.py", "import httpx\nimport weirdmod\n");
 	cr_assert_str_eq(unused("pypi"), "Weird-Dist,gone");
 	cr_assert_eq(deps_alias(D, "Weird-Dist", "weirdmod"), 0);
@@ -137,23 +140,27 @@ Test(deps, python_pyproject_tables_and_aliases_from_settings)
 
 Test(deps, go_imports_blocks_and_indirect)
 {
-	add("go.mod", "module example.com/app\n\ngo 1.22\n\nrequire github.com/solo/one v1.0.0\n"
-		      "require (\n\tgithub.com/a/b v1.2.3\n\tgithub.com/c/d/v2 v2.0.0\n\tgolang.org/x/text v0.14.0 // indirect\n"
-		      "\tgithub.com/e/unused v0.1.0\n\tgithub.com/pkg/errors v0.9.1\n)\n");
-	add("main.go", "package main\n\nimport (\n\t\"fmt\"\n\tb \"github.com/a/b/sub\"\n\t_ \"github.com/c/d/v2\"\n"
-		       "\t// \"github.com/e/unused\"\n)\nimport \"github.com/solo/one\"\nimport \"github.com/pkg/errors\"\n");
+	add("go.mod",
+	    "module example.com/app\n\ngo 1.22\n\nrequire github.com/solo/one v1.0.0\n"
+	    "require (\n\tgithub.com/a/b v1.2.3\n\tgithub.com/c/d/v2 v2.0.0\n\tgolang.org/x/text v0.14.0 // indirect\n"
+	    "\tgithub.com/e/unused v0.1.0\n\tgithub.com/pkg/errors v0.9.1\n)\n");
+	add("main.go",
+	    "package main\n\nimport (\n\t\"fmt\"\n\tb \"github.com/a/b/sub\"\n\t_ \"github.com/c/d/v2\"\n"
+	    "\t// \"github.com/e/unused\"\n)\nimport \"github.com/solo/one\"\nimport \"github.com/pkg/errors\"\n");
 	cr_assert_str_eq(unused("go"), "github.com/e/unused");
 	cr_assert(has_bloat("lighter", "github.com/pkg/errors"));
 }
 
 Test(deps, cargo_use_paths_and_dashes)
 {
-	add("Cargo.toml", "[package]\nname = \"x\"\n\n[dependencies]\nserde = { version = \"1\", features = [\"derive\"] }\n"
-			  "tokio = \"1\"\nregex-lite = \"0.1\"\nanyhow.workspace = true\nnot-used = \"1\"\n"
-			  "renamed = { package = \"real-name\", version = \"1\" }\n\n[dev-dependencies]\nproptest = \"1\"\n"
-			  "[dependencies.table_form]\nversion = \"1\"\n[target.'cfg(unix)'.dependencies]\nnix = \"0.27\"\n");
-	add("src/main.rs", "use serde::Deserialize;\n#[tokio::main]\nasync fn main() -> anyhow::Result<()> {\n"
-			   "    let r = regex_lite::Regex::new(\"x\");\n    renamed::go();\n    nix::unistd::getpid();\n}\n");
+	add("Cargo.toml",
+	    "[package]\nname = \"x\"\n\n[dependencies]\nserde = { version = \"1\", features = [\"derive\"] }\n"
+	    "tokio = \"1\"\nregex-lite = \"0.1\"\nanyhow.workspace = true\nnot-used = \"1\"\n"
+	    "renamed = { package = \"real-name\", version = \"1\" }\n\n[dev-dependencies]\nproptest = \"1\"\n"
+	    "[dependencies.table_form]\nversion = \"1\"\n[target.'cfg(unix)'.dependencies]\nnix = \"0.27\"\n");
+	add("src/main.rs",
+	    "use serde::Deserialize;\n#[tokio::main]\nasync fn main() -> anyhow::Result<()> {\n"
+	    "    let r = regex_lite::Regex::new(\"x\");\n    renamed::go();\n    nix::unistd::getpid();\n}\n");
 	cr_assert_str_eq(unused("cargo"), "not-used,proptest,table_form");
 	add("tests/t.rs", "extern crate proptest;\nuse ::table_form;\n");
 	cr_assert_str_eq(unused("cargo"), "not-used");
@@ -162,8 +169,8 @@ Test(deps, cargo_use_paths_and_dashes)
 Test(deps, ruby_requires_groups_and_bundler_require)
 {
 	add("Gemfile", "source 'https://rubygems.org'\ngem 'rack'\ngem \"net-http-persistent\"\ngem 'unused_gem'\n"
-		       "gem 'rubocop', require: false\ngem 'rspec'\n\ngroup :development, :test do\n  gem 'pry'\nend\n"
-		       "gem 'sidekiq', group: :test\n");
+	               "gem 'rubocop', require: false\ngem 'rspec'\n\ngroup :development, :test do\n  gem 'pry'\nend\n"
+	               "gem 'sidekiq', group: :test\n");
 	add("lib/app.rb", "require 'rack/utils'\nrequire \"net/http/persistent\"\n");
 	add(".gitlab-ci.yml", "lint:\n  script: bundle exec rubocop && bundle exec rspec\n");
 	cr_assert_str_eq(unused("ruby"), "pry,sidekiq,unused_gem");
@@ -190,15 +197,20 @@ Test(deps, no_sources_means_no_unused)
 
 Test(deps, lock_duplicates)
 {
-	add("package-lock.json", "{\"lockfileVersion\":3,\"packages\":{\"\":{},\"node_modules/a\":{\"version\":\"1.0.0\"},"
-				 "\"node_modules/b/node_modules/a\":{\"version\":\"2.0.0\"},\"node_modules/b\":{\"version\":\"1.0.0\"},"
-				 "\"node_modules/@s/c\":{\"version\":\"1.0.0\"},\"node_modules/x/node_modules/@s/c\":{\"version\":\"1.0.0\"}}}");
-	add("yarn.lock", "# yarn lockfile v1\n\n\"q@^1.0.0\":\n  version \"1.5.1\"\n\nq@^2.0.0, q@^2.1.0:\n  version \"2.1.0\"\n");
-	add("Cargo.lock", "[[package]]\nname = \"syn\"\nversion = \"1.0.109\"\n\n[[package]]\nname = \"syn\"\nversion = \"2.0.48\"\n");
+	add("package-lock.json",
+	    "{\"lockfileVersion\":3,\"packages\":{\"\":{},\"node_modules/a\":{\"version\":\"1.0.0\"},"
+	    "\"node_modules/b/node_modules/a\":{\"version\":\"2.0.0\"},\"node_modules/b\":{\"version\":\"1.0.0\"},"
+	    "\"node_modules/@s/c\":{\"version\":\"1.0.0\"},\"node_modules/x/node_modules/@s/"
+	    "c\":{\"version\":\"1.0.0\"}}}");
+	add("yarn.lock",
+	    "# yarn lockfile v1\n\n\"q@^1.0.0\":\n  version \"1.5.1\"\n\nq@^2.0.0, q@^2.1.0:\n  version \"2.1.0\"\n");
+	add("Cargo.lock", "[[package]]\nname = \"syn\"\nversion = \"1.0.109\"\n\n[[package]]\nname = \"syn\"\nversion "
+	                  "= \"2.0.48\"\n");
 	findings();
 	{
 		char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "bloat"));
-		cr_assert(strstr(s, "package-lock.json") && strstr(s, "1 package locked at several versions (a x2)"), "%s", s);
+		cr_assert(strstr(s, "package-lock.json") && strstr(s, "1 package locked at several versions (a x2)"),
+		          "%s", s);
 		cr_assert(strstr(s, "q x2"), "%s", s);
 		cr_assert(strstr(s, "syn x2"), "%s", s);
 		cr_assert(!strstr(s, "@s/c x"), "%s", s);
@@ -233,10 +245,12 @@ Test(deps, hostile_bytes_never_crash)
  * sees a read past it). The first was found by fuzz_deps. */
 Test(deps, no_read_past_the_end)
 {
-	static const char *const inputs[] = {"[", "x = [\"a", "gem '", "require (\n\tgithub.com/a", "import \"",
-					     "from ", "name = \"", "\"a@", "\"", "@import '", NULL};
-	static const char *const paths[] = {"Cargo.toml", "pyproject.toml", "Gemfile", "go.mod", "main.go", "m.py",
-					    "Cargo.lock", "yarn.lock", "package.json", "a.scss", "a.rs", "x.rb", NULL};
+	static const char *const inputs[] = {"[",         "x = [\"a",  "gem '",     "require (\n\tgithub.com/a",
+	                                     "import \"", "from ",     "name = \"", "\"a@",
+	                                     "\"",        "@import '", NULL};
+	static const char *const paths[] = {"Cargo.toml", "pyproject.toml", "Gemfile",   "go.mod",       "main.go",
+	                                    "m.py",       "Cargo.lock",     "yarn.lock", "package.json", "a.scss",
+	                                    "a.rs",       "x.rb",           NULL};
 	int i, j;
 
 	for (i = 0; inputs[i]; i++)
