@@ -1,21 +1,33 @@
 /*
  * optimise.c - optimise mode, when nothing is red:
  *
- *   clean-up      merged Factory branches deleted; Factory merge requests
- *                 without activity for pipeline.stale_days closed with a note
+ *   clean-up      merged Factory branches deleted (GitLab's "merged", or a
+ *                 merged MR whose head is still the branch's head); the
+ *                 Factory's own MRs without activity for pipeline.stale_days
+ *                 closed with a neutral note. Never a protected or default
+ *                 branch, a branch outside pipeline.branch_prefix, a branch
+ *                 with an open MR, a person's MR, or a branch implement holds
+ *                 a live claim on (claim.h). At most pipeline.max_cleanups
+ *                 writes per run.
  *   CI speed      the last pipeline.speed_pipelines pipelines of the default
  *                 branch: per job, mean duration and queue time; the slowest
  *                 jobs and what would help them, read from .gitlab-ci.yml
  *                 (cache, needs:, interruptible, rules:changes, parallel)
- *   dependencies  the manifests the project has (npm, Python, Go, Cargo,
- *                 Ruby), each entry checked against its registry's public
- *                 JSON API (URLs in pipeline.registry.*): deprecated
- *                 packages, and entries a major version behind unless
- *                 Renovate is configured (it does the bumps)
+ *   dependencies  the manifests at the root (npm, Python, Go, Cargo, Ruby),
+ *                 each entry checked against its registry's public JSON API
+ *                 (URLs in pipeline.registry.*): deprecated packages, and
+ *                 entries a major version behind unless Renovate is
+ *                 configured (it does the bumps); then, on a clone of the
+ *                 default branch read through deps.h, unused entries and
+ *                 bloat (declared twice, development tools at run time,
+ *                 lighter replacements, lock file duplicates)
  *
  * What it finds is proposed as an issue labelled factory::ci-proposal with
  * a marker naming its kind; at most pipeline.max_open_proposals such issues
  * are open at a time, and one kind is never filed twice while open.
+ *
+ * Also the offline command `factory-pipeline deps [DIR]`: the same reading
+ * of a local checkout, printed as JSON.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
