@@ -180,6 +180,31 @@ class DependencyUseTest(Base):
         self.assertEqual(r.report["counters"]["deps_unused"], len(UNUSED) - 2)
         self.assertIn("issue.optimise", json.dumps(r.report["actions"]))
 
+    def test_the_deps_command_reads_a_local_checkout_and_never_follows_a_link(self):
+        tmp = tempfile.mkdtemp(prefix="factory-pipe-deps-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        repo = os.path.join(tmp, "repo")
+        for rel, text in SAMPLE.items():
+            path = os.path.join(repo, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        # outside the checkout: a file that would make tabulate "used" if the link were followed
+        with open(os.path.join(tmp, "outside.py"), "w") as f:
+            f.write("import tabulate\n")
+        os.symlink(os.path.join(tmp, "outside.py"), os.path.join(repo, "app", "linked.py"))
+        os.makedirs(os.path.join(repo, "node_modules", "is-odd"))
+        with open(os.path.join(repo, "node_modules", "is-odd", "index.js"), "w") as f:
+            f.write("require('is-odd')\n")
+        r = run_job("pipeline", None, "deps", repo, env=job_env())
+        self.assertEqual(r.returncode, 0, r)
+        f = json.loads(r.stdout)
+        self.assertEqual({u["name"] for u in f["unused"]}, UNUSED)
+        self.assertEqual(f["files"], 14)
+        r = run_job("pipeline", None, "deps", os.path.join(tmp, "missing"), env=job_env())
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("not a directory", r.stderr)
+
     def test_no_manifest_no_clone(self):
         self.start({"README.md": "# nothing\n"})
         r = self.run_pipeline()

@@ -264,3 +264,14 @@ Test(deps, no_read_past_the_end)
 		}
 	findings();
 }
+
+Test(deps, python_one_line_arrays_poetry_and_pipfile)
+{
+	add("pyproject.toml",
+	    "[project]\ndependencies = [\"click>=8\", 'rich']\n[tool.poetry.dependencies]\npython = \"^3.11\"\n"
+	    "httpx = {version = \"*\", extras = [\"http2\"]}\n[tool.poetry.group.dev.dependencies]\nnever = \"*\"\n");
+	add("Pipfile", "[packages]\nattrs = \"*\"\n\n[dev-packages]\nfreezegun = \"*\"\n");
+	add("cli.py", "import click\nfrom rich.console import Console\nimport httpx\nimport attr\n");
+	cr_assert_str_eq(unused("pypi"), "freezegun,never");
+	cr_assert(!has_bloat("dev_in_runtime", "freezegun"));
+}
