@@ -8,13 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "feedback.h"
 #include "log.h"
+
+/* How much below the server the delivery thread runs (nice). */
+#define DELIVER_NICE 10
 
 struct deliverer {
 	gitlab *gl;
@@ -466,6 +471,12 @@ static void *run(void *arg)
 {
 	deliverer *d = arg;
 	int failures = 0;
+
+	/* Below the server's threads: a submission waiting for its 202 comes
+	 * before one on its way to GitLab (Linux nices a thread by its id;
+	 * lowering one's own priority is always allowed). */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), DELIVER_NICE) < 0)
+		log_debug("delivery thread keeps its priority: %s", strerror(errno));
 
 	while (!stopping(d)) {
 		int rc = deliver_next(d, 1000);

@@ -53,29 +53,27 @@ void dedup_key_of(dedup_key *out, const char *const *parts, size_t nparts)
 /* ---- the striped table both guards use ----
  *
  * A hash table of BUCKETS chains keyed by a 128-bit hash, each entry
- * carrying `payload_size` bytes of its user's state; chains are guarded by
- * STRIPES locks. Entries the user's `idle` callback calls idle are swept
- * from a chain whenever it is visited, and from every chain when the table
- * is full (GUARD_MAX_ENTRIES). */
+ * carrying `payload_size` bytes of its user's state and the time after
+ * which it is idle (`expires_ms`, set by the user; 0: never); chains are
+ * guarded by STRIPES locks. Idle entries are swept from a chain whenever it
+ * is visited, and from every chain when the table is full
+ * (GUARD_MAX_ENTRIES). */
 
 typedef struct entry {
 	struct entry *next;
 	dedup_key key;
+	long long expires_ms;
 	long long payload[]; /* aligned for any field the users keep */
 } entry;
-
-typedef int (*idle_fn)(const void *table_user, const void *payload, long long now_ms);
 
 typedef struct {
 	pthread_mutex_t mu[STRIPES];
 	entry *buckets[BUCKETS];
 	long count;          /* entries (atomic) */
 	size_t payload_size;
-	idle_fn idle;
-	const void *user;    /* handed to idle */
 } table;
 
-static void table_init(table *t, size_t payload_size, idle_fn idle, const void *user)
+static void table_init(table *t, size_t payload_size)
 {
 	int i;
 
@@ -83,8 +81,6 @@ static void table_init(table *t, size_t payload_size, idle_fn idle, const void *
 	for (i = 0; i < STRIPES; i++)
 		pthread_mutex_init(&t->mu[i], NULL);
 	t->payload_size = payload_size;
-	t->idle = idle;
-	t->user = user;
 }
 
 static void table_release(table *t)
@@ -119,7 +115,7 @@ static void sweep_chain(table *t, size_t b, long long now_ms)
 	long dropped = 0;
 
 	while ((e = *pp)) {
-		if (t->idle(t->user, e->payload, now_ms)) {
+		if (e->expires_ms && now_ms > e->expires_ms) {
 			*pp = e->next;
 			free(e);
 			dropped++;
@@ -233,12 +229,6 @@ static double refill(const ratelimit *rl, const rl_state *st, long long now_ms)
 	return t > rl->burst ? rl->burst : t;
 }
 
-/* A client whose bucket is full again behaves exactly like a new one. */
-static int rl_idle(const void *user, const void *payload, long long now_ms)
-{
-	return refill(user, payload, now_ms) >= ((const ratelimit *)user)->burst;
-}
-
 int ratelimit_new(ratelimit **out, long per_minute, long burst)
 {
 	ratelimit *rl = calloc(1, sizeof(*rl));
@@ -248,7 +238,7 @@ int ratelimit_new(ratelimit **out, long per_minute, long burst)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	rl->per_ms = per_minute > 0 ? (double)per_minute / 60000.0 : 0;
 	rl->burst = burst > 0 ? (double)burst : (double)(per_minute > 0 ? per_minute : 1);
-	table_init(&rl->t, sizeof(rl_state), rl_idle, rl);
+	table_init(&rl->t, sizeof(rl_state));
 	*out = rl;
 	return 0;
 }
@@ -289,6 +279,8 @@ int ratelimit_take(ratelimit *rl, const char *client, long long now_ms, long *re
 		st->tokens -= 1.0;
 	else if (retry_after_s)
 		*retry_after_s = (long)((1.0 - st->tokens) / rl->per_ms / 1000.0) + 1;
+	/* A client whose bucket is full again behaves exactly like a new one. */
+	e->expires_ms = now_ms + (long long)((rl->burst - st->tokens) / rl->per_ms) + 1;
 	table_unlock(&rl->t, &key);
 	return allowed;
 }
@@ -305,13 +297,6 @@ struct dedup {
 	table t;
 };
 
-static int dd_idle(const void *user, const void *payload, long long now_ms)
-{
-	const dd_state *st = payload;
-
-	return st->at_ms && now_ms - st->at_ms > ((const dedup *)user)->window_ms;
-}
-
 int dedup_new(dedup **out, long window_s)
 {
 	dedup *d = calloc(1, sizeof(*d));
@@ -320,7 +305,7 @@ int dedup_new(dedup **out, long window_s)
 	if (!d)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	d->window_ms = window_s > 0 ? (long long)window_s * 1000 : 0;
-	table_init(&d->t, sizeof(dd_state), dd_idle, d);
+	table_init(&d->t, sizeof(dd_state));
 	*out = d;
 	return 0;
 }
@@ -369,6 +354,7 @@ void dedup_stored(dedup *d, const dedup_key *key, const char *id, long long now_
 		if (!st->at_ms) {
 			st->at_ms = now_ms;
 			strncpy(st->id, id, sizeof(st->id) - 1);
+			e->expires_ms = now_ms + d->window_ms;
 		}
 	}
 	table_unlock(&d->t, key);
@@ -381,7 +367,7 @@ void dedup_forget(dedup *d, const dedup_key *key)
 
 	if (!d->window_ms)
 		return;
-	/* now_ms 0: nothing stored counts as idle, so nothing else is swept. */
+	/* now_ms 0: nothing is idle yet, so nothing else is swept. */
 	if ((e = table_lock(&d->t, key, 0, 0, &created)) && !((dd_state *)e->payload)->at_ms)
 		table_remove_locked(&d->t, e);
 	table_unlock(&d->t, key);
@@ -402,6 +388,7 @@ int dedup_remember(dedup *d, const dedup_key *key, const char *id, long long at_
 			st->at_ms = at_ms;
 			memset(st->id, 0, sizeof(st->id));
 			strncpy(st->id, id, sizeof(st->id) - 1);
+			e->expires_ms = at_ms + d->window_ms;
 		}
 		kept = 1;
 	}

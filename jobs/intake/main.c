@@ -37,7 +37,7 @@ static const job_option options[] = {
 	{"min-fill-ms", "intake.min_fill_ms", 1, "MS  fastest human fill time of the widget (default 3000)"},
 	{"dedup-window", "intake.dedup_window_s", 1, "SECONDS  fold identical submissions within (default 600)"},
 	{"timeout", "intake.timeout_s", 1, "SECONDS  idle connection timeout (default 10)"},
-	{"threads", "intake.threads", 1, "N  server threads (default 4; a request waiting for the disk holds none)"},
+	{"threads", "intake.threads", 1, "N  server threads (default: one per core; a request waiting for the disk holds none)"},
 	{"max-conns-per-client", "intake.max_conns_per_client", 1, "N  open connections per client (default 32)"},
 	{"trust-proxy", "intake.trust_proxy", 0, "take the client address from X-Forwarded-For"},
 	{"no-deliver", "intake.no_deliver", 0, "serve without delivering (the spool keeps everything)"},

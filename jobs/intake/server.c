@@ -91,7 +91,13 @@ void intake_server_options_init(intake_server_options *o)
 	o->dedup_window_s = 600;
 	o->timeout_s = 10;
 	o->body_deadline_s = 30;
-	o->threads = 4;
+	/* One epoll loop per core: more only switch between each other (a
+	 * request waiting for the disk holds no thread). */
+	o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->threads < 1)
+		o->threads = 1;
+	if (o->threads > 64)
+		o->threads = 64;
 	o->max_conns_per_client = 32;
 	o->cache_max_age_s = 300;
 }

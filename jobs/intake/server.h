@@ -49,7 +49,7 @@ typedef struct {
 	long dedup_window_s;           /* 0 no folding */
 	long timeout_s;                /* idle connection timeout */
 	long body_deadline_s;          /* whole body upload */
-	int threads;                   /* pool size */
+	int threads;                   /* pool size (default: one per core) */
 	int max_conns_per_client;      /* 0: no limit */
 	int trust_proxy;               /* client address from X-Forwarded-For */
 	long cache_max_age_s;          /* for /widget.js */

@@ -29,9 +29,13 @@ async function main() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  const out = { steps: [], csp: [], pageErrors: [] };
+  const out = { steps: [], csp: [], pageErrors: [], widgetEncoding: null };
   try {
     const page = context.pages()[0] || await context.newPage();
+    // How the widget came over the wire (the server gzips it for browsers).
+    page.on('response', (r) => {
+      if (new URL(r.url()).pathname === '/widget.js') out.widgetEncoding = r.headers()['content-encoding'] || 'identity';
+    });
     page.on('console', (m) => {
       if (/Content.Security.Policy|Refused to/i.test(m.text())) out.csp.push(m.text());
     });

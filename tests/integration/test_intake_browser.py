@@ -92,6 +92,7 @@ class IntakeBrowserTest(unittest.TestCase):
         out = json.loads(run.stdout.strip().splitlines()[-1])
         steps = {s["step"]: s for s in out["steps"]}
         self.assertEqual(out["csp"], [])
+        self.assertEqual(out["widgetEncoding"], "gzip")  # and it ran: the steps below passed
         self.assertIn("%d ms" % MIN_FILL_MS, steps["server validation"]["message"])
         for name in ("intake-widget-page.png", "intake-widget-errors.png", "intake-widget-sent.png"):
             self.assertGreater(os.path.getsize(os.path.join(ARTIFACTS, name)), 1000)
