@@ -966,24 +966,25 @@ int feedback_issue_marker(fbuf *out, const char *id)
 	return fbuf_printf(out, "<!-- factory-intake submission=%s -->", id);
 }
 
-int feedback_has_issue_marker(const char *text, const char *id)
+/* Whether `text` holds `before`, the valid submission id `id`, then `after`. */
+static int has_marker(const char *text, const char *before, const char *id, const char *after)
 {
-	char want[80];
+	char want[128];
 
 	if (!text || !id_valid(id))
 		return 0;
-	snprintf(want, sizeof(want), "<!-- factory-intake submission=%s -->", id);
+	snprintf(want, sizeof(want), "%s%s%s", before, id, after);
 	return strstr(text, want) != NULL;
+}
+
+int feedback_has_issue_marker(const char *text, const char *id)
+{
+	return has_marker(text, "<!-- factory-intake submission=", id, " -->");
 }
 
 int feedback_has_reporter_marker(const char *text, const char *id)
 {
-	char want[80];
-
-	if (!text || !id_valid(id))
-		return 0;
-	snprintf(want, sizeof(want), "<!-- factory-intake reporter submission=%s email=", id);
-	return strstr(text, want) != NULL;
+	return has_marker(text, "<!-- factory-intake reporter submission=", id, " email=");
 }
 
 /* One line of context: "- **label:** value" with the value made one safe line. */
