@@ -70,6 +70,7 @@ typedef struct {
 	pthread_mutex_t mu[STRIPES];
 	entry *buckets[BUCKETS];
 	long count;          /* entries (atomic) */
+	long long full_until; /* full, and nothing idle before this (atomic) */
 	size_t payload_size;
 } table;
 
@@ -127,16 +128,30 @@ static void sweep_chain(table *t, size_t b, long long now_ms)
 		__atomic_fetch_sub(&t->count, dropped, __ATOMIC_RELAXED);
 }
 
-/* Sweep every chain, one stripe at a time (called with no lock held). */
+/* Sweep every chain, one stripe at a time (called with no lock held). When
+ * the table is still full, note when its first entry goes idle: until then a
+ * full table is not swept again (a flood would otherwise pay for a walk of
+ * every entry on each request). */
 static void sweep_all(table *t, long long now_ms)
 {
+	long long first = 0;
 	size_t b;
 
 	for (b = 0; b < BUCKETS; b++) {
+		entry *e;
+
 		pthread_mutex_lock(stripe_of(t, b));
 		sweep_chain(t, b, now_ms);
+		for (e = t->buckets[b]; e; e = e->next) {
+			if (e->expires_ms && (!first || e->expires_ms < first))
+				first = e->expires_ms;
+		}
 		pthread_mutex_unlock(stripe_of(t, b));
 	}
+	/* Entries still being stored have no expiry yet: look again soon. */
+	if (!first || first > now_ms + 1000)
+		first = now_ms + 1000;
+	__atomic_store_n(&t->full_until, first, __ATOMIC_RELAXED);
 }
 
 static entry *find_locked(table *t, size_t b, const dedup_key *key)
@@ -173,7 +188,7 @@ static entry *table_lock(table *t, const dedup_key *key, long long now_ms, int c
 		if (__atomic_add_fetch(&t->count, 1, __ATOMIC_RELAXED) <= GUARD_MAX_ENTRIES)
 			break;
 		__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
-		if (swept)
+		if (swept || now_ms <= __atomic_load_n(&t->full_until, __ATOMIC_RELAXED))
 			return NULL;
 		pthread_mutex_unlock(mu);
 		sweep_all(t, now_ms);
