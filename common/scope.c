@@ -23,7 +23,10 @@ struct scope {
 	char *group;
 	scope_project *projects;
 	size_t n, alloc;
-	size_t enabled;
+	size_t enabled; /* taking part as far as known */
+	gitlab *gl;     /* borrowed: reads the files on demand */
+	fconfig *cfg;   /* the group's settings (a copy) */
+	size_t topic_out, file_out, bad;
 };
 
 /* ---- the setting ---- */
@@ -118,6 +121,7 @@ void scope_free(scope *s)
 		project_release(&s->projects[i]);
 	free(s->projects);
 	free(s->group);
+	fconfig_free(s->cfg);
 	free(s);
 }
 
@@ -331,13 +335,12 @@ static int settle_project(scope_project *p, const fconfig *cfg, const fbuf *text
 int scope_load(scope **out, gitlab *gl, const fconfig *cfg, const char *group)
 {
 	scope *s = NULL;
-	fbuf path, text;
-	size_t i, topic_out = 0, file_out = 0, bad = 0;
+	fbuf path;
+	size_t i;
 	int error = -1;
 
 	*out = NULL;
 	fbuf_init(&path, 4096);
-	fbuf_init(&text, MAX_PROJECT_FILE);
 	if (!group || !valid_group_path(group)) {
 		error = ferror_set(FACTORY_ECONFIG, "bad group path \"%.200s\"", group ? group : "");
 		goto cleanup;
@@ -346,6 +349,9 @@ int scope_load(scope **out, gitlab *gl, const fconfig *cfg, const char *group)
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
+	s->gl = gl;
+	if ((error = fconfig_clone(&s->cfg, cfg)) < 0)
+		goto cleanup;
 	if ((error = fbuf_puts(&path, "groups/")) < 0 || (error = http_escape(&path, group)) < 0 ||
 	    (error = fbuf_puts(&path, "/projects")) < 0)
 		goto cleanup;
@@ -358,35 +364,84 @@ int scope_load(scope **out, gitlab *gl, const fconfig *cfg, const char *group)
 		scope_project *p = &s->projects[i];
 
 		if (!p->enabled) {
-			topic_out++;
-			log_info("project %s left out: %s", p->path, p->why);
-			continue;
-		}
-		if ((error = read_project_file(&text, gl, p)) < 0)
-			goto cleanup;
-		if (!p->error && (error = settle_project(p, cfg, &text)) < 0)
-			goto cleanup;
-		if (p->error) {
-			bad++;
-			log_warn("project %s left out: %s", p->path, p->why);
-		} else if (!p->enabled) {
-			file_out++;
+			/* Left out by its topic: nothing of its own to read. */
+			p->settled = 1;
+			s->topic_out++;
 			log_info("project %s left out: %s", p->path, p->why);
 		} else {
 			s->enabled++;
 		}
 	}
-	log_info("group %s: %zu project%s, %zu taking part (%zu opted out by topic, %zu by settings, %zu with a "
-	         "settings file that cannot be used)",
-	         group, s->n, s->n == 1 ? "" : "s", s->enabled, topic_out, file_out, bad);
+	log_info("group %s: %zu project%s listed, %zu opted out by topic; each one's %s is read when it is first "
+	         "needed",
+	         group, s->n, s->n == 1 ? "" : "s", s->topic_out, SCOPE_PROJECT_FILE);
 	*out = s;
 	s = NULL;
 	error = 0;
 cleanup:
 	fbuf_release(&path);
-	fbuf_release(&text);
 	scope_free(s);
 	return error;
+}
+
+int scope_settle(scope *s, size_t i)
+{
+	scope_project *p;
+	fbuf text;
+	int error;
+
+	if (i >= s->n)
+		return ferror_set(FACTORY_EINVALID, "no project %zu in group %s (%zu projects)", i, s->group, s->n);
+	p = &s->projects[i];
+	if (p->settled)
+		return 0;
+	fbuf_init(&text, MAX_PROJECT_FILE);
+	if ((error = read_project_file(&text, s->gl, p)) < 0)
+		goto cleanup;
+	if (!p->error && (error = settle_project(p, s->cfg, &text)) < 0) {
+		fconfig_free(p->cfg);
+		p->cfg = NULL;
+		p->enabled = 1;
+		p->why[0] = '\0';
+		goto cleanup;
+	}
+	p->settled = 1;
+	if (p->error) {
+		s->bad++;
+		s->enabled--;
+		log_warn("project %s left out: %s", p->path, p->why);
+	} else if (!p->enabled) {
+		s->file_out++;
+		s->enabled--;
+		log_info("project %s left out: %s", p->path, p->why);
+	}
+cleanup:
+	fbuf_release(&text);
+	return error;
+}
+
+int scope_settle_all(scope *s)
+{
+	size_t i;
+	int error;
+
+	for (i = 0; i < s->n; i++)
+		if ((error = scope_settle(s, i)) < 0)
+			return error;
+	log_info("group %s: %zu project%s, %zu taking part (%zu opted out by topic, %zu by settings, %zu with a "
+	         "settings file that cannot be used)",
+	         s->group, s->n, s->n == 1 ? "" : "s", s->enabled, s->topic_out, s->file_out, s->bad);
+	return 0;
+}
+
+size_t scope_index(const scope *s, long id)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		if (s->projects[i].id == id)
+			return i;
+	return SCOPE_NONE;
 }
 
 /* ---- the walk ---- */
@@ -409,6 +464,22 @@ int scope_each(scope *s, gitlab *gl, scope_fn fn, void *ctx)
 		scope_project *p = &s->projects[i];
 		char id[32];
 
+		if ((error = scope_settle(s, i)) < 0) {
+			/* Its file could not be read: this project fails. */
+			log_error("project %s: %s", p->path, ferror_last());
+			considered++;
+			failed++;
+			if (!first) {
+				first = error;
+				first_path = p->path;
+				snprintf(first_msg, sizeof(first_msg), "%s", ferror_last());
+			}
+			if (stops_the_walk(error)) {
+				log_error("stopping: the other projects would fail the same way");
+				break;
+			}
+			continue;
+		}
 		if (p->error) {
 			considered++;
 			failed++;

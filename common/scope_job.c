@@ -292,6 +292,10 @@ int scope_job_run(job_ctx *ctx, const char *group, scope_job_fn fn, void *arg)
 	w.arg = arg;
 	if ((error = scope_load(&w.sc, ctx->gl, ctx->cfg, group)) < 0)
 		return error;
+	/* Every project is walked: read every file first, so a file that
+	 * cannot be read fails the job before any project is worked on. */
+	if ((error = scope_settle_all(w.sc)) < 0)
+		goto cleanup;
 	if (!(w.entries = calloc(scope_count(w.sc) + 1,
 	                         sizeof(*w.entries)))) { /* NOLINT(bugprone-sizeof-expression): pointers */
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");

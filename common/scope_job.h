@@ -59,10 +59,12 @@
 typedef int (*scope_job_fn)(job_ctx *pctx, const scope_project *p, job_ctx *group, void *arg);
 
 /*
- * Load the group (scope_load) and run `fn` for each project taking part.
- * Returns 0, the error of scope_load (the group cannot be listed), or the
- * error of scope_each as described above. Fills the job's report as
- * described above in every case where the group could be listed.
+ * Load the group (scope_load), read every project's .factory.yml
+ * (scope_settle_all: the job walks them all) and run `fn` for each project
+ * taking part. Returns 0, the error of scope_load (the group cannot be
+ * listed) or of scope_settle_all (a project's file cannot be read: nothing
+ * is run then), or the error of scope_each as described above. Fills the
+ * job's report as described above in every case where the walk ran.
  */
 int scope_job_run(job_ctx *ctx, const char *group, scope_job_fn fn, void *arg);
 

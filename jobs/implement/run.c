@@ -340,6 +340,12 @@ int impl_enter_project(impl_run *r, long id)
 		return 0;
 	if (!(p = scope_find(r, id)) || !p->enabled || !p->default_branch)
 		return FACTORY_ENOTFOUND;
+	/* Its .factory.yml is read now, the first time one of its issues is
+	 * handled (scope.h): it may opt the project out or be broken. */
+	if ((error = scope_settle(r->sc, scope_index(r->sc, id))) < 0)
+		return error;
+	if (!p->enabled)
+		return FACTORY_ENOTFOUND;
 	snprintf(num, sizeof(num), "%ld", id);
 	if ((error = gitlab_set_project(r->gl, num)) < 0)
 		return error;
@@ -380,7 +386,9 @@ int impl_list_label(cJSON **out, impl_run *r, const char *label, size_t max)
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
-	/* Only the projects that take part: detach those, leave the rest. */
+	/* Only the projects that take part as far as known (no project's file
+	 * is read here: impl_enter_project reads it), detach those, leave the
+	 * rest. */
 	while ((it = all ? all->child : NULL)) {
 		const scope_project *p = scope_find(r, impl_num(it, "project_id"));
 		cJSON_DetachItemViaPointer(all, it);
@@ -415,7 +423,9 @@ static int load_group(impl_run *r, const char *group)
 	}
 	report_counter_set(r->rep, "projects", (long)scope_count(r->sc));
 	report_counter_set(r->rep, "projects_taking_part", (long)scope_enabled(r->sc));
-	log_info("group %s: %zu projects, %zu taking part", group, scope_count(r->sc), scope_enabled(r->sc));
+	log_info("group %s: %zu projects, %zu not opted out by topic (a project's .factory.yml is read when one of "
+	         "its issues is handled)",
+	         group, scope_count(r->sc), scope_enabled(r->sc));
 cleanup:
 	fbuf_release(&esc);
 	return error;

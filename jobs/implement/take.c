@@ -925,16 +925,21 @@ static long wip_of(const wip_counts *w, long pid)
 }
 
 /* The project's limit: its own implement.wip_limit in a group scope (its
- * .factory.yml merged over the group's settings), else the job's. */
+ * .factory.yml merged over the group's settings, read now if not yet),
+ * else the job's. */
 static long project_limit(impl_run *r, long pid)
 {
-	size_t i;
+	size_t i = r->sc ? scope_index(r->sc, pid) : SCOPE_NONE;
 	long v;
 
-	for (i = 0; r->sc && i < scope_count(r->sc); i++) {
+	if (i != SCOPE_NONE) {
 		const scope_project *p = scope_at(r->sc, i);
-		if (p->id != pid)
-			continue;
+		if (scope_settle(r->sc, i) < 0) {
+			log_warn("project %s: %s; using the group's implement.wip_limit", p->path, ferror_last());
+			return r->wip_limit;
+		}
+		if (!p->cfg)
+			return r->wip_limit; /* left out: none of its issues is taken */
 		if (fconfig_get_long(&v, p->cfg, "implement.wip_limit", r->wip_limit, 0, 100000) < 0) {
 			log_warn("project %s: %s; using the group's implement.wip_limit", p->path, ferror_last());
 			return r->wip_limit;
@@ -950,6 +955,14 @@ static int wip_full(impl_run *r, const wip_counts *w, long pid, long extra)
 
 	return (limit > 0 && wip_of(w, pid) + extra > limit) ||
 	       (r->group_wip_limit > 0 && w->total + extra > r->group_wip_limit);
+}
+
+/* A new count of In Progress (count_wip) in *w. */
+static int wip_count_new(wip_counts **w, impl_run *r)
+{
+	if (!(*w = calloc(1, sizeof(**w))))
+		return ferror_set(FACTORY_ENOMEM, "out of memory");
+	return count_wip(&(*w)->total, (*w)->ids, (*w)->counts, &(*w)->n, WIP_PROJECTS, r);
 }
 
 /* After our labels moved: more In Progress than a limit allows? Then give
@@ -1015,16 +1028,11 @@ int impl_take(impl_run *r)
 	int won = 0, checked = 0, kept = 1, limits, error;
 
 	memset(&t, 0, sizeof(t));
+	/* In a group scope a project's own limit is known once its file is
+	 * read (scope.h), when one of its issues is a candidate: see below. */
 	limits = r->wip_limit > 0 || r->group_wip_limit > 0;
-	if (r->sc)
-		for (k = 0; !limits && k < scope_count(r->sc); k++)
-			limits = project_limit(r, scope_at(r->sc, k)->id) > 0;
 	if (limits) {
-		if (!(w = calloc(1, sizeof(*w)))) {
-			error = ferror_set(FACTORY_ENOMEM, "out of memory");
-			goto cleanup;
-		}
-		if ((error = count_wip(&w->total, w->ids, w->counts, &w->n, WIP_PROJECTS, r)) < 0)
+		if ((error = wip_count_new(&w, r)) < 0)
 			goto cleanup;
 		if (r->group_wip_limit > 0 && w->total >= r->group_wip_limit) {
 			log_info("the group's work-in-progress limit is reached (%ld In Progress, limit %ld): nothing "
@@ -1049,14 +1057,21 @@ int impl_take(impl_run *r)
 		    impl_has_label(it, LABEL_NEEDS_INFO))
 			continue;
 		pid = impl_num(it, "project_id");
+		if ((error = impl_enter_project(r, pid)) == FACTORY_ENOTFOUND) {
+			error = 0; /* left out (its .factory.yml may say so only now): next */
+			continue;
+		}
+		if (error < 0)
+			goto cleanup;
+		if (!w && r->sc && project_limit(r, pid) > 0) {
+			limits = 1;
+			if ((error = wip_count_new(&w, r)) < 0)
+				goto cleanup;
+		}
 		if (w && wip_full(r, w, pid, 1)) {
 			report_counter_add(r->rep, "wip_skipped", 1);
 			continue;
 		}
-		if ((error = impl_enter_project(r, pid)) == FACTORY_ENOTFOUND)
-			continue;
-		if (error < 0)
-			goto cleanup;
 		if (!checked++ && (error = preflight(r)) < 0)
 			goto cleanup;
 		taken_release(&t);

@@ -423,7 +423,7 @@ static int report_projects(job_ctx *ctx, const char *group, size_t *taking_part,
 	int error;
 
 	log_section_start("factory_projects", "projects of the group", 1);
-	if ((error = scope_load(&sc, ctx->gl, ctx->cfg, group)) < 0)
+	if ((error = scope_load(&sc, ctx->gl, ctx->cfg, group)) < 0 || (error = scope_settle_all(sc)) < 0)
 		goto cleanup;
 	*taking_part = scope_enabled(sc);
 	*found = scope_count(sc);

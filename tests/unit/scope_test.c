@@ -71,9 +71,11 @@ typedef struct {
 	const char *path;
 	const char *branch; /* NULL: empty repository */
 	const char *topics; /* JSON array text */
-	const char *file;   /* .factory.yml, NULL: none (404) */
+	const char *file;   /* .factory.yml, NULL: none (404), FILE_DOWN: 503 */
 	int issues_status;  /* answer to GET projects/:id/issues (0: 200) */
 } fake_project;
+
+#define FILE_DOWN "<503>"
 
 typedef struct {
 	const char *group_escaped;
@@ -131,6 +133,8 @@ static char *fake_gitlab(void *ctx, const ts_request *req, size_t *len, int *fla
 				body[g->big_file] = '\0';
 				out = answer(200, "OK", "text/plain", body);
 				free(body);
+			} else if (p->file && !strcmp(p->file, FILE_DOWN)) {
+				out = answer(503, "Service Unavailable", "text/plain", "down");
 			} else if (p->file) {
 				out = answer(200, "OK", "text/plain", p->file);
 			} else {
@@ -209,14 +213,35 @@ Test(scope, load_merges_and_opts_out)
 	cr_assert_eq(fconfig_set(cfg, CONFIG_FLAG, "dry_run", "true"), 0);
 	ts_set_handler(s, fake_gitlab, &g);
 	cr_assert_eq(scope_load(&sc, gl, cfg, "acme"), 0, "%s", ferror_last());
-	fconfig_free(cfg); /* the scope keeps its own copies */
+	fconfig_free(cfg); /* the scope keeps its own copy */
 	cr_assert_str_eq(scope_group(sc), "acme");
 	cr_assert_eq(scope_count(sc), 6);
-	cr_assert_eq(scope_enabled(sc), 3);
+	/* Loading lists the group and reads no file: taking part as far as
+	 * known is everyone but the one opted out by topic. */
+	cr_assert_eq(ts_count(s), 1);
+	cr_assert_eq(scope_enabled(sc), 5);
 	/* In path order. */
 	cr_assert_str_eq(scope_at(sc, 0)->path, "acme/a");
 	cr_assert_str_eq(scope_at(sc, 5)->path, "acme/sub/b");
 	cr_assert_null(scope_at(sc, 6));
+	cr_assert(!find(sc, "acme/a")->settled && !find(sc, "acme/a")->cfg);
+	cr_assert(find(sc, "acme/c")->settled && !find(sc, "acme/c")->enabled);
+	cr_assert_eq(scope_index(sc, 4), 2);
+	cr_assert_eq(scope_index(sc, 99), SCOPE_NONE);
+	cr_assert_eq(scope_settle(sc, 6), FACTORY_EINVALID);
+
+	/* Settling one project reads its file alone, once. */
+	cr_assert_eq(scope_settle(sc, scope_index(sc, 4)), 0, "%s", ferror_last());
+	cr_assert_eq(scope_settle(sc, scope_index(sc, 4)), 0, "%s", ferror_last());
+	cr_assert_eq(count_target(s, "/repository/files/"), 1);
+	cr_assert(find(sc, "acme/d")->settled && !find(sc, "acme/d")->enabled);
+	cr_assert_eq(scope_enabled(sc), 4);
+	cr_assert(!find(sc, "acme/a")->settled);
+
+	/* Settling all reads the rest. */
+	cr_assert_eq(scope_settle_all(sc), 0, "%s", ferror_last());
+	cr_assert_eq(scope_enabled(sc), 3);
+	cr_assert_eq(scope_settle_all(sc), 0, "%s", ferror_last());
 
 	p = find(sc, "acme/a");
 	cr_assert(p->enabled && p->has_file && !p->error);
@@ -248,7 +273,7 @@ Test(scope, load_merges_and_opts_out)
 	cr_assert_null(p->default_branch);
 
 	/* One listing; the file of every project but the opted-out by topic
-	 * and the empty one, on its own default branch. */
+	 * and the empty one, on its own default branch, each read once. */
 	cr_assert_eq(count_target(s, "/groups/acme/projects?"), 1);
 	cr_assert(strstr(ts_req(s, 0)->target, "include_subgroups=true"), "%s", ts_req(s, 0)->target);
 	cr_assert(strstr(ts_req(s, 0)->target, "archived=false"), "%s", ts_req(s, 0)->target);
@@ -278,6 +303,7 @@ Test(scope, opt_in_group)
 
 	ts_set_handler(s, fake_gitlab, &g);
 	cr_assert_eq(scope_load(&sc, gl, cfg, "team"), 0, "%s", ferror_last());
+	cr_assert_eq(scope_settle_all(sc), 0, "%s", ferror_last());
 	cr_assert_eq(scope_enabled(sc), 1);
 	cr_assert(find(sc, "team/in")->enabled);
 	cr_assert(!find(sc, "team/quiet")->enabled);
@@ -304,6 +330,7 @@ Test(scope, file_over_the_cap_leaves_the_project_out)
 
 	ts_set_handler(s, fake_gitlab, &g);
 	cr_assert_eq(scope_load(&sc, gl, cfg, "big"), 0, "%s", ferror_last());
+	cr_assert_eq(scope_settle_all(sc), 0, "%s", ferror_last());
 	cr_assert_eq(find(sc, "big/huge")->error, FACTORY_ECONFIG);
 	cr_assert(strstr(find(sc, "big/huge")->why, "over 1 MiB"), "%s", find(sc, "big/huge")->why);
 	cr_assert(find(sc, "big/fine")->enabled);
@@ -377,7 +404,8 @@ Test(scope, each_project_with_one_client)
 	memset(&w, 0, sizeof(w));
 	ts_set_handler(s, fake_gitlab, &g);
 	cr_assert_eq(scope_load(&sc, gl, cfg, "acme"), 0, "%s", ferror_last());
-	/* b fails, c's file is broken: a and d are still done, and the
+	/* b fails, c's file is broken (found out by the walk, which settles
+	 * each project in its turn): a and d are still done, and the
 	 * answer is b's error, counting both. */
 	cr_assert_eq(scope_each(sc, gl, visit, &w), FACTORY_ENOTFOUND);
 	cr_assert(strstr(ferror_last(), "2 of 4 projects of group acme failed"), "%s", ferror_last());
@@ -447,6 +475,40 @@ Test(scope, all_well)
 	cr_assert_eq(scope_load(&sc, gl, cfg, "solo"), 0, "%s", ferror_last());
 	cr_assert_eq(scope_each(sc, gl, visit, &w), 0, "%s", ferror_last());
 	cr_assert_eq(w.n, 1);
+	scope_free(sc);
+	fconfig_free(cfg);
+	gitlab_free(gl);
+	ts_stop(s);
+}
+
+Test(scope, a_file_that_cannot_be_read)
+{
+	fake_project projects[] = {
+	        {1, "acme/a", "main", NULL, NULL, 0},
+	        {2, "acme/b", "main", NULL, FILE_DOWN, 0},
+	        {3, "acme/c", "main", NULL, NULL, 0},
+	};
+	ts_server *s = ts_start();
+	fake_group g = {"acme", projects, 3, 0};
+	gitlab *gl = client_for(s, NULL);
+	fconfig *cfg = group_cfg("");
+	scope *sc = NULL;
+	walk w;
+
+	memset(&w, 0, sizeof(w));
+	ts_set_handler(s, fake_gitlab, &g);
+	cr_assert_eq(scope_load(&sc, gl, cfg, "acme"), 0, "%s", ferror_last());
+	/* Settling b fails with GitLab's error and leaves it unsettled. */
+	cr_assert_eq(scope_settle(sc, 1), FACTORY_EUPSTREAM);
+	cr_assert(!scope_at(sc, 1)->settled && !scope_at(sc, 1)->cfg);
+	cr_assert_eq(scope_settle_all(sc), FACTORY_EUPSTREAM);
+	/* The walk does a, then stops at b: every other project would fail
+	 * the same way. */
+	cr_assert_eq(scope_each(sc, gl, visit, &w), FACTORY_EUPSTREAM);
+	cr_assert(strstr(ferror_last(), "acme/b"), "%s", ferror_last());
+	cr_assert_eq(w.n, 1);
+	cr_assert_str_eq(w.seen[0], "acme/a");
+	cr_assert_eq(count_target(s, "/projects/3/"), 0);
 	scope_free(sc);
 	fconfig_free(cfg);
 	gitlab_free(gl);
