@@ -129,6 +129,23 @@ int impl_heal_claim(impl_run *r, const cJSON *issue, const claim_history *h, con
 /* take.c */
 int impl_take(impl_run *r);
 
+/* One issue asked for by a person (implement.issue: --issue, or
+ * FACTORY_IMPLEMENT_ISSUE, or FACTORY_ISSUE): phase 2 takes it instead of
+ * the top of Up Next (take.c says how). */
+typedef struct {
+	long iid;          /* 0: none asked for */
+	char project[256]; /* the project of "path#N", "" when only N was given */
+	char source[64];   /* where it came from: "--issue", "FACTORY_ISSUE", ... */
+	char value[96];    /* the value as given, cut, for messages */
+} impl_request;
+
+/* Read the request from the settings: 0 with out->iid 0 when there is
+ * none, 0 with it filled, or FACTORY_ECONFIG naming the variable for a bad
+ * value (not a whole number from 1, "path#N" with no path, N alone in a
+ * group scope, set in the settings file, FACTORY_ISSUE and
+ * FACTORY_IMPLEMENT_ISSUE disagreeing). Reads nothing from GitLab. */
+int impl_request_read(impl_request *out, const fconfig *cfg, int group_scope);
+
 /* notes.c */
 int impl_history(claim_history *h, cJSON **notes_out, impl_run *r, long iid);
 /* Post a Factory note: `text` (ours, already cleaned where it quotes

@@ -12,6 +12,23 @@
  *       the main mode (jobs/implement/run.c and its neighbours, see
  *       implement.h): heal what is In Progress and in Validation, then take
  *       the first Up Next issue to a merge request.
+ *
+ *   factory-implement --issue N   (or FACTORY_ISSUE=N, FACTORY_IMPLEMENT_ISSUE=N)
+ *       a person asks for issue N: phase 1 heals as usual, then phase 2
+ *       takes N instead of the top of Up Next, through the same claim as
+ *       any take (take.c), so it never collides with a parallel job. N
+ *       must be open, in Open or Up Next: closed, missing, one of the
+ *       Factory's own issues (triage.skip_labels, default factory::ledger),
+ *       In Progress (a live claim: the message names its job), in
+ *       Validation or needs info, or over a work-in-progress limit
+ *       (implement.wip_limit, implement.group_wip_limit are respected), it
+ *       exits 1 with the reason and writes nothing. A bad value (abc, 0,
+ *       -3), N alone in a group scope (write path/to/project#N there), the
+ *       setting in the settings file, FACTORY_ISSUE and
+ *       FACTORY_IMPLEMENT_ISSUE disagreeing, or implement.take=false: exit
+ *       2 before anything is read. With parallel jobs only job 1 takes it.
+ *       The value is N, #N or path/to/project#N; the flag wins over the
+ *       variables.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +55,8 @@
 
 static const job_option options[] = {
 	{"scope", "scope", 1, "SCOPE    project (default) or group:PATH: take and heal issues of every project of a group"},
+	{"issue", "implement.issue", 1, "N        take issue N (or path/to/project#N) instead of the top of Up Next "
+					"(also FACTORY_ISSUE)"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -50,6 +69,11 @@ static const job_spec spec = {
 	"             the pipeline passed, hand back when it failed, close when merged, rebase on\n"
 	"             conflicts); phase 2 claims the first Up Next issue, runs the agent, commits, pushes\n"
 	"             and opens a merge request (settings implement.* and git.*: see jobs/implement/run.c)\n"
+	"  --issue N  (or FACTORY_ISSUE=N) phase 2 takes issue N, in Open or Up Next, instead of the top of\n"
+	"             Up Next, through the same claim; exit 1 with the reason, nothing written, when N is\n"
+	"             missing, closed, the Factory's own, claimed (In Progress), in Validation, needs info\n"
+	"             or over implement.wip_limit; exit 2 for a bad value. In a group scope write\n"
+	"             path/to/project#N (docs/implement.md)\n"
 	"  agent --repo DIR --task FILE [--transcript FILE]\n"
 	"             run only the coding agent on the checkout DIR with the task in FILE, no GitLab;\n"
 	"             print the diff it made, the usage and where the transcript is.\n"
@@ -400,6 +424,25 @@ cleanup:
 	return error;
 }
 
+/* A request for one issue (implement.issue, FACTORY_ISSUE) checked before
+ * anything is read or written: a bad one exits 2 at once. */
+static int check_request(job_ctx *ctx)
+{
+	impl_request q;
+	char *group = NULL;
+	int take = 1, error;
+
+	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0 ||
+	    (error = impl_request_read(&q, ctx->cfg, group != NULL)) < 0)
+		goto cleanup;
+	if (q.iid && (error = fconfig_get_bool(&take, ctx->cfg, "implement.take", 1)) == 0 && !take)
+		error = ferror_set(FACTORY_ECONFIG, "%s=%s asks for an issue to be taken, but implement.take is false",
+				   q.source, q.value);
+cleanup:
+	free(group);
+	return error;
+}
+
 int main(int argc, char **argv)
 {
 	job_ctx ctx;
@@ -413,8 +456,11 @@ int main(int argc, char **argv)
 	rc = job_start(&ctx, &spec, argc, argv);
 	if (rc != JOB_CONTINUE)
 		return rc;
-	if (ctx.nargs < 1)
+	if (ctx.nargs < 1) {
+		if ((rc = check_request(&ctx)) < 0)
+			return job_finish(&ctx, rc);
 		return job_finish(&ctx, impl_main(&ctx));
+	}
 	if (strcmp(ctx.args[0], "agent") != 0) {
 		rc = ferror_set(FACTORY_ECONFIG, "unknown command '%s': the commands are `agent`, or none (see --help)",
 				ctx.args[0]);

@@ -30,9 +30,12 @@
  * would (retry with the diagnosis, or ask a person).
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -67,6 +70,8 @@ typedef struct {
 	cJSON *notes;
 	claim_entry claim; /* ours, with note_id once posted */
 	char branch[256];
+	int requested;  /* asked for by a person (implement.issue): Open or Up Next */
+	char lost[512]; /* why the claim was not ours, when it was not */
 } taken;
 
 static void taken_release(taken *t)
@@ -146,8 +151,11 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	if ((error = gitlab_issue_get(&fresh, r->gl, t->iid)) < 0)
 		goto cleanup;
 	if (!impl_str(fresh, "state") || strcmp(impl_str(fresh, "state"), "opened") != 0 ||
-	    !impl_has_label(fresh, LABEL_UP_NEXT) || impl_has_label(fresh, LABEL_IN_PROGRESS)) {
-		log_info("#%ld: no longer open in Up Next; next", t->iid);
+	    (!t->requested && !impl_has_label(fresh, LABEL_UP_NEXT)) || impl_has_label(fresh, LABEL_IN_PROGRESS) ||
+	    (t->requested && (impl_has_label(fresh, LABEL_VALIDATION) || impl_has_label(fresh, LABEL_NEEDS_INFO)))) {
+		log_info("#%ld: no longer open in %s; next", t->iid, t->requested ? "Open or Up Next" : "Up Next");
+		snprintf(t->lost, sizeof(t->lost),
+		         "it moved while it was being claimed (closed, or taken by another job)");
 		report_counter_add(r->rep, "claims_skipped", 1);
 		goto cleanup;
 	}
@@ -162,6 +170,9 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	if (owner && owner->created > 0 && owner->created > now - r->grace_s) {
 		log_info("#%ld: claimed a moment ago by another job (%s); next", t->iid,
 		         owner->job_url[0] ? owner->job_url : owner->run);
+		claim_format_time(lease, sizeof(lease), owner->lease_until);
+		snprintf(t->lost, sizeof(t->lost), "another job claimed it a moment ago (%s%.400s, lease until %s)",
+		         owner->job_url[0] ? "job " : "run ", owner->job_url[0] ? owner->job_url : owner->run, lease);
 		report_counter_add(r->rep, "claims_skipped", 1);
 		goto cleanup;
 	}
@@ -194,6 +205,7 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 		int ended = 0;
 		sleep_ms(r->settle_ms);
 		claim_history_release(&t->h);
+		owner = NULL; /* it pointed into the history just released */
 		cJSON_Delete(t->notes);
 		t->notes = NULL;
 		if ((error = impl_history(&t->h, &t->notes, r, t->iid)) < 0)
@@ -219,11 +231,20 @@ static int claim_issue(int *won, impl_run *r, taken *t)
 	}
 	if (!*won) {
 		log_info("#%ld: another job claimed it first; taking our claim back", t->iid);
+		if (owner)
+			snprintf(t->lost, sizeof(t->lost), "another job claimed it first (%s%.400s)",
+			         owner->job_url[0] ? "job " : "run ", owner->job_url[0] ? owner->job_url : owner->run);
+		else
+			snprintf(t->lost, sizeof(t->lost),
+			         "claiming took too long (more than half of implement.claim_grace_s)");
 		report_counter_add(r->rep, "claims_lost", 1);
 		error = impl_delete_note(r, t->iid, t->claim.note_id);
 		goto cleanup;
 	}
-	if ((error = impl_move(r, t->iid, LABEL_IN_PROGRESS, LABEL_UP_NEXT)) < 0)
+	/* An issue asked for by a person may come from Open, and may carry the
+	 * no-change label of an earlier run: it is work again now. */
+	if ((error = impl_move(r, t->iid, LABEL_IN_PROGRESS,
+	                       t->requested ? LABEL_UP_NEXT "," LABEL_NO_CHANGE : LABEL_UP_NEXT)) < 0)
 		goto cleanup;
 	log_info("#%ld: claimed (attempt %d of %ld), branch %s", t->iid, t->claim.attempt, r->max_attempts, t->branch);
 cleanup:
@@ -1017,16 +1038,325 @@ static size_t candidate_order(size_t *order, size_t n, const impl_run *r)
 	return k;
 }
 
+/* Claimed (won): in a dry run say so and stop; else check the limits again
+ * and do the work. An issue a person asked for that has to be given back
+ * for the limits fails the run; one from the queue does not. */
+static int deliver_claimed(impl_run *r, taken *t, int limits, long pid)
+{
+	int kept = 1, error;
+
+	if (r->sc)
+		cJSON_AddStringToObject(report_data(r->rep), "project", r->project_path);
+	if (r->dry_run) {
+		report_summary(r->rep, "dry run: would take #%ld on %s", t->iid, t->branch);
+		cJSON_AddNumberToObject(report_data(r->rep), "issue", (double)t->iid);
+		return 0;
+	}
+	if (limits && (error = wip_recheck(&kept, r, t, pid)) < 0)
+		return error;
+	if (!kept) {
+		report_summary(r->rep, "#%ld given back: work-in-progress limit", t->iid);
+		if (t->requested)
+			return ferror_set(FACTORY_ERR,
+			                  "issue #%ld of %s was given back to Up Next: another job reached the "
+			                  "work-in-progress limit while it was claimed (implement.wip_limit, "
+			                  "implement.group_wip_limit)",
+			                  t->iid, r->project_path);
+		return 0;
+	}
+	report_counter_set(r->rep, "issues_handled", 1);
+	impl_stage(r, t->iid, t->claim.note_id, "claimed");
+	return work_issue(r, t);
+}
+
+/* Is one of the issue's labels in the comma-separated `list`? */
+static int has_listed_label(const cJSON *issue, const char *list)
+{
+	const cJSON *l;
+	const char *p;
+	size_t n;
+
+	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(issue, "labels"))
+	{
+		if (!cJSON_IsString(l) || !*l->valuestring)
+			continue;
+		n = strlen(l->valuestring);
+		for (p = list; *p;) {
+			size_t len;
+			p += strspn(p, ", ");
+			len = strcspn(p, ",");
+			while (len && p[len - 1] == ' ')
+				len--;
+			if (len == n && !strncmp(p, l->valuestring, n))
+				return 1;
+			p += strcspn(p, ",");
+		}
+	}
+	return 0;
+}
+
+/* The project of a request: in a group scope the project named in
+ * "path#N" entered (impl_enter_project); in the project scope a path given
+ * must be the project's own. */
+static int requested_project(impl_run *r, const impl_request *q)
+{
+	const scope_project *p = NULL;
+	size_t i;
+	int error;
+
+	if (!r->sc) {
+		if (q->project[0] && strcasecmp(q->project, r->project_path) != 0)
+			return ferror_set(FACTORY_ECONFIG, "%s=%s names the project %s, but this job works on %s",
+			                  q->source, q->value, q->project, r->project_path);
+		return 0;
+	}
+	for (i = 0; i < scope_count(r->sc) && !p; i++)
+		if (!strcasecmp(scope_at(r->sc, i)->path, q->project))
+			p = scope_at(r->sc, i);
+	if (!p)
+		return ferror_set(FACTORY_ECONFIG, "%s=%s: %s is not a project of the group %s", q->source, q->value,
+		                  q->project, r->group);
+	error = impl_enter_project(r, p->id);
+	if (error == FACTORY_ENOTFOUND)
+		return ferror_set(FACTORY_ERR, "%s=%s: the project %s does not take part in the group scope: %s",
+		                  q->source, q->value, p->path,
+		                  p->why[0] ? p->why : (p->default_branch ? "left out" : "its repository is empty"));
+	return error;
+}
+
+/* Why the issue a person asked for cannot be taken as it is now: *why
+ * empty when it can (open, in Open or Up Next, not one of the Factory's
+ * own issues). */
+static int requested_state(char *why, size_t len, impl_run *r, const cJSON *issue, long iid)
+{
+	const char *state = impl_str(issue, "state");
+	const char *skip = fconfig_get_str(r->job->cfg, "triage.skip_labels", "factory::ledger");
+	char lease[32];
+	claim_history h;
+	cJSON *notes = NULL;
+	const claim_entry *owner;
+	int error;
+
+	why[0] = '\0';
+	if (!state || strcmp(state, "opened") != 0) {
+		snprintf(why, len, "it is %s: only open issues are taken", state ? state : "not open");
+		return 0;
+	}
+	if (has_listed_label(issue, skip)) {
+		snprintf(why, len, "it is one of the Factory's own issues (a label of triage.skip_labels: %s)", skip);
+		return 0;
+	}
+	if (impl_has_label(issue, LABEL_VALIDATION)) {
+		snprintf(why, len, "it is in Validation: its merge request is waiting for its pipeline or review");
+		return 0;
+	}
+	if (impl_has_label(issue, LABEL_NEEDS_INFO)) {
+		snprintf(why, len, "it is labelled %s: answer the Factory's question there and move it to Up Next",
+		         LABEL_NEEDS_INFO);
+		return 0;
+	}
+	if (!impl_has_label(issue, LABEL_IN_PROGRESS))
+		return 0;
+	memset(&h, 0, sizeof(h));
+	if ((error = impl_history(&h, &notes, r, iid)) < 0)
+		return error;
+	if ((owner = claim_owner(&h, impl_now()))) {
+		claim_format_time(lease, sizeof(lease), owner->lease_until);
+		snprintf(why, len, "it is In Progress, claimed by %s%s until %s", owner->job_url[0] ? "job " : "run ",
+		         owner->job_url[0] ? owner->job_url : owner->run, lease);
+	} else {
+		snprintf(why, len,
+		         "it is In Progress and no live claim holds it: phase 1 hands it back once its "
+		         "job is known to be gone (implement.heal), then run again");
+	}
+	claim_history_release(&h);
+	cJSON_Delete(notes);
+	return 0;
+}
+
+/* The issue a person asked for (implement.issue) instead of the top of Up
+ * Next, through the same claim as any other. Whatever stops it fails the
+ * run with the reason and writes nothing: no such issue, closed, one of
+ * the Factory's own, in Validation or needs info, held by a live claim, a
+ * work-in-progress limit reached, another job's claim first. */
+static int take_requested(impl_run *r, const impl_request *q)
+{
+	wip_counts *w = NULL;
+	taken t;
+	char why[768];
+	long pid, limit;
+	int won = 0, limits, error;
+
+	memset(&t, 0, sizeof(t));
+	cJSON_AddNumberToObject(report_data(r->rep), "requested_issue", (double)q->iid);
+	if (r->node_total > 1 && r->node_index > 1) {
+		log_info("%s=%s: job 1 of %ld takes it; this job only heals", q->source, q->value, r->node_total);
+		report_summary(r->rep, "#%ld is job 1's to take", q->iid);
+		return 0;
+	}
+	if ((error = requested_project(r, q)) < 0)
+		goto cleanup;
+	error = gitlab_issue_get(&t.issue, r->gl, q->iid);
+	if (error == FACTORY_ENOTFOUND) {
+		error = ferror_set(FACTORY_ERR, "%s=%s: there is no issue #%ld in %s", q->source, q->value, q->iid,
+		                   r->project_path);
+		goto cleanup;
+	}
+	if (error < 0)
+		goto cleanup;
+	if ((error = requested_state(why, sizeof(why), r, t.issue, q->iid)) < 0)
+		goto cleanup;
+	if (why[0]) {
+		error = ferror_set(FACTORY_ERR, "%s=%s: issue #%ld of %s is not taken: %s", q->source, q->value, q->iid,
+		                   r->project_path, why);
+		goto cleanup;
+	}
+	pid = impl_num(t.issue, "project_id");
+	limit = project_limit(r, pid);
+	limits = limit > 0 || r->group_wip_limit > 0;
+	if (limits) {
+		if ((error = wip_count_new(&w, r)) < 0)
+			goto cleanup;
+		if (limit > 0 && wip_of(w, pid) + 1 > limit) {
+			error = ferror_set(
+			        FACTORY_ERR,
+			        "%s=%s: issue #%ld of %s is not taken: the work-in-progress limit is reached "
+			        "(%ld In Progress in the project, implement.wip_limit %ld: raise "
+			        "FACTORY_IMPLEMENT_WIP_LIMIT to take it now)",
+			        q->source, q->value, q->iid, r->project_path, wip_of(w, pid), limit);
+			goto cleanup;
+		}
+		if (wip_full(r, w, pid, 1)) {
+			error = ferror_set(
+			        FACTORY_ERR,
+			        "%s=%s: issue #%ld of %s is not taken: the group's work-in-progress limit is "
+			        "reached (%ld In Progress, implement.group_wip_limit %ld: raise "
+			        "FACTORY_IMPLEMENT_GROUP_WIP_LIMIT to take it now)",
+			        q->source, q->value, q->iid, r->project_path, w->total, r->group_wip_limit);
+			goto cleanup;
+		}
+	}
+	if ((error = preflight(r)) < 0)
+		goto cleanup;
+	t.iid = q->iid;
+	t.requested = 1;
+	log_info("%s=%s: taking #%ld of %s instead of the top of Up Next", q->source, q->value, q->iid,
+	         r->project_path);
+	if ((error = claim_issue(&won, r, &t)) < 0)
+		goto cleanup;
+	if (!won) {
+		error = ferror_set(FACTORY_ERR, "%s=%s: issue #%ld of %s is not taken: %s", q->source, q->value, q->iid,
+		                   r->project_path, t.lost[0] ? t.lost : "another job holds it");
+		goto cleanup;
+	}
+	error = deliver_claimed(r, &t, limits, pid);
+cleanup:
+	if (error < 0 && error != FACTORY_ENOMEM)
+		report_summary(r->rep, "#%ld not taken: %s", q->iid, ferror_last());
+	taken_release(&t);
+	free(w);
+	return error;
+}
+
+/* One value of implement.issue or FACTORY_ISSUE: "N", "#N" or "path#N". */
+static int request_parse(impl_request *out, const char *name, const char *v, int group_scope)
+{
+	const char *num, *hash;
+	char *end = NULL;
+	size_t i, len;
+	long n;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->source, sizeof(out->source), "%s", name);
+	v += strspn(v, " \t");
+	len = strlen(v);
+	while (len && strchr(" \t\r\n", v[len - 1]))
+		len--;
+	snprintf(out->value, sizeof(out->value), "%.*s", (int)(len < sizeof(out->value) - 1 ? len : 40), v);
+	for (i = 0; out->value[i]; i++)
+		if ((unsigned char)out->value[i] < 0x20 || (unsigned char)out->value[i] >= 0x7f)
+			out->value[i] = '?';
+	if (len >= sizeof(out->value))
+		goto bad;
+	hash = memrchr(v, '#', len);
+	num = hash ? hash + 1 : v;
+	if (hash && hash > v) {
+		size_t plen = (size_t)(hash - v);
+		if (plen >= sizeof(out->project) || v[0] == '/' || v[plen - 1] == '/')
+			goto bad;
+		for (i = 0; i < plen; i++)
+			if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/", v[i]) ||
+			    (v[i] == '/' && v[i + 1] == '/'))
+				goto bad;
+		memcpy(out->project, v, plen);
+		out->project[plen] = '\0';
+	}
+	if (num >= v + len || *num < '0' || *num > '9')
+		goto bad;
+	errno = 0;
+	n = strtol(num, &end, 10);
+	if (errno || end != v + len || n < 1 || n > INT_MAX)
+		goto bad;
+	if (group_scope && !out->project[0])
+		return ferror_set(FACTORY_ECONFIG,
+		                  "%s=%s: in a group scope an issue number is ambiguous: name its project, "
+		                  "%s=path/to/project#%ld",
+		                  name, out->value, name, n);
+	out->iid = n;
+	return 0;
+bad:
+	return ferror_set(FACTORY_ECONFIG,
+	                  "bad setting %s=%s: expected an issue number from 1 (42 or #42), or path/to/project#42", name,
+	                  out->value);
+}
+
+int impl_request_read(impl_request *out, const fconfig *cfg, int group_scope)
+{
+	impl_request other;
+	fconfig_source src = CONFIG_DEFAULT, src2 = CONFIG_DEFAULT;
+	const char *v = fconfig_get(cfg, "implement.issue", &src);
+	const char *v2 = fconfig_get(cfg, "issue", &src2);
+	int error;
+
+	memset(out, 0, sizeof(*out));
+	if (src2 != CONFIG_ENV)
+		v2 = NULL; /* FACTORY_ISSUE only: not a file's top-level issue: key */
+	if (v && src == CONFIG_FILE)
+		return ferror_set(FACTORY_ECONFIG,
+		                  "implement.issue is set in the settings file: it asks for one issue in one run, "
+		                  "so it is a variable (FACTORY_ISSUE) or a flag (--issue), never a file setting");
+	if (v && src == CONFIG_FLAG)
+		return request_parse(out, "--issue", v, group_scope);
+	if (v && (error = request_parse(out, "FACTORY_IMPLEMENT_ISSUE", v, group_scope)) < 0)
+		return error;
+	if (!v2)
+		return 0;
+	if ((error = request_parse(v ? &other : out, "FACTORY_ISSUE", v2, group_scope)) < 0)
+		return error;
+	if (v && (other.iid != out->iid || strcasecmp(other.project, out->project) != 0))
+		return ferror_set(FACTORY_ECONFIG,
+		                  "FACTORY_ISSUE=%s and FACTORY_IMPLEMENT_ISSUE=%s ask for different "
+		                  "issues: set one",
+		                  other.value, out->value);
+	return 0;
+}
+
 int impl_take(impl_run *r)
 {
 	cJSON *issues = NULL;
 	const cJSON *it;
 	wip_counts *w = NULL;
+	impl_request q;
 	size_t order[100], n, k, max;
 	taken t;
 	long pid = 0;
-	int won = 0, checked = 0, kept = 1, limits, error;
+	int won = 0, checked = 0, limits, error;
 
+	/* A person asked for one issue: that one, or nothing. */
+	if ((error = impl_request_read(&q, r->job->cfg, r->sc != NULL)) < 0)
+		return error;
+	if (q.iid)
+		return take_requested(r, &q);
 	memset(&t, 0, sizeof(t));
 	/* In a group scope a project's own limit is known once its file is
 	 * read (scope.h), when one of its issues is a candidate: see below. */
@@ -1090,22 +1420,7 @@ int impl_take(impl_run *r)
 		report_summary(r->rep, "nothing to take");
 		goto cleanup;
 	}
-	if (r->sc)
-		cJSON_AddStringToObject(report_data(r->rep), "project", r->project_path);
-	if (r->dry_run) {
-		report_summary(r->rep, "dry run: would take #%ld on %s", t.iid, t.branch);
-		cJSON_AddNumberToObject(report_data(r->rep), "issue", (double)t.iid);
-		goto cleanup;
-	}
-	if (limits && (error = wip_recheck(&kept, r, &t, pid)) < 0)
-		goto cleanup;
-	if (!kept) {
-		report_summary(r->rep, "#%ld given back: work-in-progress limit", t.iid);
-		goto cleanup;
-	}
-	report_counter_set(r->rep, "issues_handled", 1);
-	impl_stage(r, t.iid, t.claim.note_id, "claimed");
-	error = work_issue(r, &t);
+	error = deliver_claimed(r, &t, limits, pid);
 cleanup:
 	taken_release(&t);
 	cJSON_Delete(issues);

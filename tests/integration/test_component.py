@@ -386,8 +386,10 @@ class ConsumerProjectTest(unittest.TestCase):
         self.start(project_seed(files={"README.md": "# demo\n"}, issues=[
             issue("Capitalise the README title", "The title should read Demo.", labels=(UP_NEXT, "type::chore"),
                   position=1),
+            issue("Add a licence line to the README", "Say it is MIT.", labels=(UP_NEXT, "type::chore"),
+                  position=2),
             issue("Add a usage line to the README", "Say how to run it.", labels=(UP_NEXT, "type::chore"),
-                  position=2)]))
+                  position=3)]))
         with LLMDouble() as llm:
             # a model of the project's own choice: its prices come from the policy file
             self.consumer({"llm_provider": "anthropic", "llm_model": LLM_MODEL,
@@ -413,12 +415,17 @@ class ConsumerProjectTest(unittest.TestCase):
             self.assertNotIn(UP_NEXT, labels_of(self.double, 1))
             rep = r.report("implement-1")
             self.assertEqual((rep["exit_code"], rep["data"]["issue"]), (0, 1))
-            # a manual run (Run pipeline, FACTORY_JOB=implement): the next Up Next issue
+            # a manual run (Run pipeline, FACTORY_JOB=implement FACTORY_ISSUE=3): issue 3, not the top (2)
             llm.load(edit_script("README.md", "# demo\n", "# demo\n\nRun it with make.\n", summary="Added usage"))
-            r = self.gcl("implement", "CI_PIPELINE_SOURCE=web", "FACTORY_IMPLEMENT_CLAIM_SETTLE_MS=50", llm=llm)
+            r = self.gcl("implement", "CI_PIPELINE_SOURCE=web", "FACTORY_ISSUE=3", "FACTORY_IMPLEMENT_CLAIM_SETTLE_MS=50",
+                         llm=llm)
             self.assert_ran_only(r, "implement")
-            self.assertEqual(r.report("implement-1")["data"]["issue"], 2)
-            self.assertEqual(len(mrs_of(self.double)), 2)
+            self.assertEqual(r.report("implement-1")["data"]["issue"], 3)
+            mrs = mrs_of(self.double)
+            self.assertEqual(sorted(m["source_branch"] for m in mrs),
+                             ["factory/1-capitalise-the-readme-title", "factory/3-add-a-usage-line-to-the-readme"])
+            self.assertIn("Closes #3", [m for m in mrs if m["source_branch"].startswith("factory/3-")][0]["description"])
+            self.assertEqual(sorted(labels_of(self.double, 2)), sorted([UP_NEXT, "type::chore"]))
 
     def test_pipeline_fetches_the_binaries_and_retries_a_network_flake(self):
         seed = project_seed()
