@@ -5,8 +5,11 @@
  * Both are bounded: at most GUARD_MAX_ENTRIES entries each; when full, idle
  * entries are swept, and if none can go the new client is let through
  * untracked (fail open: a flood of distinct addresses must not lock out
- * real customers nor grow memory). Thread-safe (striped locks). Both are
- * one kind of table inside: 128-bit keys with a small state each.
+ * real customers nor grow memory). A table still full after a sweep is
+ * not swept again before its first entry can go idle, so a flood costs no
+ * more per request than normal traffic. Thread-safe (striped locks). Both
+ * are one kind of table inside: 128-bit keys with a small state and an
+ * idle time each.
  */
 #ifndef FACTORY_INTAKE_GUARD_H
 #define FACTORY_INTAKE_GUARD_H
