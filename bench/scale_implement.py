@@ -217,8 +217,8 @@ def summarize_round(jobs, reqs, wall, killed=None):
         "status_429": sum(1 for r in reqs if r["status"] == 429),
         "requests_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
         "api_calls_per_issue_double": round(len(reqs) / len(delivered), 1) if delivered else None,
-        # The group scope's own cost, every job run: GET user, the group's project pages and one
-        # .factory.yml read per project (common/scope.h, scope_load).
+        # The group scope's own cost, every job run: GET user, the group's project pages and the
+        # .factory.yml of each project whose issues the job handled (common/scope.h, scope_settle).
         "scope_requests_per_job": round((kinds.get("GET file", 0) + kinds.get("GET group projects", 0)
                                          + kinds.get("GET user", 0)) / len(jobs), 1),
         "api_requests_reported": sum(j.counters.get("api_requests", 0) for j in jobs),
