@@ -10,6 +10,7 @@
 #include "error.h"
 #include "log.h"
 #include "scope_job.h"
+#include "json.h"
 
 #define PROJECT_REPORT_MAX ((size_t)256 << 20)
 
@@ -21,12 +22,6 @@ typedef struct {
 	cJSON **entries; /* one per project of the scope, by index */
 	long failed;
 } walk;
-
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
 
 /* projects/<path>, every character outside [A-Za-z0-9_.-/] and the dot
  * starting a segment made '_', so the folder stays under the report dir. */
@@ -106,13 +101,13 @@ static int fold(job_ctx *ctx, const char *path, const cJSON *rep, cJSON *entry)
 	fbuf_init(&t, 4096);
 	cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(rep, "actions"))
 	{
-		const char *target = str_of(a, "target");
+		const char *target = json_str(a, "target");
 		fbuf_reset(&t);
 		if ((error = fbuf_printf(&t, "%s%s%s", path, target && *target == '#' ? "" : ": ",
 		                         target ? target : "")) < 0)
 			break;
-		if ((error = report_action(ctx->rep, str_of(a, "kind") ? str_of(a, "kind") : "?", fbuf_cstr(&t), "%s",
-		                           str_of(a, "detail") ? str_of(a, "detail") : "")) < 0)
+		if ((error = report_action(ctx->rep, json_str(a, "kind") ? json_str(a, "kind") : "?", fbuf_cstr(&t), "%s",
+		                           json_str(a, "detail") ? json_str(a, "detail") : "")) < 0)
 			break;
 	}
 	fbuf_release(&t);
@@ -188,7 +183,7 @@ static int one_project(void *vw, gitlab *gl, const scope_project *p)
 	    (error = add_str(entry, "why", "")) < 0 ||
 	    (error = add_str(entry, "result", rc < 0 ? "failed" : "ok")) < 0 ||
 	    (error = add_str(entry, "error", message)) < 0 ||
-	    (error = add_str(entry, "summary", str_of(written, "summary"))) < 0 ||
+	    (error = add_str(entry, "summary", json_str(written, "summary"))) < 0 ||
 	    (error = add_str(entry, "report", fbuf_cstr(&rel))) < 0) {
 		if (error >= 0)
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -265,11 +260,11 @@ static int report_projects(walk *w, const char *group)
 			handled = (long)cJSON_GetObjectItemCaseSensitive(c, "issues_handled")->valuedouble;
 		if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(c, "api_requests")))
 			requests = (long)cJSON_GetObjectItemCaseSensitive(c, "api_requests")->valuedouble;
-		result = str_of(e, "result");
+		result = json_str(e, "result");
 		report_markdown(w->ctx->rep, "| %s | %s | %ld | %ld | %s |\n", p->path, result ? result : "", handled,
 		                requests,
-		                *str_of(e, "error") ? str_of(e, "error")
-		                : p->enabled        ? str_of(e, "summary")
+		                *json_str(e, "error") ? json_str(e, "error")
+		                : p->enabled        ? json_str(e, "summary")
 		                                    : p->why);
 	}
 	cJSON_AddItemToObject(report_data(w->ctx->rep), "projects", arr);

@@ -17,22 +17,12 @@
 #include "error.h"
 #include "implement.h"
 #include "log.h"
+#include "fs.h"
 
 gitops_remote impl_remote(const impl_run *r)
 {
 	gitops_remote rem = {r->clone_url, "oauth2", r->token};
 	return rem;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
 }
 
 void impl_checkout_release(impl_checkout *co, impl_run *r)
@@ -43,7 +33,7 @@ void impl_checkout_release(impl_checkout *co, impl_run *r)
 		if (r->keep_workdir)
 			log_info("work tree kept in %s", co->root);
 		else
-			nftw(co->dir, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+			fs_remove_tree(co->dir);
 	}
 	co->dir[0] = co->root[0] = '\0';
 }

@@ -17,7 +17,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 #include "pipeline.h"
 #include "sandbox.h"
 #include "untrusted.h"
+#include "fs.h"
 
 #define MAX_LIST 64
 #define TASK_MAX (64 << 10)
@@ -44,17 +44,6 @@ static const char fix_instructions[] =
 	"tree. When you are done, call finish with a summary of the cause and the change (it becomes the merge "
 	"request's description), whether you tested it, and your confidence. If you cannot find a safe fix, "
 	"change nothing and say why in the summary.";
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
-}
 
 static size_t split_list(const char **out, size_t max, char *buf)
 {
@@ -368,7 +357,7 @@ cleanup:
 	gitops_commit_result_release(&cr);
 	fgit_free(repo);
 	if (dir[0])
-		nftw(dir, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+		fs_remove_tree(dir);
 	fbuf_release(&task);
 	free(summary);
 	if (error == 1)

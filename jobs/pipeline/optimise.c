@@ -33,7 +33,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -47,23 +46,13 @@
 #include "log.h"
 #include "pipeline.h"
 #include "untrusted.h"
+#include "fs.h"
 
 #define MANIFEST_MAX (1 << 20)
 #define MAX_DEPS 400
 #define MAX_JOBS_SEEN 2000
 
 /* ---- helpers ---- */
-
-static int rm_tree_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
-}
 
 typedef struct {
 	cJSON *open_kinds;      /* kinds of open proposal issues */
@@ -1053,7 +1042,7 @@ cleanup:
 	fgit_free(repo);
 	fbuf_release(&w.content);
 	if (dir[0])
-		nftw(dir, rm_tree_cb, 32, FTW_DEPTH | FTW_PHYS);
+		fs_remove_tree(dir);
 	return error;
 }
 

@@ -13,12 +13,7 @@
 #include "error.h"
 #include "log.h"
 #include "release_job.h"
-
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
+#include "json.h"
 
 /* A "Release note:" line for the item, into its summary. */
 static int release_note(rel_run *r, rel_item *it)
@@ -30,18 +25,18 @@ static int release_note(rel_run *r, rel_item *it)
 
 	fbuf_init(&line, 64 * 1024);
 	if (it->issue)
-		error = notes_release_note(&line, str_of(it->issue, "description"));
+		error = notes_release_note(&line, json_str(it->issue, "description"));
 	else if (it->item.is_commit) {
 		const rel_commit *c = rel_commit_find(r, it->item.sha);
 		if (c)
-			error = notes_release_note(&line, str_of(c->commit, "message"));
+			error = notes_release_note(&line, json_str(c->commit, "message"));
 	}
 	for (i = 0; error == FACTORY_ENOTFOUND && i < it->item.nmrs; i++) {
 		cJSON_ArrayForEach(mr, r->mrs)
 		{
 			const cJSON *iid = cJSON_GetObjectItemCaseSensitive(mr, "iid");
 			if (cJSON_IsNumber(iid) && (long)iid->valuedouble == it->item.mrs[i].iid) {
-				error = notes_release_note(&line, str_of(mr, "description"));
+				error = notes_release_note(&line, json_str(mr, "description"));
 				break;
 			}
 		}

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "log.h"
 #include "release_job.h"
+#include "json.h"
 
 #define MAX_COMMITS 20000
 #define MAX_MRS 5000
@@ -31,18 +32,6 @@
 void rel_format_time(char *out, size_t len, long t)
 {
 	claim_format_time(out, len, t);
-}
-
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static long num_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
 }
 
 static char *dup_str(const char *s)
@@ -64,15 +53,15 @@ int rel_project(rel_run *r)
 	if ((error = gitlab_request(&p, r->gl, "GET", NULL, "projects/:id")) < 0 ||
 	    (error = gitlab_request(&me, r->gl, "GET", NULL, "user")) < 0)
 		goto cleanup;
-	r->me = num_of(me, "id");
-	if (!(r->project_path = dup_str(str_of(p, "path_with_namespace"))) ||
-	    !(r->project_name = dup_str(str_of(p, "name") ? str_of(p, "name") : str_of(p, "path_with_namespace"))) ||
-	    !(r->web_url = dup_str(str_of(p, "web_url")))) {
-		error = str_of(p, "web_url") ? oom()
+	r->me = json_long(me, "id");
+	if (!(r->project_path = dup_str(json_str(p, "path_with_namespace"))) ||
+	    !(r->project_name = dup_str(json_str(p, "name") ? json_str(p, "name") : json_str(p, "path_with_namespace"))) ||
+	    !(r->web_url = dup_str(json_str(p, "web_url")))) {
+		error = json_str(p, "web_url") ? oom()
 		                             : ferror_set(FACTORY_EINVALID, "GET projects/:id: no web_url or path");
 		goto cleanup;
 	}
-	def = str_of(p, "default_branch");
+	def = json_str(p, "default_branch");
 	if (def && !(r->default_branch = strdup(def))) {
 		error = oom();
 		goto cleanup;
@@ -104,8 +93,8 @@ static int first_cb(void *ctx, const cJSON *item)
 
 static long release_time(const cJSON *rel)
 {
-	long t = claim_parse_time(str_of(rel, "released_at"));
-	return t >= 0 ? t : claim_parse_time(str_of(rel, "created_at"));
+	long t = claim_parse_time(json_str(rel, "released_at"));
+	return t >= 0 ? t : claim_parse_time(json_str(rel, "created_at"));
 }
 
 /* The date of a time, "2026-11-27". */
@@ -146,8 +135,8 @@ int rel_find_last(rel_run *r)
 		error = 0;
 		goto cleanup;
 	}
-	tag = str_of(rel, "tag_name");
-	desc = str_of(rel, "description");
+	tag = json_str(rel, "tag_name");
+	desc = json_str(rel, "description");
 	if (!tag || !(r->prev_tag = strdup(tag))) {
 		error = tag ? oom() : ferror_set(FACTORY_EINVALID, "GET releases: a release without tag_name");
 		goto cleanup;
@@ -165,7 +154,7 @@ int rel_find_last(rel_run *r)
 	if (error == FACTORY_ENOTFOUND) {
 		r->prev_cutoff = release_time(rel);
 		log_info("last release %s (not made by the Factory): issues closed after %s count", tag,
-		         str_of(rel, "released_at") ? str_of(rel, "released_at") : "?");
+		         json_str(rel, "released_at") ? json_str(rel, "released_at") : "?");
 	} else if (error < 0) {
 		goto cleanup;
 	} else if (r->state.done) {
@@ -198,22 +187,22 @@ cleanup:
 static int issue_cb(void *ctx, const cJSON *issue)
 {
 	rel_run *r = ctx;
-	long closed = claim_parse_time(str_of(issue, "closed_at"));
+	long closed = claim_parse_time(json_str(issue, "closed_at"));
 	rel_item *it;
 	int error;
 
 	if (closed < 0 || closed > r->until || (r->prev_cutoff >= 0 && closed <= r->prev_cutoff))
 		return 0;
-	if (!strcmp(str_of(issue, "state") ? str_of(issue, "state") : "", "opened"))
+	if (!strcmp(json_str(issue, "state") ? json_str(issue, "state") : "", "opened"))
 		return 0;
 	if ((error = rel_add_item(&it, r)) < 0)
 		return error;
 	if (!(it->issue = cJSON_Duplicate(issue, 1)))
 		return oom();
-	it->item.iid = num_of(issue, "iid");
+	it->item.iid = json_long(issue, "iid");
 	it->item.confidential = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(issue, "confidential"));
-	if ((error = notes_item_set(&it->item.title, str_of(issue, "title"))) < 0 ||
-	    (error = notes_item_set(&it->item.url, str_of(issue, "web_url"))) < 0)
+	if ((error = notes_item_set(&it->item.title, json_str(issue, "title"))) < 0 ||
+	    (error = notes_item_set(&it->item.url, json_str(issue, "web_url"))) < 0)
 		return error;
 	return 0;
 }
@@ -294,7 +283,7 @@ static int sorted_shas(rel_commit **out, size_t *n, const cJSON *list)
 		return oom();
 	cJSON_ArrayForEach(c, list)
 	{
-		const char *id = str_of(c, "id");
+		const char *id = json_str(c, "id");
 		if (!id || strlen(id) != REL_SHA_LEN)
 			continue;
 		memcpy((*out)[k].sha, id, REL_SHA_LEN + 1);
@@ -329,7 +318,7 @@ static int new_commits(rel_run *r)
 	n = cJSON_GetArraySize(all);
 	for (i = 0; i < n; i++) {
 		cJSON *c = cJSON_GetArrayItem(all, i);
-		const char *id = str_of(c, "id");
+		const char *id = json_str(c, "id");
 		rel_commit key;
 
 		if (!id || strlen(id) != REL_SHA_LEN)
@@ -407,7 +396,7 @@ static int walk(const rel_run *r, unsigned char *mark, long start, unsigned char
 static int mr_commits(const rel_run *r, const cJSON *mr, unsigned char *mark)
 {
 	static const char *const keys[] = {"merge_commit_sha", "squash_commit_sha", "sha"};
-	long m = commit_index(r, str_of(mr, "merge_commit_sha")), ps[MAX_PARENTS];
+	long m = commit_index(r, json_str(mr, "merge_commit_sha")), ps[MAX_PARENTS];
 	size_t i;
 	int error;
 
@@ -419,7 +408,7 @@ static int mr_commits(const rel_run *r, const cJSON *mr, unsigned char *mark)
 			return error;
 	}
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		long k = commit_index(r, str_of(mr, keys[i]));
+		long k = commit_index(r, json_str(mr, keys[i]));
 		if (k >= 0)
 			mark[k] = 2;
 	}
@@ -456,14 +445,14 @@ static int link_mrs(rel_run *r, unsigned char *covered, unsigned char *scratch)
 		int linked = 0;
 
 		fbuf_reset(&text);
-		fbuf_printf(&text, "%s\n%s", str_of(mr, "title") ? str_of(mr, "title") : "",
-		            str_of(mr, "description") ? str_of(mr, "description") : "");
+		fbuf_printf(&text, "%s\n%s", json_str(mr, "title") ? json_str(mr, "title") : "",
+		            json_str(mr, "description") ? json_str(mr, "description") : "");
 		n = notes_issue_refs(refs, MAX_REFS, fbuf_cstr(&text), r->project_path, 1);
 		for (i = 0; i < n; i++) {
 			rel_item *it = issue_item(r, refs[i]);
 			if (!it)
 				continue;
-			if ((error = notes_item_add_mr(&it->item, num_of(mr, "iid"), str_of(mr, "web_url"))) < 0)
+			if ((error = notes_item_add_mr(&it->item, json_long(mr, "iid"), json_str(mr, "web_url"))) < 0)
 				goto cleanup;
 			it->has_mr = 1;
 			linked = 1;
@@ -504,7 +493,7 @@ static int trailer_items(rel_run *r, const unsigned char *covered)
 
 	for (i = n - 1; i >= 0; i--) { /* oldest first */
 		const cJSON *c = cJSON_GetArrayItem(r->commits, i);
-		const char *id = str_of(c, "id"), *msg = str_of(c, "message");
+		const char *id = json_str(c, "id"), *msg = json_str(c, "message");
 		char cat[16];
 		long refs[MAX_REFS], k = commit_index(r, id);
 		size_t nrefs, j;
@@ -533,7 +522,7 @@ static int trailer_items(rel_run *r, const unsigned char *covered)
 		it->item.is_commit = 1;
 		snprintf(it->item.sha, sizeof(it->item.sha), "%s", id);
 		if ((error = set_title_line(&it->item.title, msg)) < 0 ||
-		    (error = notes_item_set(&it->item.url, str_of(c, "web_url"))) < 0 ||
+		    (error = notes_item_set(&it->item.url, json_str(c, "web_url"))) < 0 ||
 		    (error = notes_item_set(&it->item.summary, NULL)) < 0)
 			return error;
 		snprintf(it->category, sizeof(it->category), "%s", cat);
@@ -564,7 +553,7 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 			goto cleanup;
 		cJSON_ArrayForEach(c, list)
 		{
-			long idx = commit_index(r, str_of(c, "id"));
+			long idx = commit_index(r, json_str(c, "id"));
 			if (idx >= 0)
 				touched[idx] = 1;
 		}
@@ -585,8 +574,8 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 			fbuf text;
 
 			fbuf_init(&text, (size_t)2 << 20);
-			fbuf_printf(&text, "%s\n%s", str_of(mr, "title") ? str_of(mr, "title") : "",
-			            str_of(mr, "description") ? str_of(mr, "description") : "");
+			fbuf_printf(&text, "%s\n%s", json_str(mr, "title") ? json_str(mr, "title") : "",
+			            json_str(mr, "description") ? json_str(mr, "description") : "");
 			n = notes_issue_refs(refs, MAX_REFS, fbuf_cstr(&text), r->project_path, 1);
 			fbuf_release(&text);
 			for (j = 0; j < n && !hit; j++)
@@ -613,7 +602,7 @@ static int customer_paths(rel_run *r, unsigned char *scratch)
 
 			if (!touched[k])
 				continue;
-			n = notes_issue_refs(refs, MAX_REFS, str_of(r->by_sha[k].commit, "message"), r->project_path,
+			n = notes_issue_refs(refs, MAX_REFS, json_str(r->by_sha[k].commit, "message"), r->project_path,
 			                     1);
 			for (j = 0; j < n; j++) {
 				rel_item *it = issue_item(r, refs[j]);
@@ -644,11 +633,11 @@ int rel_collect(rel_run *r)
 	    (error = gitlab_request(&head, r->gl, "GET", NULL, "projects/:id/repository/commits/%s", fbuf_cstr(&q))) <
 	            0)
 		goto cleanup;
-	if (!str_of(head, "id") || strlen(str_of(head, "id")) != REL_SHA_LEN) {
+	if (!json_str(head, "id") || strlen(json_str(head, "id")) != REL_SHA_LEN) {
 		error = ferror_set(FACTORY_EINVALID, "GET repository/commits/%s: no commit id", r->ref);
 		goto cleanup;
 	}
-	snprintf(r->ref_sha, sizeof(r->ref_sha), "%s", str_of(head, "id"));
+	snprintf(r->ref_sha, sizeof(r->ref_sha), "%s", json_str(head, "id"));
 
 	fbuf_reset(&q);
 	error = fbuf_puts(&q, "state=closed&order_by=updated_at&sort=asc");

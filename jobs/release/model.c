@@ -17,6 +17,7 @@
 #include "opinion.h"
 #include "release_job.h"
 #include "untrusted.h"
+#include "json.h"
 
 #define BATCH 20
 #define TEXT_MAX 1500
@@ -72,12 +73,6 @@ void rel_model_counters(const rel_model *m, long *asked, long *changed, long *ig
 	opinion_counters(m, asked, changed, ignored);
 }
 
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* Whether the model is asked about this item. */
 static int askable(const rel_item *it)
 {
@@ -107,10 +102,10 @@ static int describe(fbuf *q, const rel_run *r, const rel_item *it)
 			if (!error && cJSON_IsString(l))
 				error = fbuf_printf(q, " %s", l->valuestring);
 		}
-		text = str_of(it->issue, "description");
+		text = json_str(it->issue, "description");
 	} else if (!error) {
 		const rel_commit *c = rel_commit_find(r, it->item.sha);
-		text = c ? str_of(c->commit, "message") : NULL;
+		text = c ? json_str(c->commit, "message") : NULL;
 	}
 	if (!error && text) {
 		len = strlen(text);
@@ -145,9 +140,9 @@ static void apply(rel_model *m, rel_run *r, const cJSON *answer, const size_t *b
 	}
 	cJSON_ArrayForEach(c, changes)
 	{
-		rel_item *it = find_key(r, str_of(c, "key"), batch, n);
+		rel_item *it = find_key(r, json_str(c, "key"), batch, n);
 		const cJSON *cf = cJSON_GetObjectItemCaseSensitive(c, "customer_facing");
-		const char *summary = str_of(c, "summary"), *reason = str_of(c, "reason");
+		const char *summary = json_str(c, "summary"), *reason = json_str(c, "reason");
 
 		if (!it || !cJSON_IsBool(cf)) {
 			opinion_ignored(m, 1, NULL);

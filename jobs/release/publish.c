@@ -15,15 +15,10 @@
 #include "error.h"
 #include "log.h"
 #include "release_job.h"
+#include "json.h"
 
 #define CHANGELOG_MAX ((size_t)8 << 20)
 #define DESCRIPTION_MAX ((size_t)1000000)
-
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
 
 static int oom(void)
 {
@@ -128,7 +123,7 @@ static int pick_up(rel_run *r)
 	if ((error = http_escape(&q, r->tag)) < 0 ||
 	    (error = gitlab_request(&rel, r->gl, "GET", NULL, "projects/:id/releases/%s", fbuf_cstr(&q))) < 0)
 		goto cleanup;
-	error = notes_state_parse(&st, str_of(rel, "description") ? str_of(rel, "description") : "");
+	error = notes_state_parse(&st, json_str(rel, "description") ? json_str(rel, "description") : "");
 	if (error < 0 || strcmp(st.version, r->version) != 0 || st.done) {
 		error = ferror_set(FACTORY_ECONFLICT,
 		                   "release %s already exists and is not one this job left unfinished: "
@@ -138,7 +133,7 @@ static int pick_up(rel_run *r)
 	}
 	log_info("release %s already exists, begun by an earlier run: finishing it", r->tag);
 	free(r->description);
-	if (!(r->description = strdup(str_of(rel, "description")))) {
+	if (!(r->description = strdup(json_str(rel, "description")))) {
 		error = oom();
 		goto cleanup;
 	}
@@ -208,8 +203,8 @@ static int load_issue(rel_run *r, const notes_ref *ref)
 	it->item.group = it->v.group;
 	it->item.confidential = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(issue, "confidential"));
 	snprintf(it->v.reason, sizeof(it->v.reason), "as recorded in release %s", r->tag);
-	if ((error = notes_item_set(&it->item.title, str_of(issue, "title"))) < 0 ||
-	    (error = notes_item_set(&it->item.url, str_of(issue, "web_url"))) < 0)
+	if ((error = notes_item_set(&it->item.title, json_str(issue, "title"))) < 0 ||
+	    (error = notes_item_set(&it->item.url, json_str(issue, "web_url"))) < 0)
 		return error;
 	return 0;
 }
@@ -237,9 +232,9 @@ static int load_commit(rel_run *r, const notes_ref *ref)
 	it->item.customer = ref->customer;
 	it->item.group = notes_category_group(cat, &it->item.breaking);
 	snprintf(it->category, sizeof(it->category), "%s", cat);
-	msg = str_of(c, "title") ? str_of(c, "title") : str_of(c, "message");
+	msg = json_str(c, "title") ? json_str(c, "title") : json_str(c, "message");
 	if ((error = notes_item_set(&it->item.title, msg ? msg : "")) < 0 ||
-	    (error = notes_item_set(&it->item.url, str_of(c, "web_url"))) < 0)
+	    (error = notes_item_set(&it->item.url, json_str(c, "web_url"))) < 0)
 		goto cleanup;
 	if (it->item.title && strchr(it->item.title, '\n'))
 		*strchr(it->item.title, '\n') = '\0';

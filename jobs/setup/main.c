@@ -31,6 +31,7 @@
 #include "log.h"
 #include "schedules.h"
 #include "scope.h"
+#include "json.h"
 
 static const job_option options[] = {
 	{"print-board", "setup.print_board", 0, "print the board after setting it up"},
@@ -46,25 +47,13 @@ static const job_spec spec = {
 	options,
 };
 
-static const char *str_of(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static long num_of(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
-
 static const cJSON *find_by_name(const cJSON *labels, const char *name)
 {
 	const cJSON *l;
 	const char *n;
 
 	cJSON_ArrayForEach(l, labels) {
-		if ((n = str_of(l, "name")) && !strcmp(n, name))
+		if ((n = json_str(l, "name")) && !strcmp(n, name))
 			return l;
 	}
 	return NULL;
@@ -106,8 +95,8 @@ static int setup_labels(job_ctx *ctx, cJSON **labels_out)
 			}
 			continue;
 		}
-		color = str_of(have, "color");
-		desc = str_of(have, "description");
+		color = json_str(have, "color");
+		desc = json_str(have, "description");
 		if ((color && !strcasecmp(color, want->color)) && (desc && !strcmp(desc, want->description)))
 			continue;
 		flag = cJSON_GetObjectItemCaseSensitive(have, "is_project_label");
@@ -116,7 +105,7 @@ static int setup_labels(job_ctx *ctx, cJSON **labels_out)
 				 want->name);
 			continue;
 		}
-		if ((error = gitlab_label_update(&made, ctx->gl, num_of(have, "id"), want->color, want->description)) < 0)
+		if ((error = gitlab_label_update(&made, ctx->gl, json_long(have, "id"), want->color, want->description)) < 0)
 			goto cleanup;
 		cJSON_Delete(made);
 		made = NULL;
@@ -161,14 +150,14 @@ static int setup_board(job_ctx *ctx, const cJSON *labels)
 			goto cleanup;
 		}
 	}
-	board_id = num_of(board, "id");
+	board_id = json_long(board, "id");
 	lists = cJSON_GetObjectItemCaseSensitive(board, "lists");
 	for (i = 0; board_list_labels[i]; i++) {
 		const cJSON *list, *label = find_by_name(labels, board_list_labels[i]);
 		int present = 0;
 
 		cJSON_ArrayForEach(list, lists) {
-			const char *n = str_of(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
+			const char *n = json_str(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
 			if (n && !strcmp(n, board_list_labels[i]))
 				present = 1;
 		}
@@ -178,7 +167,7 @@ static int setup_board(job_ctx *ctx, const cJSON *labels)
 			error = ferror_set(FACTORY_ERR, "label %s is missing after it was created", board_list_labels[i]);
 			goto cleanup;
 		}
-		if ((error = gitlab_board_list_create(&made, ctx->gl, board_id, num_of(label, "id"))) < 0)
+		if ((error = gitlab_board_list_create(&made, ctx->gl, board_id, json_long(label, "id"))) < 0)
 			goto cleanup;
 		cJSON_Delete(made);
 		made = NULL;
@@ -204,7 +193,7 @@ static int has_factory_lists(const cJSON *board)
 
 	for (i = 0; board_list_labels[i]; i++) {
 		cJSON_ArrayForEach(list, cJSON_GetObjectItemCaseSensitive(board, "lists")) {
-			const char *n = str_of(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
+			const char *n = json_str(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
 			if (n && !strcmp(n, board_list_labels[i])) {
 				found++;
 				break;
@@ -247,8 +236,8 @@ static int setup_group_labels(job_ctx *ctx, const char *group, const char *gpath
 		const char *color, *desc;
 
 		if (!have && inherited) {
-			color = str_of(inherited, "color");
-			desc = str_of(inherited, "description");
+			color = json_str(inherited, "color");
+			desc = json_str(inherited, "description");
 			if (!color || strcasecmp(color, want->color) != 0 || !desc || strcmp(desc, want->description) != 0)
 				log_warn("label %s comes from a parent group with another colour or description: "
 					 "left as it is",
@@ -276,8 +265,8 @@ static int setup_group_labels(job_ctx *ctx, const char *group, const char *gpath
 			}
 			continue;
 		}
-		color = str_of(have, "color");
-		desc = str_of(have, "description");
+		color = json_str(have, "color");
+		desc = json_str(have, "description");
 		if (color && !strcasecmp(color, want->color) && desc && !strcmp(desc, want->description))
 			continue;
 		if (!(body = cJSON_CreateObject()) || !cJSON_AddStringToObject(body, "color", want->color) ||
@@ -285,7 +274,7 @@ static int setup_group_labels(job_ctx *ctx, const char *group, const char *gpath
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			goto cleanup;
 		}
-		if ((error = gitlab_request(&made, ctx->gl, "PUT", body, "%s/%ld", gpath, num_of(have, "id"))) < 0)
+		if ((error = gitlab_request(&made, ctx->gl, "PUT", body, "%s/%ld", gpath, json_long(have, "id"))) < 0)
 			goto cleanup;
 		cJSON_Delete(body);
 		body = NULL;
@@ -324,7 +313,7 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 	if ((error = gitlab_list_all(&boards, ctx->gl, gpath, NULL, 0)) < 0)
 		goto cleanup;
 	cJSON_ArrayForEach(b, boards) {
-		const char *n = str_of(b, "name");
+		const char *n = json_str(b, "name");
 		if (n && !strcmp(n, BOARD_NAME)) {
 			board = b;
 			break;
@@ -344,8 +333,8 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 			board = cJSON_GetArrayItem(boards, 0);
 			log_warn("group %s cannot have a board named %s (more than one group board needs GitLab "
 				 "Premium): the Factory's lists go on its board %s",
-				 group, BOARD_NAME, str_of(board, "name") ? str_of(board, "name") : "?");
-			report_action(ctx->rep, "board.use", str_of(board, "name") ? str_of(board, "name") : "?",
+				 group, BOARD_NAME, json_str(board, "name") ? json_str(board, "name") : "?");
+			report_action(ctx->rep, "board.use", json_str(board, "name") ? json_str(board, "name") : "?",
 				      "group %s: its one board takes the Factory's lists", group);
 		} else if (error < 0) {
 			goto cleanup;
@@ -364,7 +353,7 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 			board = made;
 		}
 	}
-	board_id = num_of(board, "id");
+	board_id = json_long(board, "id");
 	lists = cJSON_GetObjectItemCaseSensitive(board, "lists");
 	for (i = 0; board_list_labels[i]; i++) {
 		const cJSON *list, *label = find_by_name(labels, board_list_labels[i]);
@@ -372,7 +361,7 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 		int present = 0;
 
 		cJSON_ArrayForEach(list, lists) {
-			const char *n = str_of(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
+			const char *n = json_str(cJSON_GetObjectItemCaseSensitive(list, "label"), "name");
 			if (n && !strcmp(n, board_list_labels[i]))
 				present = 1;
 		}
@@ -383,7 +372,7 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 			goto cleanup;
 		}
 		if (!(fields = cJSON_CreateObject()) ||
-		    !cJSON_AddNumberToObject(fields, "label_id", (double)num_of(label, "id"))) {
+		    !cJSON_AddNumberToObject(fields, "label_id", (double)json_long(label, "id"))) {
 			cJSON_Delete(fields);
 			error = ferror_set(FACTORY_ENOMEM, "out of memory");
 			goto cleanup;
@@ -394,9 +383,9 @@ static int setup_group_board(job_ctx *ctx, const char *group, const char *gpath,
 		if (error < 0)
 			goto cleanup;
 		report_action(ctx->rep, "board.list.create", board_list_labels[i], "list on group board %s",
-			      str_of(board, "name") ? str_of(board, "name") : BOARD_NAME);
+			      json_str(board, "name") ? json_str(board, "name") : BOARD_NAME);
 		log_info("%slist %s added to group board %s", ctx->dry_run ? "dry-run: " : "", board_list_labels[i],
-			 str_of(board, "name") ? str_of(board, "name") : BOARD_NAME);
+			 json_str(board, "name") ? json_str(board, "name") : BOARD_NAME);
 	}
 	error = 0;
 cleanup:
@@ -505,7 +494,7 @@ static int run_group(job_ctx *ctx, const char *group, int print, int schedules)
 		goto cleanup;
 	if ((error = gitlab_request(&info, ctx->gl, "GET", NULL, "%s", base.ptr)) < 0)
 		goto cleanup;
-	log_info("group %s (id %ld)", str_of(info, "full_path") ? str_of(info, "full_path") : group, num_of(info, "id"));
+	log_info("group %s (id %ld)", json_str(info, "full_path") ? json_str(info, "full_path") : group, json_long(info, "id"));
 	if ((error = setup_group_labels(ctx, group, labels_path.ptr, &labels)) < 0)
 		goto cleanup;
 	if ((error = setup_group_board(ctx, group, boards_path.ptr, labels)) < 0)
@@ -567,8 +556,8 @@ static int run(job_ctx *ctx)
 	}
 	if ((error = gitlab_request(&project, ctx->gl, "GET", NULL, "projects/:id")) < 0)
 		goto cleanup;
-	log_info("project %s (id %ld)", str_of(project, "path_with_namespace") ? str_of(project, "path_with_namespace") : "?",
-		 num_of(project, "id"));
+	log_info("project %s (id %ld)", json_str(project, "path_with_namespace") ? json_str(project, "path_with_namespace") : "?",
+		 json_long(project, "id"));
 	if ((error = setup_labels(ctx, &labels)) < 0)
 		goto cleanup;
 	if ((error = setup_board(ctx, labels)) < 0)

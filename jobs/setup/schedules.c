@@ -17,6 +17,7 @@
 #include "error.h"
 #include "log.h"
 #include "schedules.h"
+#include "json.h"
 
 #define SCHEDULE_PREFIX "factory: "
 #define SCHEDULE_VAR "FACTORY_JOB"
@@ -46,18 +47,6 @@ typedef struct {
 	char description[64];
 	char cron[CRON_MAX + 1]; /* empty: not wanted */
 } wanted_schedule;
-
-static const char *str_of(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static long num_of(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
 
 static int is_off(const char *v)
 {
@@ -285,7 +274,7 @@ static int create_one(job_ctx *ctx, const wanted_schedule *w, const char *ref, c
 		error = 0;
 		goto cleanup;
 	}
-	*id_out = num_of(made, "id");
+	*id_out = json_long(made, "id");
 	if (!(var = cJSON_CreateObject()) || !cJSON_AddStringToObject(var, "key", SCHEDULE_VAR) ||
 	    !cJSON_AddStringToObject(var, "value", w->job)) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -317,11 +306,11 @@ static int repair_variable(job_ctx *ctx, const wanted_schedule *w, long id)
 		goto cleanup;
 	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(one, "variables"))
 	{
-		const char *k = str_of(v, "key");
+		const char *k = json_str(v, "key");
 		if (k && !strcmp(k, SCHEDULE_VAR))
 			found = v;
 	}
-	value = found ? str_of(found, "value") : NULL;
+	value = found ? json_str(found, "value") : NULL;
 	if (found && value && !strcmp(value, w->job)) {
 		error = 0;
 		goto cleanup;
@@ -356,9 +345,9 @@ cleanup:
 /* An existing schedule of ours: what drifted is put right in one PUT. */
 static int repair_one(job_ctx *ctx, const wanted_schedule *w, const cJSON *have, const char *ref, const char *tz)
 {
-	const char *h_cron = str_of(have, "cron"), *h_tz = str_of(have, "cron_timezone"), *h_ref = str_of(have, "ref");
+	const char *h_cron = json_str(have, "cron"), *h_tz = json_str(have, "cron_timezone"), *h_ref = json_str(have, "ref");
 	int h_active = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(have, "active"));
-	long id = num_of(have, "id");
+	long id = json_long(have, "id");
 	cJSON *body = NULL, *answer = NULL;
 	fbuf what;
 	int error;
@@ -427,7 +416,7 @@ static const cJSON *find_schedule(const cJSON *all, const char *description, int
 	*count = 0;
 	cJSON_ArrayForEach(s, all)
 	{
-		const char *d = str_of(s, "description");
+		const char *d = json_str(s, "description");
 		if (d && !strcmp(d, description)) {
 			if (!first)
 				first = s;
@@ -465,7 +454,7 @@ int schedules_setup(job_ctx *ctx, const cJSON *project)
 	tz = fconfig_get_str(ctx->cfg, "schedules.timezone", "UTC");
 	ref = fconfig_get(ctx->cfg, "schedules.ref", NULL);
 	if (!ref)
-		ref = str_of(project, "default_branch");
+		ref = json_str(project, "default_branch");
 	if (!ref || !*ref)
 		ref = ctx->default_branch;
 	if (!ref || !*ref) {
@@ -475,7 +464,7 @@ int schedules_setup(job_ctx *ctx, const cJSON *project)
 	}
 	if ((error = gitlab_request(&me, ctx->gl, "GET", NULL, "user")) < 0)
 		goto cleanup;
-	my_name = str_of(me, "username");
+	my_name = json_str(me, "username");
 	if ((error = gitlab_list_all(&all, ctx->gl, "projects/:id/pipeline_schedules", NULL, 0)) < 0) {
 		error = write_failed(ctx, error, "list the", NULL);
 		goto cleanup;
@@ -490,9 +479,9 @@ int schedules_setup(job_ctx *ctx, const cJSON *project)
 	for (i = 0; i < N_JOBS; i++) {
 		int count, before = report_action_count(ctx->rep);
 		const cJSON *have = find_schedule(all, w[i].description, &count);
-		const char *owner = have ? str_of(cJSON_GetObjectItemCaseSensitive(have, "owner"), "username") : NULL;
+		const char *owner = have ? json_str(cJSON_GetObjectItemCaseSensitive(have, "owner"), "username") : NULL;
 		const char *state;
-		long id = have ? num_of(have, "id") : 0;
+		long id = have ? json_long(have, "id") : 0;
 
 		if (!have && !w[i].cron[0])
 			continue;

@@ -27,20 +27,9 @@
 #include "log.h"
 #include "triage_job.h"
 #include "untrusted.h"
+#include "json.h"
 
 #define NOTE_MAX (64 * 1024)
-
-static const char *str_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static long num_of(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
 
 /* "#12" for report targets (a static buffer: used at once). */
 static const char *target(const tri_item *it)
@@ -80,7 +69,7 @@ static const char *label_name(const cJSON *l)
 {
 	if (cJSON_IsString(l))
 		return l->valuestring;
-	return str_of(l, "name");
+	return json_str(l, "name");
 }
 
 /* The triage labels of an issue as they are, in the decision's spelling. */
@@ -277,10 +266,10 @@ static int scan_cb(void *vctx, const cJSON *issue)
 	it = &r->v[r->n++];
 	memset(it, 0, sizeof(*it));
 	triage_decision_init(&it->d);
-	it->iid = num_of(issue, "iid");
-	it->id = num_of(issue, "id");
-	it->upvotes = num_of(issue, "upvotes");
-	if ((s = str_of(issue, "created_at")))
+	it->iid = json_long(issue, "iid");
+	it->id = json_long(issue, "id");
+	it->upvotes = json_long(issue, "upvotes");
+	if ((s = json_str(issue, "created_at")))
 		snprintf(it->created_at, sizeof(it->created_at), "%s", s);
 	pos = cJSON_GetObjectItemCaseSensitive(issue, "relative_position");
 	if (cJSON_IsNumber(pos)) {
@@ -368,11 +357,11 @@ static int note_cb(void *vctx, const cJSON *note)
 {
 	note_find *f = vctx;
 	const cJSON *author = cJSON_GetObjectItemCaseSensitive(note, "author");
-	const char *body = str_of(note, "body");
+	const char *body = json_str(note, "body");
 
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(note, "system")) || !body)
 		return 0;
-	if (num_of(author, "id") != f->me)
+	if (json_long(author, "id") != f->me)
 		return 0;
 	if (triage_marker_parse(&f->m, body) == 0) {
 		f->found = 1;
@@ -390,7 +379,7 @@ static int whoami(tri_run *r)
 		return 0;
 	if ((error = gitlab_request(&user, r->job->gl, "GET", NULL, "user")) < 0)
 		return error;
-	r->me = num_of(user, "id");
+	r->me = json_long(user, "id");
 	cJSON_Delete(user);
 	if (r->me <= 0)
 		return ferror_set(FACTORY_EINVALID, "GET user: no id in the answer");
@@ -677,7 +666,7 @@ static void print_decision(tri_run *r, const tri_item *it, const char *add, cons
 static int find_label_cb(void *vctx, const cJSON *label)
 {
 	int *found = vctx;
-	const char *name = str_of(label, "name");
+	const char *name = json_str(label, "name");
 
 	if (name && !strcmp(name, TRIAGE_MARK_LABEL)) {
 		*found = 1;

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "untrusted.h"
 #include "watch.h"
+#include "json.h"
 
 #define MARK_FP "<!-- factory:fingerprint="
 #define MARK_TMPL "<!-- factory:template="
@@ -26,12 +27,6 @@
 #define MAX_KNOWN 10000
 #define TITLE_MAX 160
 #define TEMPLATE_MAX 2048
-
-static const char *str_of(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
 
 /* ------------------------------------------------------------ markers */
 
@@ -113,7 +108,7 @@ static int add_known(void *vctx, const cJSON *issue)
 {
 	load_ctx *lc = vctx;
 	watch_run *run = lc->run;
-	const char *desc = str_of(issue, "description"), *closed_at = str_of(issue, "closed_at");
+	const char *desc = json_str(issue, "description"), *closed_at = json_str(issue, "closed_at");
 	const cJSON *iid = cJSON_GetObjectItemCaseSensitive(issue, "iid");
 	watch_known *k;
 	char fp[17], buf[40], hexbuf[TEMPLATE_MAX * 2 + 1] = "";
@@ -135,7 +130,7 @@ static int add_known(void *vctx, const cJSON *issue)
 	k = &run->known[run->nknown];
 	memset(k, 0, sizeof(*k));
 	k->iid = (long)iid->valuedouble;
-	k->closed = lc->closed || (str_of(issue, "state") && !strcmp(str_of(issue, "state"), "closed"));
+	k->closed = lc->closed || (json_str(issue, "state") && !strcmp(json_str(issue, "state"), "closed"));
 	k->closed_at_ms = -1;
 	k->last_seen_ms = -1;
 	memcpy(k->fingerprint, fp, sizeof(fp));
@@ -156,8 +151,8 @@ static int add_known(void *vctx, const cJSON *issue)
 	if (marker_value(hexbuf, sizeof(hexbuf), desc, MARK_TMPL) == 0)
 		k->template_text = hex_decode(hexbuf, strlen(hexbuf));
 	k->description = strdup(desc);
-	if (str_of(issue, "web_url"))
-		k->web_url = strdup(str_of(issue, "web_url"));
+	if (json_str(issue, "web_url"))
+		k->web_url = strdup(json_str(issue, "web_url"));
 	if (!k->description)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	run->nknown++;
@@ -260,17 +255,17 @@ int watch_load_release(watch_run *run, job_ctx *ctx)
 		return 0;
 	}
 	r = cJSON_GetArrayItem(rels, 0);
-	at = str_of(r, "released_at");
-	if (!r || !str_of(r, "tag_name") || !at || logparse_time(&run->release_at_ms, at, strlen(at)) < 0) {
+	at = json_str(r, "released_at");
+	if (!r || !json_str(r, "tag_name") || !at || logparse_time(&run->release_at_ms, at, strlen(at)) < 0) {
 		cJSON_Delete(rels);
 		return 0;
 	}
-	run->release_tag = strdup(str_of(r, "tag_name"));
+	run->release_tag = strdup(json_str(r, "tag_name"));
 	links = cJSON_GetObjectItemCaseSensitive(r, "_links");
-	if (str_of(links, "self"))
-		run->release_url = strdup(str_of(links, "self"));
+	if (json_str(links, "self"))
+		run->release_url = strdup(json_str(links, "self"));
 	/* the issues it shipped: #123 references in its notes */
-	desc = str_of(r, "description");
+	desc = json_str(r, "description");
 	fbuf_init(&refs, 1024);
 	if (desc) {
 		const char *p = desc;
