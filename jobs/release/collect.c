@@ -50,10 +50,13 @@ int rel_project(rel_run *r)
 	const char *def;
 	int error;
 
-	if ((error = gitlab_request(&p, r->gl, "GET", NULL, "projects/:id")) < 0 ||
-	    (error = gitlab_request(&me, r->gl, "GET", NULL, "user")) < 0)
+	if ((error = gitlab_request(&p, r->gl, "GET", NULL, "projects/:id")) < 0)
 		goto cleanup;
-	r->me = json_long(me, "id");
+	if (!r->me) { /* else read already, for an earlier project of the group */
+		if ((error = gitlab_request(&me, r->gl, "GET", NULL, "user")) < 0)
+			goto cleanup;
+		r->me = json_long(me, "id");
+	}
 	if (!(r->project_path = dup_str(json_str(p, "path_with_namespace"))) ||
 	    !(r->project_name = dup_str(json_str(p, "name") ? json_str(p, "name") : json_str(p, "path_with_namespace"))) ||
 	    !(r->web_url = dup_str(json_str(p, "web_url")))) {

@@ -283,15 +283,24 @@ static void summarise(rel_run *r, int error)
 	}
 }
 
-/* One project's release (the job's project, or one of a group's). */
-static int run_project(job_ctx *ctx, job_ctx *trusted, int group)
+/*
+ * One project's release (the job's project, or one of a group's). `me` is
+ * the Factory's user id when a project before this one read it (0: not yet);
+ * the id read here is left in it, so a group costs one GET /user, not one a
+ * project.
+ */
+static int run_project(job_ctx *ctx, job_ctx *trusted, int group, long *me)
 {
 	rel_run r;
 	int error;
 
 	if ((error = open_run(&r, ctx, trusted, group)) < 0)
 		goto cleanup;
-	if ((error = rel_project(&r)) < 0 || (error = rel_find_last(&r)) < 0)
+	r.me = *me;
+	if ((error = rel_project(&r)) < 0)
+		goto cleanup;
+	*me = r.me;
+	if ((error = rel_find_last(&r)) < 0)
 		goto cleanup;
 	if (!r.resume && r.not_a_version) {
 		r.nothing = 1;
@@ -348,8 +357,7 @@ cleanup:
 static int group_project(job_ctx *pctx, const scope_project *p, job_ctx *group, void *arg)
 {
 	(void)p;
-	(void)arg;
-	return run_project(pctx, group, 1);
+	return run_project(pctx, group, 1, arg);
 }
 
 /* The job's project, or every project of a group, each released on its own. */
@@ -357,13 +365,14 @@ static int run(job_ctx *ctx)
 {
 	static const char *const one_project[] = {"release.version", "release.ref", NULL};
 	char *group = NULL;
+	long me = 0;
 	size_t i;
 	int error;
 
 	if ((error = scope_group_from_config(&group, ctx->cfg)) < 0)
 		return error;
 	if (!group)
-		return run_project(ctx, ctx, 0);
+		return run_project(ctx, ctx, 0, &me);
 	for (i = 0; one_project[i]; i++) {
 		fconfig_source src;
 		if (fconfig_get(ctx->cfg, one_project[i], &src)) {
@@ -374,7 +383,7 @@ static int run(job_ctx *ctx)
 			goto cleanup;
 		}
 	}
-	error = scope_job_run(ctx, group, group_project, NULL);
+	error = scope_job_run(ctx, group, group_project, &me);
 	report_summary(ctx->rep, "%sgroup %s: %ld release%s of %ld project%s taking part%s, %ld change%s, %d action%s",
 	               ctx->dry_run ? "dry run: " : "", group, report_counter_get(ctx->rep, "releases"),
 	               report_counter_get(ctx->rep, "releases") == 1 ? "" : "s",

@@ -265,6 +265,8 @@ class ReleaseGroupTest(unittest.TestCase):
         for path in (LEGACY, BROKEN):
             sent = [q for q in requests if q["path"].startswith("/api/v4/projects/%d/" % self.ids[path])]
             self.assertTrue(all("/repository/files/" in q["path"] for q in sent), sent)
+        # The Factory's own user is read once for the whole group, not per project.
+        self.assertEqual([q["path"] for q in requests if q["path"] == "/api/v4/user"], ["/api/v4/user"])
         c = r.report["counters"]
         self.assertEqual(c["releases"], 2)
         self.assertEqual(c["issues_handled"], 4)
