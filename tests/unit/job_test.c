@@ -23,25 +23,18 @@ static void record_sleep(long ms)
 }
 
 static char dir[64];
-static char old_cwd[4096];
 
 static void setup(void)
 {
 	slept = 0;
 	http_set_sleep(record_sleep);
-	tu_tmpdir_make(dir, sizeof(dir), "job_test");
-	cr_assert_not_null(getcwd(old_cwd, sizeof(old_cwd)));
-	cr_assert_eq(chdir(dir), 0); /* no .factory.yml of the tree is read */
-	setenv("FACTORY_GITLAB_TOKEN", "job-test-token-5678", 1);
-	setenv("FACTORY_LOG_LEVEL", "error", 1);
+	tu_job_dir_enter(dir, sizeof(dir), "job_test", "job-test-token-5678");
 	unsetenv("FACTORY_HTTP_PACE_BELOW_PCT");
-	unsetenv("FACTORY_SCOPE");
 }
 
 static void teardown(void)
 {
-	cr_assert_eq(chdir(old_cwd), 0);
-	tu_tmpdir_remove(dir);
+	tu_job_dir_leave(dir);
 }
 
 TestSuite(job, .init = setup, .fini = teardown, .timeout = 30);

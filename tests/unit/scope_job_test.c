@@ -19,24 +19,17 @@
 #include "testserver.h"
 
 static char dir[64];
-static char old_cwd[4096];
 
 static void setup(void)
 {
 	http_set_sleep(tu_no_sleep);
-	tu_tmpdir_make(dir, sizeof(dir), "scope_job_test");
-	cr_assert_not_null(getcwd(old_cwd, sizeof(old_cwd)));
-	cr_assert_eq(chdir(dir), 0); /* no .factory.yml of the tree is read */
-	setenv("FACTORY_GITLAB_TOKEN", "scope-job-token-9876", 1);
-	setenv("FACTORY_LOG_LEVEL", "error", 1);
-	unsetenv("FACTORY_SCOPE");
+	tu_job_dir_enter(dir, sizeof(dir), "scope_job_test", "scope-job-token-9876");
 	unsetenv("FACTORY_PROJECT");
 }
 
 static void teardown(void)
 {
-	cr_assert_eq(chdir(old_cwd), 0);
-	tu_tmpdir_remove(dir);
+	tu_job_dir_leave(dir);
 }
 
 TestSuite(scope_job, .init = setup, .fini = teardown, .timeout = 30);

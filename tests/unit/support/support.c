@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -26,6 +27,24 @@ void tu_tmpdir_remove(const char *dir)
 
 	cr_assert(n > 0 && (size_t)n < sizeof(cmd) && !strchr(dir, '\''), "cannot remove %s", dir);
 	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static char job_old_cwd[4096];
+
+void tu_job_dir_enter(char *dir, size_t len, const char *prefix, const char *token)
+{
+	tu_tmpdir_make(dir, len, prefix);
+	cr_assert_not_null(getcwd(job_old_cwd, sizeof(job_old_cwd)));
+	cr_assert_eq(chdir(dir), 0);
+	setenv("FACTORY_GITLAB_TOKEN", token, 1);
+	setenv("FACTORY_LOG_LEVEL", "error", 1);
+	unsetenv("FACTORY_SCOPE");
+}
+
+void tu_job_dir_leave(const char *dir)
+{
+	cr_assert_eq(chdir(job_old_cwd), 0);
+	tu_tmpdir_remove(dir);
 }
 
 static char *log_text;

@@ -23,6 +23,14 @@ void tu_tmpdir_make(char *dir, size_t len, const char *prefix);
 /* Remove `dir` and everything under it. */
 void tu_tmpdir_remove(const char *dir);
 
+/* For tests of job.h: make a new directory as tu_tmpdir_make() and work in
+ * it (so no .factory.yml of the source tree is read), with the token
+ * `token` in FACTORY_GITLAB_TOKEN, FACTORY_LOG_LEVEL=error and no
+ * FACTORY_SCOPE. tu_job_dir_leave() goes back to the directory the test
+ * started in and removes `dir`. */
+void tu_job_dir_enter(char *dir, size_t len, const char *prefix, const char *token);
+void tu_job_dir_leave(const char *dir);
+
 /* Send log.h output at `level` and above into memory until
  * tu_log_release(), which puts it back on stderr and frees the text. */
 void tu_log_capture(log_level level);
