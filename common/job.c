@@ -262,18 +262,22 @@ int job_connect(job_ctx *ctx)
 	long v;
 	int error, group_scope;
 
-	if ((url = fconfig_get(ctx->cfg, "gitlab_url", NULL)) && *url)
-		ctx->api_url = api_root(url);
-	else if ((url = env_nonempty("CI_API_V4_URL")))
-		ctx->api_url = api_root(url);
-	else if ((url = env_nonempty("CI_SERVER_URL")))
-		ctx->api_url = api_root(url);
-	else {
+	/* The first that is set: the setting, then what GitLab CI sets. */
+	url = fconfig_get(ctx->cfg, "gitlab_url", NULL);
+	if (!url || !*url)
+		url = env_nonempty("CI_API_V4_URL");
+	if (!url)
+		url = env_nonempty("CI_SERVER_URL");
+	if (!url) {
 		error = ferror_set(FACTORY_ECONFIG, "missing setting gitlab_url: set CI_API_V4_URL (inside GitLab CI "
 						    "it is set for you), FACTORY_GITLAB_URL or --gitlab-url");
 		goto cleanup;
 	}
-	if (strncmp(ctx->api_url, "http://", 7) && strncmp(ctx->api_url, "https://", 8)) {
+	if (!(ctx->api_url = api_root(url))) {
+		error = ferror_set(FACTORY_ENOMEM, "out of memory");
+		goto cleanup;
+	}
+	if (strncmp(ctx->api_url, "http://", 7) != 0 && strncmp(ctx->api_url, "https://", 8) != 0) {
 		error = ferror_set(FACTORY_ECONFIG, "bad setting gitlab_url=%s: expected an http:// or https:// URL",
 				   ctx->api_url);
 		goto cleanup;
@@ -288,13 +292,19 @@ int job_connect(job_ctx *ctx)
 				   scope, ctx->program);
 		goto cleanup;
 	}
-	if ((project = fconfig_get(ctx->cfg, "project", NULL)) && *project)
-		ctx->project = strdup(project);
-	else if ((project = env_nonempty("CI_PROJECT_ID")) || (project = env_nonempty("CI_PROJECT_PATH")))
-		ctx->project = strdup(project);
-	else if (group_scope)
-		; /* a group scope needs no project of its own; a bad scope is the job's to report (common/scope.h) */
-	else {
+	project = fconfig_get(ctx->cfg, "project", NULL);
+	if (!project || !*project)
+		project = env_nonempty("CI_PROJECT_ID");
+	if (!project)
+		project = env_nonempty("CI_PROJECT_PATH");
+	if (project) {
+		if (!(ctx->project = strdup(project))) {
+			error = ferror_set(FACTORY_ENOMEM, "out of memory");
+			goto cleanup;
+		}
+	} else if (!group_scope) {
+		/* (a group scope needs no project of its own; a bad scope is the
+		 * job's to report, common/scope.h) */
 		error = ferror_set(FACTORY_ECONFIG, "missing setting project: set CI_PROJECT_ID (inside GitLab CI it "
 						    "is set for you), FACTORY_PROJECT or --project");
 		goto cleanup;
