@@ -3,7 +3,9 @@
  *
  * The ledger is one issue (label factory::ledger, made by the Factory's own
  * user) whose description ends with a hidden marker holding JSON:
- *   {"v":1, "mark": <unix time the last run started>,
+ *   {"v":1, "mark": <unix time a run started: left alone while younger
+ *    than PIPELINE_MARK_SLACK if nothing else changed, so a quiet rerun
+ *    writes nothing>,
  *    "classes": {class: count},
  *    "fps": {fp: {"class","job","n","first","last","test","issue","mr","flaky"}},
  *    "handled": [job ids acted on], "retries": [{"job","new","fp","test"}],
@@ -440,9 +442,26 @@ int pl_ledger_save(pl_run *r)
 {
 	cJSON *fields = NULL, *made = NULL;
 	fbuf body;
+	long prev;
 	int error;
 
 	fbuf_init(&body, 1 << 20);
+	/*
+	 * The mark only moves the start of the next run's window back (repair
+	 * looks from an hour before it), so an old mark is always safe: a run
+	 * that changed nothing else leaves a mark younger than
+	 * PIPELINE_MARK_SLACK alone and writes nothing at all.
+	 */
+	prev = pl_num(r->ledger, "mark");
+	if (r->ledger_text && prev && r->now >= prev && r->now - prev < PIPELINE_MARK_SLACK) {
+		if ((error = render(&body, r)) < 0)
+			goto cleanup;
+		if (!strcmp(r->ledger_text, body.ptr)) {
+			error = 0;
+			goto cleanup;
+		}
+		fbuf_reset(&body);
+	}
 	set_num(r->ledger, "mark", (double)r->now);
 	if ((error = render(&body, r)) < 0)
 		goto cleanup;

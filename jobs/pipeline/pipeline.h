@@ -33,6 +33,9 @@
 #define PIPELINE_MARKER_LEDGER "factory:pipeline-ledger"
 #define PIPELINE_MARKER_PROPOSAL "factory:ci-proposal"
 #define PIPELINE_FP_LEN 17
+/* A ledger whose only change would be its mark is not rewritten while the
+ * mark is younger than this (seconds; half of repair's hour of overlap). */
+#define PIPELINE_MARK_SLACK 1800
 
 /* The load rules from the settings: pipeline.rules_file (a YAML list of
  * rules; when unset, .factory/ci-rules.yml if it exists) before the

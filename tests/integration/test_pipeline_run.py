@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -211,8 +212,13 @@ class PipelineRunTest(unittest.TestCase):
                    % UP_NEXT.replace(" ", "%20").replace(":", "%3A"))
         self.assertEqual(order[0]["iid"], issue["iid"], [i["title"] for i in order])
         self.assertEqual(mrs_of(self.d), [])
-        # the second run files nothing again
+        # the second run files nothing again, and writes nothing at all, not
+        # even the ledger's mark (a second later, so the mark would differ)
+        time.sleep(1.1)
+        self.d.clear_requests()
         r2 = self.run_pipeline(None)
+        self.assertEqual([(q["method"], q["path"]) for q in self.d.requests()
+                          if q["method"] not in ("GET", "HEAD") and q["path"].startswith("/api/")], [])
         self.assertEqual(r2.returncode, 0, r2)
         self.assertEqual(len(self.failure_issues()), 1)
         self.assertEqual(len(self.issues(state="all")), 3)  # Older work, the failure, the ledger
