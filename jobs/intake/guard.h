@@ -17,7 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Entries per table (a test may set a smaller bound before including). */
+#ifndef GUARD_MAX_ENTRIES
 #define GUARD_MAX_ENTRIES 65536
+#endif
 
 typedef struct ratelimit ratelimit;
 
