@@ -3,6 +3,7 @@
 #include "deps.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ typedef struct {
 	int checkable;              /* may be reported unused */
 	int words_only;             /* Gemfile require: false: used only through words */
 	char req[NAME_MAX_LEN + 1]; /* Gemfile require: 'other' */
+	char mdir[256];             /* the folder the manifest speaks for ("" the root) */
 } entry;
 
 typedef struct {
@@ -35,6 +37,14 @@ typedef struct {
 	char version[64];
 } lockpkg;
 
+/* A directory holding source files: its uses are kept under its number too
+ * ("npm:x#12"), so a manifest in a subfolder is judged by the files under
+ * that folder. */
+typedef struct {
+	char *path; /* "" for the root, else "a/b" */
+	long sources[ECO_N];
+} srcdir;
+
 struct deps {
 	entry *e;
 	size_t n;
@@ -46,6 +56,15 @@ struct deps {
 	long files, sources[ECO_N], manifests[ECO_N];
 	int bundler_require;
 	int oom;
+	int names_full;          /* DEPS_MAX_NAMES reached: a use may be lost */
+	srcdir *dirs;            /* directories with sources, at most DEPS_MAX_DIRS */
+	size_t ndirs;
+	long *dir_slots;         /* open addressing over dirs: index + 1, 0 free */
+	size_t dir_cap;
+	int dirs_full;           /* more directories than DEPS_MAX_DIRS */
+	long cur_dir;            /* the directory of the source being scanned, or -1 */
+	long scope;              /* has_name looks in this directory only, or -1 */
+	long nmanifests;         /* manifest files read as manifests */
 };
 
 /* ---- a set of strings ---- */
@@ -74,7 +93,7 @@ static int sset_add(sset *s, const char *k)
 	size_t i;
 
 	if (s->n >= DEPS_MAX_NAMES)
-		return 0;
+		return 1;
 	if ((s->n + 1) * 2 > s->cap) {
 		size_t ncap = s->cap ? s->cap * 2 : 1024, j;
 		char **nk = calloc(ncap, sizeof(*nk));
@@ -109,10 +128,26 @@ static void sset_release(sset *s)
 	memset(s, 0, sizeof(*s));
 }
 
+static void put_name(deps *d, const char *k)
+{
+	int r = sset_add(&d->names, k);
+	if (r < 0)
+		d->oom = 1;
+	else if (r > 0)
+		d->names_full = 1;
+}
+
+/* Words ("w:"), kept names and aliases hold for the whole tree; a use found
+ * in a source file is kept for its directory too. */
+static int scoped_prefix(const char *prefix)
+{
+	return strcmp(prefix, "w:") != 0 && strcmp(prefix, "keep:") != 0;
+}
+
 /* Add "<prefix><name[0..len)>" (lower-cased when `lower`). */
 static void add_name(deps *d, const char *prefix, const char *name, size_t len, int lower)
 {
-	char k[NAME_MAX_LEN + 16];
+	char k[NAME_MAX_LEN + 40];
 	size_t p = strlen(prefix), i;
 
 	if (!len || len > NAME_MAX_LEN)
@@ -121,17 +156,87 @@ static void add_name(deps *d, const char *prefix, const char *name, size_t len, 
 	for (i = 0; i < len; i++)
 		k[p + i] = lower ? (char)tolower((unsigned char)name[i]) : name[i];
 	k[p + len] = '\0';
-	if (sset_add(&d->names, k) < 0)
-		d->oom = 1;
+	put_name(d, k);
+	if (d->cur_dir >= 0 && scoped_prefix(prefix)) {
+		snprintf(k + p + len, sizeof(k) - p - len, "#%ld", d->cur_dir);
+		put_name(d, k);
+	}
 }
 
+/* Whether "<prefix><name>" was added: anywhere, or in directory d->scope
+ * when that is set (words always anywhere). */
 static int has_name(const deps *d, const char *prefix, const char *name)
 {
-	char k[NAME_MAX_LEN + 16];
+	char k[NAME_MAX_LEN + 40];
 	if (strlen(name) > NAME_MAX_LEN)
 		return 0;
-	snprintf(k, sizeof(k), "%s%s", prefix, name);
+	if (d->scope >= 0 && scoped_prefix(prefix))
+		snprintf(k, sizeof(k), "%s%s#%ld", prefix, name, d->scope);
+	else
+		snprintf(k, sizeof(k), "%s%s", prefix, name);
 	return sset_has(&d->names, k);
+}
+
+/* ---- directories ---- */
+
+/* The directory of `path` into out ("" at the root). */
+static void dir_of(char *out, size_t cap, const char *path)
+{
+	const char *s = strrchr(path, '/');
+	size_t n = s ? (size_t)(s - path) : 0;
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, path, n);
+	out[n] = '\0';
+}
+
+/* The number of directory `dir`, added when new; -1 when the table is full
+ * (d->dirs_full) or memory ran out (d->oom). */
+static long dir_id(deps *d, const char *dir)
+{
+	size_t i;
+	long id;
+
+	if (!d->dir_cap) {
+		if (!(d->dir_slots = calloc(DEPS_MAX_DIRS * 2, sizeof(*d->dir_slots))) ||
+		    !(d->dirs = calloc(DEPS_MAX_DIRS, sizeof(*d->dirs)))) {
+			d->oom = 1;
+			return -1;
+		}
+		d->dir_cap = DEPS_MAX_DIRS * 2;
+	}
+	for (i = hash(dir) % d->dir_cap; d->dir_slots[i]; i = (i + 1) % d->dir_cap)
+		if (!strcmp(d->dirs[d->dir_slots[i] - 1].path, dir))
+			return d->dir_slots[i] - 1;
+	if (d->ndirs >= DEPS_MAX_DIRS) {
+		d->dirs_full = 1;
+		return -1;
+	}
+	if (!(d->dirs[d->ndirs].path = strdup(dir))) {
+		d->oom = 1;
+		return -1;
+	}
+	id = (long)d->ndirs++;
+	d->dir_slots[i] = id + 1;
+	return id;
+}
+
+/* Whether directory `dir` is `top` or under it ("" holds everything). */
+static int dir_under(const char *dir, const char *top)
+{
+	size_t n = strlen(top);
+	return !n || (!strncmp(dir, top, n) && (dir[n] == '\0' || dir[n] == '/'));
+}
+
+/* The folder a manifest speaks for: its directory, or the parent of a
+ * "requirements/" folder (requirements/dev.txt belongs to the project). */
+static void manifest_dir(char *out, size_t cap, const char *manifest)
+{
+	const char *s;
+	dir_of(out, cap, manifest);
+	s = strrchr(out, '/');
+	if (!strcmp(s ? s + 1 : out, "requirements"))
+		out[s ? (size_t)(s - out) : 0] = '\0';
 }
 
 /* ---- words ---- */
@@ -405,6 +510,7 @@ static entry *declare(deps *d, int eco, const char *manifest, const char *name, 
 	e->eco = eco;
 	snprintf(e->name, sizeof(e->name), "%s", nm);
 	snprintf(e->manifest, sizeof(e->manifest), "%s", manifest);
+	manifest_dir(e->mdir, sizeof(e->mdir), e->manifest);
 	snprintf(e->section, sizeof(e->section), "%s", section);
 	e->dev = dev;
 	e->checkable = checkable;
@@ -596,7 +702,9 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 					int dep = 0, dev = 0;
 					const char *t = strrchr(table, '.');
 					const char *last = t ? t + 1 : table;
-					if (!strcmp(last, "dependencies") && strncmp(table, "workspace", 9) != 0)
+					if (!strcmp(table, "workspace.dependencies"))
+						dep = 1, last = table;
+					else if (!strcmp(last, "dependencies") && strncmp(table, "workspace", 9) != 0)
 						dep = 1;
 					else if (!strcmp(last, "dev-dependencies") ||
 					         !strcmp(last, "build-dependencies"))
@@ -649,7 +757,7 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 		const char *h = text;
 		while ((h = memmem(h, (size_t)(end - h), "\n[", 2))) {
 			static const char *const pre[] = {"dependencies.", "dev-dependencies.", "build-dependencies.",
-			                                  NULL};
+			                                  "workspace.dependencies.", NULL};
 			int i;
 			h += 2;
 			for (i = 0; pre[i]; i++) {
@@ -660,10 +768,85 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 						ne++;
 					if (ne < end && *ne == ']')
 						declare(d, ECO_CARGO, path, ns, (size_t)(ne - ns),
-						        i ? pre[i] : "dependencies", i != 0, 1);
+						        i == 3 ? "workspace.dependencies" : i ? pre[i] : "dependencies",
+						        i == 1 || i == 2, 1);
 				}
 			}
 		}
+	}
+}
+
+/* One requirement of setup.cfg (PEP 508 at the start of [p, le)). */
+static void setup_cfg_req(deps *d, const char *path, const char *p, const char *le, const char *section, int dev,
+                          int checkable)
+{
+	const char *ns;
+	size_t n;
+	while (p < le && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p >= le || *p == '#' || *p == ';' || *p == '-' || memmem(p, (size_t)(le - p), "://", 3))
+		return;
+	n = pep508_name(&ns, p, le);
+	if (n && !(ns + n < le && ns[n] == ':')) /* "file: requirements.txt" */
+		declare(d, ECO_PYPI, path, ns, n, section, dev, checkable);
+}
+
+/* setup.cfg: [options] install_requires, tests_require, setup_requires and
+ * [options.extras_require], each a value after "=" and indented lines below
+ * it; every other line (tool settings) as words. */
+static void parse_setup_cfg(deps *d, const char *path, const char *text, size_t len)
+{
+	const char *line = text, *end = text + len;
+	char section[64] = "";
+	const char *list = NULL; /* the dependency list being read, or NULL */
+	int dev = 0, checkable = 1;
+
+	while (line < end) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line)), *le = nl ? nl : end, *p = line;
+		while (p < le && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == le || *p == '#' || *p == ';') {
+			line = le + 1;
+			continue;
+		}
+		if (p > line && list) {
+			setup_cfg_req(d, path, p, le, list, dev, checkable);
+			line = le + 1;
+			continue;
+		}
+		list = NULL;
+		if (p == line && *p == '[') {
+			const char *c = memchr(p, ']', (size_t)(le - p));
+			size_t n = c ? (size_t)(c - p - 1) : 0;
+			snprintf(section, sizeof(section), "%.*s", (int)(n < 63 ? n : 63), p + 1);
+			add_words(d, section, strlen(section));
+		} else if (p == line) {
+			const char *k = p, *eq = p;
+			size_t kn;
+			while (eq < le && *eq != '=' && *eq != ':')
+				eq++;
+			for (kn = (size_t)(eq - k); kn && (k[kn - 1] == ' ' || k[kn - 1] == '\t'); kn--)
+				;
+			if (eq < le && !strcmp(section, "options") &&
+			    ((kn == 16 && !strncmp(k, "install_requires", 16)) ||
+			     (kn == 13 && !strncmp(k, "tests_require", 13)) ||
+			     (kn == 14 && !strncmp(k, "setup_requires", 14)))) {
+				list = kn == 16 ? "install_requires" : kn == 13 ? "tests_require" : "setup_requires";
+				dev = kn != 16;
+				checkable = kn != 14;
+			} else if (eq < le && !strcmp(section, "options.extras_require") && kn) {
+				list = "extras_require";
+				dev = 1;
+				checkable = 1;
+			}
+			if (list)
+				setup_cfg_req(d, path, eq + 1, le, list, dev, checkable);
+			else
+				add_words(d, line, (size_t)(le - line));
+		} else {
+			add_words(d, line, (size_t)(le - line));
+		}
+		line = le + 1;
 	}
 }
 
@@ -842,6 +1025,46 @@ static void parse_lock(deps *d, const char *path, const char *text, size_t len)
 			n++;
 		}
 		cJSON_Delete(j);
+	} else if (!strcmp(b, "pnpm-lock.yaml")) {
+		/* "packages:" then "  /name@1.0.0(peer):" (v6), "  name@1.0.0:" (v9)
+		 * or "  /name/1.0.0_peer:" (v5), "@scope/" first for scoped ones */
+		const char *line = text, *end = text + len;
+		int in_pk = 0;
+		while (line < end && n < 20000) {
+			const char *nl = memchr(line, '\n', (size_t)(end - line)), *le = nl ? nl : end, *p = line;
+			size_t ll = (size_t)(le - line);
+			if (ll && ll < 1000 && le[-1] == '\r')
+				ll--;
+			if (ll && *p != ' ') {
+				in_pk = ll >= 9 && !strncmp(p, "packages:", 9);
+			} else if (in_pk && ll > 4 && p[0] == ' ' && p[1] == ' ' && p[2] != ' ' && p[ll - 1] == ':') {
+				const char *s = p + 2, *e = p + ll - 1, *sep, *v;
+				if (*s == '\'' || *s == '"') {
+					s++;
+					if (e > s && (e[-1] == '\'' || e[-1] == '"'))
+						e--;
+				}
+				if (s < e && *s == '/')
+					s++;
+				sep = s;
+				if (sep < e && *sep == '@')
+					while (++sep < e && *sep != '/')
+						;
+				if (sep < e)
+					sep++;
+				while (sep < e && *sep != '@' && *sep != '/')
+					sep++;
+				for (v = sep + 1; v < e && *v != '(' && *v != '_'; v++)
+					;
+				if (sep < e && sep > s && (size_t)(sep - s) <= NAME_MAX_LEN && v > sep + 1) {
+					snprintf(pk[n].name, sizeof(pk[n].name), "%.*s", (int)(sep - s), s);
+					snprintf(pk[n].version, sizeof(pk[n].version), "%.*s",
+					         (int)(v - sep - 1 < 63 ? v - sep - 1 : 63), sep + 1);
+					n++;
+				}
+			}
+			line = le + 1;
+		}
 	} else {
 		/* yarn.lock v1 ("name@range, name@range:" then "  version ...") and
 		 * Cargo.lock (name = "x" then version = "y") */
@@ -1177,11 +1400,12 @@ int deps_file_kind(const char *path)
 	int i;
 
 	if (!strcmp(b, "package.json") || !strcmp(b, "pyproject.toml") || !strcmp(b, "Pipfile") ||
-	    !strcmp(b, "go.mod") || !strcmp(b, "Cargo.toml") || !strcmp(b, "Gemfile") ||
+	    !strcmp(b, "go.mod") || !strcmp(b, "Cargo.toml") || !strcmp(b, "Gemfile") || !strcmp(b, "setup.cfg") ||
 	    (!strncmp(b, "requirements", 12) && ends_with(b, ".txt")) ||
 	    (ends_with(b, ".txt") && strstr(path, "requirements/")))
 		return 'm';
-	if (!strcmp(b, "package-lock.json") || !strcmp(b, "yarn.lock") || !strcmp(b, "Cargo.lock"))
+	if (!strcmp(b, "package-lock.json") || !strcmp(b, "yarn.lock") || !strcmp(b, "Cargo.lock") ||
+	    !strcmp(b, "pnpm-lock.yaml"))
 		return 'l';
 	if (!strcmp(b, "go.sum") || !strcmp(b, "Gemfile.lock") || !strcmp(b, "poetry.lock") ||
 	    !strcmp(b, "Pipfile.lock") || !strcmp(b, "pnpm-lock.yaml") || !strcmp(b, "npm-shrinkwrap.json") ||
@@ -1209,6 +1433,29 @@ int deps_add_file(deps *d, const char *path, const char *text, size_t len)
 	d->files++;
 	/* path components name tools too (jest.config.js, .husky/) */
 	add_words(d, path, strlen(path));
+	if (kind == 'm') {
+		char dir[1024];
+		const char *c;
+		int depth;
+		manifest_dir(dir, sizeof(dir), path);
+		for (c = dir, depth = *dir != '\0'; *c; c++)
+			depth += *c == '/';
+		if (depth > DEPS_MANIFEST_DEPTH || d->nmanifests >= DEPS_MAX_MANIFESTS) {
+			/* too deep or too many: its words still count as uses */
+			if (d->nmanifests == DEPS_MAX_MANIFESTS || depth > DEPS_MANIFEST_DEPTH) {
+				char msg[400];
+				snprintf(msg, sizeof(msg), "%.300s: %s: read as words only", path,
+				         depth > DEPS_MANIFEST_DEPTH ? "deeper than the manifests read"
+				                                     : "more manifests than read");
+				note_to(d, d->notes, msg);
+			}
+			if (depth <= DEPS_MANIFEST_DEPTH)
+				d->nmanifests++;
+			kind = 'c';
+		} else {
+			d->nmanifests++;
+		}
+	}
 	switch (kind) {
 	case 'm':
 		if (!strcmp(b, "package.json"))
@@ -1221,15 +1468,21 @@ int deps_add_file(deps *d, const char *path, const char *text, size_t len)
 			parse_go_mod(d, path, text, len);
 		else if (!strcmp(b, "Gemfile"))
 			parse_gemfile(d, path, text, len);
+		else if (!strcmp(b, "setup.cfg"))
+			parse_setup_cfg(d, path, text, len);
 		else
 			parse_requirements(d, path, text, len);
 		break;
 	case 'l':
 		parse_lock(d, path, text, len);
 		break;
-	case 's':
+	case 's': {
+		char dir[1024];
 		eco = src_eco(b);
 		d->sources[eco]++;
+		dir_of(dir, sizeof(dir), path);
+		if ((d->cur_dir = dir_id(d, dir)) >= 0)
+			d->dirs[d->cur_dir].sources[eco]++;
 		if (eco == ECO_NPM)
 			scan_js(d, text, len, ends_with(b, "ss") || ends_with(b, ".less"));
 		else if (eco == ECO_PYPI)
@@ -1243,7 +1496,9 @@ int deps_add_file(deps *d, const char *path, const char *text, size_t len)
 		/* config written as code (webpack.config.js, conftest.py) names plugins by string */
 		if (eco == ECO_NPM && (strstr(b, "config") || strstr(b, "rc.")))
 			add_words(d, text, len);
+		d->cur_dir = -1;
 		break;
+	}
 	case 'c':
 		add_words(d, text, len);
 		break;
@@ -1277,7 +1532,7 @@ int deps_keep(deps *d, const char *name)
 	if (strlen(name) > NAME_MAX_LEN)
 		return 0;
 	snprintf(k, sizeof(k), "keep:%s", name);
-	return sset_add(&d->names, k);
+	return sset_add(&d->names, k) < 0 ? FACTORY_ENOMEM : 0;
 }
 
 int deps_lighter(deps *d, const char *eco, const char *name, const char *instead)
@@ -1300,6 +1555,8 @@ int deps_new(deps **out)
 		deps_free(d);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	}
+	d->cur_dir = -1;
+	d->scope = -1;
 	for (i = 0; alias_tbl[i][0]; i++)
 		if (deps_alias(d, alias_tbl[i][0], alias_tbl[i][1]) < 0) {
 			deps_free(d);
@@ -1311,8 +1568,14 @@ int deps_new(deps **out)
 
 void deps_free(deps *d)
 {
+	size_t i;
+
 	if (!d)
 		return;
+	for (i = 0; i < d->ndirs; i++)
+		free(d->dirs[i].path);
+	free(d->dirs);
+	free(d->dir_slots);
 	free(d->e);
 	sset_release(&d->names);
 	cJSON_Delete(d->lighter);
@@ -1458,6 +1721,59 @@ static int used(const deps *d, const entry *e)
 	}
 }
 
+/* Whether the manifest nearest to directory `dir` (of e's ecosystem, in
+ * `dir` or above it) declares e's name. */
+static int declared_near(const deps *d, const entry *e, const char *dir)
+{
+	size_t i, best = 0;
+	const char *near = NULL;
+	for (i = 0; i < d->n; i++)
+		if (d->e[i].eco == e->eco && dir_under(dir, d->e[i].mdir) &&
+		    (!near || strlen(d->e[i].mdir) > best)) {
+			near = d->e[i].mdir;
+			best = strlen(near);
+		}
+	if (!near)
+		return 0;
+	for (i = 0; i < d->n; i++)
+		if (d->e[i].eco == e->eco && !strcmp(d->e[i].mdir, near) && !strcmp(d->e[i].name, e->name))
+			return 1;
+	return 0;
+}
+
+/* An entry of a manifest in a subfolder: used when a script or config word
+ * names it, when a file under its folder uses it, or when a file elsewhere
+ * uses it whose nearest manifest does not declare it (a hoisted workspace
+ * package, a path dependency: conservative). *sources counts the
+ * ecosystem's source files under the folder. */
+static int used_here(deps *d, const entry *e, long *sources)
+{
+	size_t i;
+	int found, pass;
+
+	*sources = 0;
+	for (i = 0; i < d->ndirs; i++)
+		if (dir_under(d->dirs[i].path, e->mdir))
+			*sources += d->dirs[i].sources[e->eco];
+	d->scope = LONG_MAX; /* no directory: words, kept names and the tables only */
+	found = used(d, e);
+	d->scope = -1;
+	if (found || !used(d, e)) /* named by a word, or used nowhere */
+		return found;
+	/* the folder's own files first, then the others */
+	for (pass = 0; pass < 2 && !found; pass++)
+		for (i = 0; i < d->ndirs && !found; i++) {
+			int under = dir_under(d->dirs[i].path, e->mdir);
+			if (!d->dirs[i].sources[e->eco] || under != !pass)
+				continue;
+			d->scope = (long)i;
+			if (used(d, e) && (under || !declared_near(d, e, d->dirs[i].path)))
+				found = 1;
+			d->scope = -1;
+		}
+	return found;
+}
+
 int deps_findings(cJSON **out, deps *d)
 {
 	cJSON *o = NULL, *unused, *src, *it, *bl, *notes;
@@ -1491,6 +1807,10 @@ int deps_findings(cJSON **out, deps *d)
 			note_to(d, notes, text);
 		}
 	}
+	if (d->names_full)
+		note_to(d, notes, "more names than kept (DEPS_MAX_NAMES): no entry is called unused");
+	if (d->dirs_full)
+		note_to(d, notes, "more source folders than kept: manifests in subfolders judged by the whole tree");
 	if (d->manifests[ECO_RUBY] && d->bundler_require)
 		note_to(d, notes,
 		        "ruby: Bundler.require loads every gem of the Gemfile without a require of its own: "
@@ -1498,11 +1818,22 @@ int deps_findings(cJSON **out, deps *d)
 	for (i = 0; i < d->n; i++) {
 		const entry *e = &d->e[i];
 		cJSON *u;
-		if (!e->checkable || used(d, e))
+		long here = 0;
+		if (d->names_full || !e->checkable)
 			continue;
-		if (e->eco == ECO_RUBY ? d->bundler_require || (!d->sources[ECO_RUBY] && !e->words_only)
-		                       : !d->sources[e->eco])
-			continue;
+		if (e->mdir[0] && !d->dirs_full) {
+			/* a manifest in a subfolder: the files under it */
+			if (used_here(d, e, &here))
+				continue;
+			if (e->eco == ECO_RUBY ? d->bundler_require || (!here && !e->words_only) : !here)
+				continue;
+		} else {
+			if (used(d, e))
+				continue;
+			if (e->eco == ECO_RUBY ? d->bundler_require || (!d->sources[ECO_RUBY] && !e->words_only)
+			                       : !d->sources[e->eco])
+				continue;
+		}
 		if (!(u = cJSON_CreateObject()) || !cJSON_AddStringToObject(u, "eco", eco_names[e->eco]) ||
 		    !cJSON_AddStringToObject(u, "name", e->name) ||
 		    !cJSON_AddStringToObject(u, "manifest", e->manifest) ||

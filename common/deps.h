@@ -6,13 +6,19 @@
  * Files (deps_add_file picks by path):
  *   manifests   package.json; requirements*.txt, requirements/<x>.txt,
  *               pyproject.toml ([project] dependencies, optional
- *               dependencies, [dependency-groups], Poetry tables), Pipfile;
- *               go.mod (require, minus "// indirect"); Cargo.toml
- *               ([dependencies], [dev-dependencies], [build-dependencies],
- *               their target.* forms and [dependencies.<name>] tables);
- *               Gemfile (gem lines, group blocks and group: options)
- *   lock files  package-lock.json, yarn.lock (v1), Cargo.lock: packages
- *               locked at several versions
+ *               dependencies, [dependency-groups], Poetry tables), setup.cfg
+ *               ([options] install_requires, tests_require, setup_requires,
+ *               [options.extras_require]), Pipfile; go.mod (require, minus
+ *               "// indirect"); Cargo.toml ([dependencies],
+ *               [dev-dependencies], [build-dependencies], their target.*
+ *               forms, [dependencies.<name>] tables, and
+ *               [workspace.dependencies]); Gemfile (gem lines, group blocks
+ *               and group: options). Read as manifests at most
+ *               DEPS_MANIFEST_DEPTH folders below the root (a
+ *               "requirements/" folder counts as its parent) and at most
+ *               DEPS_MAX_MANIFESTS of them; others are config words (a note)
+ *   lock files  package-lock.json, yarn.lock (v1), pnpm-lock.yaml,
+ *               Cargo.lock: packages locked at several versions
  *   sources     .js .jsx .ts .tsx .mjs .cjs .mts .cts .vue .svelte .astro
  *               (import/require/export-from/import()), .css .scss .sass .less
  *               (@import/@use), .py .pyi (import, from-import, import_module,
@@ -30,6 +36,14 @@
  * Unused (conservative: a false "unused" is worse than a miss). An entry is
  * used when its ecosystem's sources import it, or one of its names appears
  * as a word of a config file or of a file path (jest.config.js names jest).
+ * Monorepos: a manifest at the root is judged by every file; one in a
+ * subfolder by the sources under that folder (the uses of each folder are
+ * kept apart, at most DEPS_MAX_DIRS folders, beyond which the whole tree
+ * counts), and also used when a source elsewhere imports it whose nearest
+ * manifest of the ecosystem does not declare it (hoisted workspace
+ * packages); a subfolder without a source of the ecosystem gets no verdict.
+ * Words count for the whole tree. Past DEPS_MAX_NAMES names nothing is
+ * called unused (a note).
  * Never reported: npm peer and optional dependencies, @types/ packages, plugins,
  * presets, configs and loaders (names holding "plugin", "preset",
  * "config", "loader"), a small table of tools used implicitly
@@ -68,6 +82,9 @@
 
 #define DEPS_MAX_DECLARED 4000
 #define DEPS_MAX_NAMES (1 << 20)
+#define DEPS_MAX_DIRS 20000     /* folders holding source files, kept apart */
+#define DEPS_MANIFEST_DEPTH 4   /* folders below the root a manifest is read in */
+#define DEPS_MAX_MANIFESTS 500  /* manifest files read as manifests */
 
 typedef struct deps deps;
 

@@ -18,7 +18,9 @@
  *                 (URLs in pipeline.registry.*): deprecated packages, and
  *                 entries a major version behind unless Renovate is
  *                 configured (it does the bumps); then, on a clone of the
- *                 default branch read through deps.h, unused entries and
+ *                 default branch read through deps.h (made when the tree
+ *                 holds a manifest or lock file at the root or up to
+ *                 DEPS_MANIFEST_DEPTH folders below it), unused entries and
  *                 bloat (declared twice, development tools at run time,
  *                 lighter replacements, lock file duplicates)
  *
@@ -1046,6 +1048,40 @@ cleanup:
 	return error;
 }
 
+/* Whether the repository holds a manifest or a lock file below the root
+ * (a monorepo): the recursive tree listing, at most SUB_LIST_MAX entries;
+ * a listing cut by that cap counts as yes (the clone tells). Paths under
+ * the directories the walk skips, and deeper than DEPS_MANIFEST_DEPTH
+ * folders, do not count. */
+#define SUB_LIST_MAX 5000
+static int manifest_below(int *out, pl_run *r, const char *ref_query)
+{
+	cJSON *all = NULL, *it;
+	char query[600];
+	int error;
+
+	*out = 0;
+	snprintf(query, sizeof(query), "%s&recursive=true", ref_query);
+	if ((error = gitlab_list_all(&all, r->gl, "projects/:id/repository/tree", query, SUB_LIST_MAX)) < 0)
+		return error;
+	if (cJSON_GetArraySize(all) >= SUB_LIST_MAX)
+		*out = 1;
+	cJSON_ArrayForEach(it, all) {
+		const char *path = pl_str(it, "path"), *c, *seg;
+		int depth = 0, skip = 0, i;
+		if (*out || !path || strcmp(pl_str(it, "type") ? pl_str(it, "type") : "blob", "blob") != 0)
+			continue;
+		for (seg = path; !skip && (c = strchr(seg, '/')); seg = c + 1, depth++)
+			for (i = 0; skip_dirs[i]; i++)
+				if ((size_t)(c - seg) == strlen(skip_dirs[i]) && !strncmp(seg, skip_dirs[i], (size_t)(c - seg)))
+					skip = 1;
+		if (!skip && depth <= DEPS_MANIFEST_DEPTH + 1 && (deps_file_kind(path) == 'm' || deps_file_kind(path) == 'l'))
+			*out = 1;
+	}
+	cJSON_Delete(all);
+	return 0;
+}
+
 static int dependencies(opt_state *st, pl_run *r)
 {
 	static const char *const renovate_files[] = {"renovate.json", "renovate.json5", ".renovaterc",
@@ -1117,6 +1153,11 @@ static int dependencies(opt_state *st, pl_run *r)
 	log_info("optimise: %d manifests, %zu dependencies%s", manifests, n, renovate ? ", Renovate configured" : "");
 	if ((error = fconfig_get_bool(&check_use, r->job->cfg, "pipeline.deps.unused", 1)) < 0)
 		goto cleanup;
+	if (!any_manifest && check_use && (error = manifest_below(&any_manifest, r, query)) < 0) {
+		if (error == FACTORY_ENOMEM || error == FACTORY_EAUTH)
+			goto cleanup;
+		log_warn("optimise: the repository tree cannot be listed: %s", ferror_last());
+	}
 	if (any_manifest && check_use && (error = usage(&use_found, &use_md, r)) < 0) {
 		if (error == FACTORY_ENOMEM || error == FACTORY_EAUTH)
 			goto cleanup;

@@ -205,6 +205,54 @@ class DependencyUseTest(Base):
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("not a directory", r.stderr)
 
+    def test_a_monorepo_each_manifest_judged_by_its_folder(self):
+        files = {
+            # an npm workspace: two packages; ms is used under a (which declares it) and never under b
+            "package.json": json.dumps({"name": "mono", "private": True, "workspaces": ["packages/*"],
+                                        "scripts": {"fmt": "prettier -w ."}, "devDependencies": {"prettier": "^3"}}),
+            "packages/a/package.json": json.dumps({"name": "@mono/a", "dependencies": {
+                "express": "^4", "chalk": "^5", "ms": "^2"}}),
+            "packages/a/src/index.js": "const express = require('express');\nconst ms = require('ms');\n",
+            "packages/b/package.json": json.dumps({"name": "@mono/b", "dependencies": {
+                "@mono/a": "workspace:*", "dayjs": "^1", "ms": "^2"}}),
+            # chalk: declared by a, used by b without a declaration (hoisted): kept
+            "packages/b/lib/main.ts": ("import dayjs from 'dayjs';\nimport chalk from 'chalk';\n"
+                                       "import { x } from '@mono/a';\n"),
+            # a Python subproject and a setup.cfg library
+            "services/api/pyproject.toml": "[project]\nname = \"api\"\ndependencies = [\"fastapi\", \"orjson>=3\"]\n",
+            "services/api/app/main.py": "from fastapi import FastAPI\n",
+            "libs/util/setup.cfg": "[options]\ninstall_requires =\n    requests>=2\n    attrs\n",
+            "libs/util/util/__init__.py": "import requests\n",
+        }
+        self.start(files)
+        r = self.run_pipeline()
+        self.assertEqual(r.returncode, 0, r)
+        props = self.proposals()
+        self.assertEqual(len(props), 1, [p["title"] for p in props])
+        body = props[0]["description"]
+        rows = {}
+        i = body.index("Declared but never used")
+        for line in body[i:].split("\n")[2:]:
+            if not line.startswith("| "):
+                continue
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 4 and "`" in cells[1]:
+                rows[cells[1].strip("`")] = cells[2]
+        self.assertEqual(rows, {"ms": "packages/b/package.json", "orjson": "services/api/pyproject.toml",
+                                "attrs": "libs/util/setup.cfg"}, body)
+        self.assertEqual(r.report["counters"]["deps_unused"], 3)
+
+    def test_a_manifest_only_in_a_subfolder_is_read(self):
+        self.start({"README.md": "# tools\n", "tools/py/requirements.txt": "requests\ntabulate\n",
+                    "tools/py/run.py": "import requests\n"})
+        r = self.run_pipeline()
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("dependency use", r.stderr)
+        props = self.proposals()
+        self.assertEqual(len(props), 1, r.stderr)
+        self.assertIn("| pypi | `tabulate` | tools/py/requirements.txt |", props[0]["description"])
+        self.assertIn("recursive", json.dumps(self.d.requests()))
+
     def test_no_manifest_no_clone(self):
         self.start({"README.md": "# nothing\n"})
         r = self.run_pipeline()

@@ -275,3 +275,119 @@ Test(deps, python_one_line_arrays_poetry_and_pipfile)
 	cr_assert_str_eq(unused("pypi"), "freezegun,never");
 	cr_assert(!has_bloat("dev_in_runtime", "freezegun"));
 }
+
+/* The manifest of each unused entry of `eco`, "name@manifest" sorted. */
+static const char *unused_at(const char *eco)
+{
+	static char out[2000];
+	const cJSON *it;
+	findings();
+	out[0] = '\0';
+	cJSON_ArrayForEach(it, cJSON_GetObjectItem(F, "unused"))
+	{
+		if (strcmp(cJSON_GetObjectItem(it, "eco")->valuestring, eco) != 0)
+			continue;
+		strcat(out, out[0] ? "," : "");
+		strcat(out, cJSON_GetObjectItem(it, "name")->valuestring);
+		strcat(out, "@");
+		strcat(out, cJSON_GetObjectItem(it, "manifest")->valuestring);
+	}
+	return out;
+}
+
+Test(deps, monorepo_workspace_packages_judged_by_their_folder)
+{
+	add("package.json", "{\"private\":true,\"workspaces\":[\"packages/*\"],\"scripts\":{\"fmt\":\"prettier -w .\"},"
+	                    "\"devDependencies\":{\"prettier\":\"3\",\"lerna\":\"8\"}}");
+	add("packages/a/package.json", "{\"name\":\"@m/a\",\"dependencies\":{\"express\":\"4\",\"chalk\":\"5\",\"ms\":\"2\"}}");
+	add("packages/a/src/index.js", "const express = require('express');\nconst ms = require('ms');\n");
+	add("packages/b/package.json",
+	    "{\"name\":\"@m/b\",\"dependencies\":{\"@m/a\":\"workspace:*\",\"dayjs\":\"1\",\"ms\":\"2\",\"zod\":\"3\"}}");
+	add("packages/b/lib/main.ts", "import dayjs from 'dayjs';\nimport chalk from 'chalk';\nimport {x} from '@m/a';\n");
+	add("packages/docs/package.json", "{\"name\":\"@m/docs\",\"dependencies\":{\"nothing-reads-me\":\"1\"}}");
+	/* ms: used under a, which declares it itself, never under b; chalk:
+	 * declared by a, used by b without a declaration of its own (hoisted):
+	 * kept; zod: used nowhere; lerna (root): used nowhere; the docs package
+	 * has no source file: nothing said of it */
+	cr_assert_str_eq(unused_at("npm"), "lerna@package.json,ms@packages/b/package.json,zod@packages/b/package.json");
+}
+
+Test(deps, a_root_manifest_is_judged_by_the_whole_tree)
+{
+	add("package.json", "{\"dependencies\":{\"react\":\"18\"}}");
+	add("apps/web/src/App.jsx", "import React from 'react';\n");
+	cr_assert_str_eq(unused("npm"), "");
+}
+
+Test(deps, python_subproject_setup_cfg_and_requirements_folder)
+{
+	add("services/api/pyproject.toml", "[project]\nname = \"api\"\ndependencies = [\"fastapi\", \"orjson>=3\"]\n");
+	add("services/api/app/main.py", "from fastapi import FastAPI\nimport click\n");
+	add("libs/util/setup.cfg",
+	    "[metadata]\nname = util\n\n[options]\npackages = find:\ninstall_requires =\n    requests>=2.0\n"
+	    "    attrs ; python_version>'3.8'\n    # a comment\n    -e git+https://x/y\nsetup_requires = setuptools_scm\n"
+	    "tests_require = freezegun\n\n[options.extras_require]\ncli = click\nyaml =\n    PyYAML\n\n"
+	    "[flake8]\nmax-line-length = 100\n");
+	add("libs/util/util/__init__.py", "import requests\nimport yaml\n");
+	add("backend/requirements/base.txt", "Django\nsimplejson\n");
+	add("backend/app/views.py", "import django\n");
+	/* click: extras of util, used only by services/api, whose manifest does not declare it: kept */
+	cr_assert_str_eq(unused_at("pypi"), "orjson@services/api/pyproject.toml,attrs@libs/util/setup.cfg,"
+	                                    "freezegun@libs/util/setup.cfg,simplejson@backend/requirements/base.txt");
+	cr_assert(has_bloat("lighter", "simplejson"));
+}
+
+Test(deps, setup_cfg_file_references_and_words)
+{
+	add("setup.cfg", "[options]\ninstall_requires = file: requirements.in\n[mypy]\nstrict = true\n");
+	add("requirements.txt", "pytest-cov\nmypy\n");
+	add("m.py", "import os\n");
+	findings();
+	cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(F, "declared")), 2);
+	cr_assert_str_eq(unused("pypi"), "");
+}
+
+Test(deps, cargo_workspace_dependencies)
+{
+	add("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n\n[workspace.dependencies]\nserde = \"1\"\n"
+	                  "anyhow = \"1\"\n\n[workspace.dependencies.tokio]\nversion = \"1\"\n");
+	add("crates/core/Cargo.toml", "[package]\nname = \"core\"\n\n[dependencies]\nserde.workspace = true\n"
+	                              "anyhow = { workspace = true }\n");
+	add("crates/core/src/lib.rs", "use serde::Serialize;\n");
+	add("crates/cli/src/main.rs", "#[tokio::main]\nasync fn main() {}\n");
+	cr_assert_str_eq(unused_at("cargo"), "anyhow@Cargo.toml,anyhow@crates/core/Cargo.toml");
+}
+
+Test(deps, pnpm_lock_duplicates)
+{
+	add("pnpm-lock.yaml", "lockfileVersion: '6.0'\n\nimporters:\n\n  .:\n    dependencies:\n      a:\n"
+	                      "        specifier: ^1\n\npackages:\n\n  /a@1.0.0:\n    resolution: {integrity: x}\n\n"
+	                      "  /a@2.0.0(react@18.0.0):\n    resolution: {integrity: y}\n\n  /@s/c@1.0.0:\n"
+	                      "    dev: false\n\n  /@s/c@1.1.0:\n    dev: false\n\n  /d/1.0.0_e@1.0.0:\n    dev: false\n\n"
+	                      "  /d/1.0.0:\n    dev: false\n");
+	findings();
+	{
+		char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "bloat"));
+		cr_assert(strstr(s, "2 packages locked at several versions (") && strstr(s, "a x2") &&
+		                  strstr(s, "@s/c x2") && !strstr(s, "d x2") && strstr(s, "pnpm-lock.yaml"),
+		          "%s", s);
+		free(s);
+	}
+	cr_assert_eq(deps_file_kind("web/pnpm-lock.yaml"), 'l');
+	cr_assert_eq(deps_file_kind("pkg/setup.cfg"), 'm');
+}
+
+Test(deps, manifests_deeper_than_the_bound_are_words_only)
+{
+	add("a/b/c/d/e/package.json", "{\"dependencies\":{\"deep-dep\":\"1\"}}");
+	add("a/b/c/d/package.json", "{\"dependencies\":{\"left-pad\":\"1\"}}");
+	add("a/b/c/d/x.js", "require('fs')\n");
+	findings();
+	cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(F, "declared")), 1);
+	cr_assert_str_eq(unused("npm"), "left-pad");
+	{
+		char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "notes"));
+		cr_assert(strstr(s, "deeper than the manifests read"), "%s", s);
+		free(s);
+	}
+}
