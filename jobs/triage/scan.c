@@ -48,6 +48,7 @@ static int __attribute__((format(printf, 2, 3))) add_warning(tri_run *r, const c
 	va_list ap;
 
 	va_start(ap, fmt);
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): a false positive, va_start is above */
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	log_warn("%s", buf);
