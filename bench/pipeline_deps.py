@@ -4,13 +4,18 @@ run uses on its clone), and whether it finds exactly what was planted.
 
 A synthetic monorepo: FILES source files spread over npm, Python, Go, Cargo
 and Ruby, each ecosystem's manifest declaring DEPS entries of which a known
-tenth are never used; plus the npm CLI's own published tree when it is on
+tenth are never used; an npm workspace of 50 packages (FILES sources, DEPS/5
+entries each, each package judged by its own folder: a tenth of its entries
+and one declared but used only by its neighbour planted unused, one used
+only by a package that does not declare it (hoisted) that must not be);
+plus the npm CLI's own published tree when it is on
 this machine (/usr/lib/node_modules/npm) as a real-world sample.
 
 Writes bench/results/pipeline_deps.json:
   files, bytes, wall_s, cpu_s, peak_rss_mb, declared, planted_unused,
   found_unused, false_unused (used entries reported unused: must be 0),
-  missed_unused; and the same figures for the npm tree when present.
+  missed_unused; the same for the workspace; and for the npm tree when
+  present.
 
     /usr/bin/python3 bench/pipeline_deps.py [FILES] [DEPS]
 """
@@ -73,6 +78,37 @@ def make_repo(root, nfiles, ndeps):
     return {e: unused[e] for e in ecos}
 
 
+def make_workspace(root, nfiles, npkgs, ndeps):
+    """An npm workspace of npkgs packages, each judged by its own folder:
+    per package a tenth of its own entries used nowhere, plus its
+    neighbour's first entry, declared but used only by the neighbour (both
+    planted unused); its entry 2 used only by another package that does not
+    declare it (hoisted: must not be reported)."""
+    rnd = random.Random(11)
+    planted = set()
+    write(root, "package.json", json.dumps({"name": "ws", "private": True, "workspaces": ["packages/*"],
+                                            "devDependencies": {"hoisted-tool": "^1.0.0"}}))
+    used = {}
+    for k in range(npkgs):
+        own = ["lib-%d-%d" % (k, i) for i in range(ndeps)]
+        dead = set(rnd.sample(own[3:], ndeps // 10))
+        planted |= {("packages/p%d/package.json" % k, n) for n in dead}
+        neighbour = "lib-%d-0" % ((k + 1) % npkgs)
+        planted.add(("packages/p%d/package.json" % k, neighbour))
+        deps = {n: "^1.0.0" for n in own + [neighbour]}
+        write(root, "packages/p%d/package.json" % k, json.dumps({"name": "@ws/p%d" % k, "dependencies": deps}))
+        used[k] = [n for n in own if n not in dead and not n.endswith("-2")]
+    per = max(1, nfiles // npkgs)
+    for k in range(npkgs):
+        for i in range(per):
+            picks = [used[k][i % len(used[k])]] + rnd.sample(used[k], 3)
+            if i == 0:
+                picks += ["lib-%d-2" % ((k - 3) % npkgs), "hoisted-tool"]
+            text = "".join("import m%d from '%s';\n" % (j, p) for j, p in enumerate(picks)) + "x = 1\n" * 40
+            write(root, "packages/p%d/src/m%d/f%d.ts" % (k, i // 100, i), text)
+    return planted
+
+
 def run_deps(path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
@@ -100,6 +136,18 @@ def main():
         found = {(u["eco"], u["name"]) for u in f["unused"]}
         want = {(e, n) for e, ns in planted.items() for n in ns}
         out["synthetic"] = dict(t, files=f["files"], bytes=f["bytes"], declared=f["declared"],
+                                planted_unused=len(want), found_unused=len(found),
+                                false_unused=len(found - want), missed_unused=len(want - found),
+                                files_per_s=round(f["files"] / t["wall_s"]) if t["wall_s"] else None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix="bench-deps-ws-")
+    try:
+        npkgs = 50
+        want = make_workspace(tmp, nfiles, npkgs, ndeps // 5)
+        f, t = run_deps(tmp)
+        found = {(u["manifest"], u["name"]) for u in f["unused"]}
+        out["workspace"] = dict(t, packages=npkgs, files=f["files"], bytes=f["bytes"], declared=f["declared"],
                                 planted_unused=len(want), found_unused=len(found),
                                 false_unused=len(found - want), missed_unused=len(want - found),
                                 files_per_s=round(f["files"] / t["wall_s"]) if t["wall_s"] else None)

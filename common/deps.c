@@ -43,7 +43,13 @@ typedef struct {
 typedef struct {
 	char *path; /* "" for the root, else "a/b" */
 	long sources[ECO_N];
+	const char *near[ECO_N]; /* the nearest manifest folder of each ecosystem, */
+	int near_known[ECO_N];   /* once looked up (NULL: none) */
 } srcdir;
+
+/* Steps (folders visited, verdicts asked) the monorepo verdicts may take
+ * in all: past it, entries of subfolder manifests are not called unused. */
+#define SCOPE_BUDGET 20000000L
 
 struct deps {
 	entry *e;
@@ -65,6 +71,7 @@ struct deps {
 	long cur_dir;            /* the directory of the source being scanned, or -1 */
 	long scope;              /* has_name looks in this directory only, or -1 */
 	long nmanifests;         /* manifest files read as manifests */
+	long budget;             /* SCOPE_BUDGET left */
 };
 
 /* ---- a set of strings ---- */
@@ -511,6 +518,11 @@ static entry *declare(deps *d, int eco, const char *manifest, const char *name, 
 	snprintf(e->name, sizeof(e->name), "%s", nm);
 	snprintf(e->manifest, sizeof(e->manifest), "%s", manifest);
 	manifest_dir(e->mdir, sizeof(e->mdir), e->manifest);
+	{
+		char k[NAME_MAX_LEN + 300];
+		snprintf(k, sizeof(k), "d:%d:%s|%s", eco, e->mdir, nm);
+		put_name(d, k);
+	}
 	snprintf(e->section, sizeof(e->section), "%s", section);
 	e->dev = dev;
 	e->checkable = checkable;
@@ -1723,22 +1735,25 @@ static int used(const deps *d, const entry *e)
 
 /* Whether the manifest nearest to directory `dir` (of e's ecosystem, in
  * `dir` or above it) declares e's name. */
-static int declared_near(const deps *d, const entry *e, const char *dir)
+static int declared_near(deps *d, const entry *e, srcdir *sd)
 {
+	char k[NAME_MAX_LEN + 300];
 	size_t i, best = 0;
-	const char *near = NULL;
-	for (i = 0; i < d->n; i++)
-		if (d->e[i].eco == e->eco && dir_under(dir, d->e[i].mdir) &&
-		    (!near || strlen(d->e[i].mdir) > best)) {
-			near = d->e[i].mdir;
-			best = strlen(near);
-		}
-	if (!near)
+
+	if (!sd->near_known[e->eco]) {
+		sd->near_known[e->eco] = 1;
+		for (i = 0; i < d->n; i++)
+			if (d->e[i].eco == e->eco && dir_under(sd->path, d->e[i].mdir) &&
+			    (!sd->near[e->eco] || strlen(d->e[i].mdir) > best)) {
+				sd->near[e->eco] = d->e[i].mdir;
+				best = strlen(d->e[i].mdir);
+			}
+		d->budget -= (long)d->n;
+	}
+	if (!sd->near[e->eco])
 		return 0;
-	for (i = 0; i < d->n; i++)
-		if (d->e[i].eco == e->eco && !strcmp(d->e[i].mdir, near) && !strcmp(d->e[i].name, e->name))
-			return 1;
-	return 0;
+	snprintf(k, sizeof(k), "d:%d:%s|%s", e->eco, sd->near[e->eco], e->name);
+	return sset_has(&d->names, k);
 }
 
 /* An entry of a manifest in a subfolder: used when a script or config word
@@ -1755,6 +1770,7 @@ static int used_here(deps *d, const entry *e, long *sources)
 	for (i = 0; i < d->ndirs; i++)
 		if (dir_under(d->dirs[i].path, e->mdir))
 			*sources += d->dirs[i].sources[e->eco];
+	d->budget -= (long)d->ndirs;
 	d->scope = LONG_MAX; /* no directory: words, kept names and the tables only */
 	found = used(d, e);
 	d->scope = -1;
@@ -1764,10 +1780,12 @@ static int used_here(deps *d, const entry *e, long *sources)
 	for (pass = 0; pass < 2 && !found; pass++)
 		for (i = 0; i < d->ndirs && !found; i++) {
 			int under = dir_under(d->dirs[i].path, e->mdir);
+			if (--d->budget < 0)
+				return 1; /* out of time: not called unused */
 			if (!d->dirs[i].sources[e->eco] || under != !pass)
 				continue;
 			d->scope = (long)i;
-			if (used(d, e) && (under || !declared_near(d, e, d->dirs[i].path)))
+			if (used(d, e) && (under || !declared_near(d, e, &d->dirs[i])))
 				found = 1;
 			d->scope = -1;
 		}
@@ -1815,6 +1833,9 @@ int deps_findings(cJSON **out, deps *d)
 		note_to(d, notes,
 		        "ruby: Bundler.require loads every gem of the Gemfile without a require of its own: "
 		        "no gem is called unused");
+	d->budget = SCOPE_BUDGET;
+	for (i = 0; i < d->ndirs; i++)
+		memset(d->dirs[i].near_known, 0, sizeof(d->dirs[i].near_known));
 	for (i = 0; i < d->n; i++) {
 		const entry *e = &d->e[i];
 		cJSON *u;
@@ -1843,6 +1864,9 @@ int deps_findings(cJSON **out, deps *d)
 		}
 		cJSON_AddItemToArray(unused, u);
 	}
+	if (d->budget < 0)
+		note_to(d, notes, "too many folders and entries to judge every manifest in a subfolder: the rest are "
+		                  "not called unused");
 	if (d->oom)
 		goto oom;
 	*out = o;

@@ -41,7 +41,9 @@
  * kept apart, at most DEPS_MAX_DIRS folders, beyond which the whole tree
  * counts), and also used when a source elsewhere imports it whose nearest
  * manifest of the ecosystem does not declare it (hoisted workspace
- * packages); a subfolder without a source of the ecosystem gets no verdict.
+ * packages); a subfolder without a source of the ecosystem gets no verdict;
+ * past a bounded amount of work (SCOPE_BUDGET in deps.c, a note) the
+ * entries left are not called unused.
  * Words count for the whole tree. Past DEPS_MAX_NAMES names nothing is
  * called unused (a note).
  * Never reported: npm peer and optional dependencies, @types/ packages, plugins,
