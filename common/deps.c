@@ -62,16 +62,16 @@ struct deps {
 	long files, sources[ECO_N], manifests[ECO_N];
 	int bundler_require;
 	int oom;
-	int names_full;          /* DEPS_MAX_NAMES reached: a use may be lost */
-	srcdir *dirs;            /* directories with sources, at most DEPS_MAX_DIRS */
+	int names_full; /* DEPS_MAX_NAMES reached: a use may be lost */
+	srcdir *dirs;   /* directories with sources, at most DEPS_MAX_DIRS */
 	size_t ndirs;
-	long *dir_slots;         /* open addressing over dirs: index + 1, 0 free */
+	long *dir_slots; /* open addressing over dirs: index + 1, 0 free */
 	size_t dir_cap;
-	int dirs_full;           /* more directories than DEPS_MAX_DIRS */
-	long cur_dir;            /* the directory of the source being scanned, or -1 */
-	long scope;              /* has_name looks in this directory only, or -1 */
-	long nmanifests;         /* manifest files read as manifests */
-	long budget;             /* SCOPE_BUDGET left */
+	int dirs_full;   /* more directories than DEPS_MAX_DIRS */
+	long cur_dir;    /* the directory of the source being scanned, or -1 */
+	long scope;      /* has_name looks in this directory only, or -1 */
+	long nmanifests; /* manifest files read as manifests */
+	long budget;     /* SCOPE_BUDGET left */
 };
 
 /* ---- a set of strings ---- */
@@ -780,7 +780,9 @@ static void parse_toml(deps *d, const char *path, const char *text, size_t len, 
 						ne++;
 					if (ne < end && *ne == ']')
 						declare(d, ECO_CARGO, path, ns, (size_t)(ne - ns),
-						        i == 3 ? "workspace.dependencies" : i ? pre[i] : "dependencies",
+						        i == 3 ? "workspace.dependencies"
+						        : i    ? pre[i]
+						               : "dependencies",
 						        i == 1 || i == 2, 1);
 				}
 			}
@@ -1865,8 +1867,9 @@ int deps_findings(cJSON **out, deps *d)
 		cJSON_AddItemToArray(unused, u);
 	}
 	if (d->budget < 0)
-		note_to(d, notes, "too many folders and entries to judge every manifest in a subfolder: the rest are "
-		                  "not called unused");
+		note_to(d, notes,
+		        "too many folders and entries to judge every manifest in a subfolder: the rest are "
+		        "not called unused");
 	if (d->oom)
 		goto oom;
 	*out = o;

@@ -84,9 +84,9 @@
 
 #define DEPS_MAX_DECLARED 4000
 #define DEPS_MAX_NAMES (1 << 20)
-#define DEPS_MAX_DIRS 20000     /* folders holding source files, kept apart */
-#define DEPS_MANIFEST_DEPTH 4   /* folders below the root a manifest is read in */
-#define DEPS_MAX_MANIFESTS 500  /* manifest files read as manifests */
+#define DEPS_MAX_DIRS 20000    /* folders holding source files, kept apart */
+#define DEPS_MANIFEST_DEPTH 4  /* folders below the root a manifest is read in */
+#define DEPS_MAX_MANIFESTS 500 /* manifest files read as manifests */
 
 typedef struct deps deps;
 

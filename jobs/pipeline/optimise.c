@@ -1073,9 +1073,11 @@ static int manifest_below(int *out, pl_run *r, const char *ref_query)
 			continue;
 		for (seg = path; !skip && (c = strchr(seg, '/')); seg = c + 1, depth++)
 			for (i = 0; skip_dirs[i]; i++)
-				if ((size_t)(c - seg) == strlen(skip_dirs[i]) && !strncmp(seg, skip_dirs[i], (size_t)(c - seg)))
+				if ((size_t)(c - seg) == strlen(skip_dirs[i]) &&
+				    !strncmp(seg, skip_dirs[i], (size_t)(c - seg)))
 					skip = 1;
-		if (!skip && depth <= DEPS_MANIFEST_DEPTH + 1 && (deps_file_kind(path) == 'm' || deps_file_kind(path) == 'l'))
+		if (!skip && depth <= DEPS_MANIFEST_DEPTH + 1 &&
+		    (deps_file_kind(path) == 'm' || deps_file_kind(path) == 'l'))
 			*out = 1;
 	}
 	cJSON_Delete(all);

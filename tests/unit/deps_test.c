@@ -299,11 +299,13 @@ Test(deps, monorepo_workspace_packages_judged_by_their_folder)
 {
 	add("package.json", "{\"private\":true,\"workspaces\":[\"packages/*\"],\"scripts\":{\"fmt\":\"prettier -w .\"},"
 	                    "\"devDependencies\":{\"prettier\":\"3\",\"lerna\":\"8\"}}");
-	add("packages/a/package.json", "{\"name\":\"@m/a\",\"dependencies\":{\"express\":\"4\",\"chalk\":\"5\",\"ms\":\"2\"}}");
+	add("packages/a/package.json",
+	    "{\"name\":\"@m/a\",\"dependencies\":{\"express\":\"4\",\"chalk\":\"5\",\"ms\":\"2\"}}");
 	add("packages/a/src/index.js", "const express = require('express');\nconst ms = require('ms');\n");
-	add("packages/b/package.json",
-	    "{\"name\":\"@m/b\",\"dependencies\":{\"@m/a\":\"workspace:*\",\"dayjs\":\"1\",\"ms\":\"2\",\"zod\":\"3\"}}");
-	add("packages/b/lib/main.ts", "import dayjs from 'dayjs';\nimport chalk from 'chalk';\nimport {x} from '@m/a';\n");
+	add("packages/b/package.json", "{\"name\":\"@m/b\",\"dependencies\":{\"@m/"
+	                               "a\":\"workspace:*\",\"dayjs\":\"1\",\"ms\":\"2\",\"zod\":\"3\"}}");
+	add("packages/b/lib/main.ts",
+	    "import dayjs from 'dayjs';\nimport chalk from 'chalk';\nimport {x} from '@m/a';\n");
 	add("packages/docs/package.json", "{\"name\":\"@m/docs\",\"dependencies\":{\"nothing-reads-me\":\"1\"}}");
 	/* ms: used under a, which declares it itself, never under b; chalk:
 	 * declared by a, used by b without a declaration of its own (hoisted):
@@ -325,7 +327,8 @@ Test(deps, python_subproject_setup_cfg_and_requirements_folder)
 	add("services/api/app/main.py", "from fastapi import FastAPI\nimport click\n");
 	add("libs/util/setup.cfg",
 	    "[metadata]\nname = util\n\n[options]\npackages = find:\ninstall_requires =\n    requests>=2.0\n"
-	    "    attrs ; python_version>'3.8'\n    # a comment\n    -e git+https://x/y\nsetup_requires = setuptools_scm\n"
+	    "    attrs ; python_version>'3.8'\n    # a comment\n    -e git+https://x/y\nsetup_requires = "
+	    "setuptools_scm\n"
 	    "tests_require = freezegun\n\n[options.extras_require]\ncli = click\nyaml =\n    PyYAML\n\n"
 	    "[flake8]\nmax-line-length = 100\n");
 	add("libs/util/util/__init__.py", "import requests\nimport yaml\n");
@@ -360,11 +363,12 @@ Test(deps, cargo_workspace_dependencies)
 
 Test(deps, pnpm_lock_duplicates)
 {
-	add("pnpm-lock.yaml", "lockfileVersion: '6.0'\n\nimporters:\n\n  .:\n    dependencies:\n      a:\n"
-	                      "        specifier: ^1\n\npackages:\n\n  /a@1.0.0:\n    resolution: {integrity: x}\n\n"
-	                      "  /a@2.0.0(react@18.0.0):\n    resolution: {integrity: y}\n\n  /@s/c@1.0.0:\n"
-	                      "    dev: false\n\n  /@s/c@1.1.0:\n    dev: false\n\n  /d/1.0.0_e@1.0.0:\n    dev: false\n\n"
-	                      "  /d/1.0.0:\n    dev: false\n");
+	add("pnpm-lock.yaml",
+	    "lockfileVersion: '6.0'\n\nimporters:\n\n  .:\n    dependencies:\n      a:\n"
+	    "        specifier: ^1\n\npackages:\n\n  /a@1.0.0:\n    resolution: {integrity: x}\n\n"
+	    "  /a@2.0.0(react@18.0.0):\n    resolution: {integrity: y}\n\n  /@s/c@1.0.0:\n"
+	    "    dev: false\n\n  /@s/c@1.1.0:\n    dev: false\n\n  /d/1.0.0_e@1.0.0:\n    dev: false\n\n"
+	    "  /d/1.0.0:\n    dev: false\n");
 	findings();
 	{
 		char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(F, "bloat"));
