@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the Factory needs on Debian 12, only what is missing.
-#   scripts/install-deps.sh build|test|static|image|bench|browser|all ...
+#   scripts/install-deps.sh build|test|static|image|lint|bench|browser|all ...
 # Runs apt-get through sudo when not root. Safe to rerun.
 set -eu
 
@@ -10,6 +10,8 @@ STATIC="dpkg-dev cmake libhttp-parser-dev libssl-dev zlib1g-dev file"
 # The image built here without Docker (scripts/image-local.sh): buildah, and
 # the static busybox and CA bundle that go into it.
 IMAGE="buildah busybox-static ca-certificates file python3"
+# make lint (tests/extra/lint.sh).
+LINT="clang-tidy cppcheck"
 BENCH="wrk hyperfine valgrind time util-linux"
 # Browser tests (the intake widget): Debian's chromium, driven by playwright-core from npm.
 BROWSER="chromium"
@@ -21,10 +23,11 @@ for group in "$@"; do
 	test) want="$want $BUILD $TEST" ;;
 	static) want="$want $BUILD $STATIC" ;;
 	image) want="$want $IMAGE" ;;
+	lint) want="$want $BUILD $LINT" ;;
 	bench) want="$want $BUILD $TEST $BENCH" ;;
 	browser) want="$want $BROWSER" ;;
-	all) want="$want $BUILD $TEST $STATIC $IMAGE $BENCH $BROWSER" ;;
-	*) echo "install-deps: unknown group '$group' (build, test, static, image, bench, browser, all)" >&2; exit 2 ;;
+	all) want="$want $BUILD $TEST $STATIC $IMAGE $LINT $BENCH $BROWSER" ;;
+	*) echo "install-deps: unknown group '$group' (build, test, static, image, lint, bench, browser, all)" >&2; exit 2 ;;
 	esac
 done
 
