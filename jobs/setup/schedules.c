@@ -53,24 +53,34 @@ static int is_off(const char *v)
 	return !strcasecmp(v, "off") || !strcasecmp(v, "false") || !strcasecmp(v, "none") || !strcasecmp(v, "no");
 }
 
-/* `job` appears in the comma-separated `list` (blanks around names allowed). */
+/* The next name of the comma-separated list at *p (blanks around names
+ * allowed): its start, with *len set (0 at the end of the list); *p moves
+ * past it. */
+static const char *next_name(const char **p, size_t *len)
+{
+	const char *start, *end;
+
+	while (**p == ' ' || **p == ',')
+		(*p)++;
+	start = *p;
+	while (**p && **p != ',')
+		(*p)++;
+	end = *p;
+	while (end > start && end[-1] == ' ')
+		end--;
+	*len = (size_t)(end - start);
+	return start;
+}
+
+/* `job` appears in the comma-separated `list`. */
 static int in_list(const char *list, const char *job)
 {
-	size_t n = strlen(job);
-	const char *p = list;
+	size_t n = strlen(job), len;
+	const char *p = list, *name;
 
 	while (*p) {
-		const char *start, *end;
-
-		while (*p == ' ' || *p == ',')
-			p++;
-		start = p;
-		while (*p && *p != ',')
-			p++;
-		end = p;
-		while (end > start && end[-1] == ' ')
-			end--;
-		if ((size_t)(end - start) == n && !strncmp(start, job, n))
+		name = next_name(&p, &len);
+		if (len == n && !strncmp(name, job, n))
 			return 1;
 	}
 	return 0;
@@ -91,27 +101,19 @@ static int known_job(const char *name, size_t len)
 static int check_jobs(const fconfig *cfg)
 {
 	fconfig_source src;
-	const char *list = fconfig_get(cfg, "jobs", &src), *p;
+	const char *list = fconfig_get(cfg, "jobs", &src), *p, *name;
+	size_t len;
 
 	if (!list)
 		return 0;
 	for (p = list; *p;) {
-		const char *start, *end;
-
-		while (*p == ' ' || *p == ',')
-			p++;
-		start = p;
-		while (*p && *p != ',')
-			p++;
-		end = p;
-		while (end > start && end[-1] == ' ')
-			end--;
-		if (end > start && !known_job(start, (size_t)(end - start)))
+		name = next_name(&p, &len);
+		if (len && !known_job(name, len))
 			return ferror_set(
 			        FACTORY_ECONFIG,
 			        "bad setting jobs=%s (from %s): unknown job '%.*s' (known: setup, triage, implement, "
 			        "pipeline, release, watch, intake)",
-			        list, fconfig_source_name(src), (int)(end - start), start);
+			        list, fconfig_source_name(src), (int)len, name);
 	}
 	return 0;
 }
