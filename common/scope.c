@@ -446,17 +446,42 @@ size_t scope_index(const scope *s, long id)
 
 /* ---- the walk ---- */
 
+/* The projects of a walk that failed, and the first failure's story. */
+typedef struct {
+	size_t failed;
+	int first;        /* the first failure's error, 0 while none */
+	const char *path; /* its project */
+	char msg[600];    /* its message */
+} walk_failures;
+
+/* Count project `p` failed with `error` (`msg` says why). */
+static void note_failure(walk_failures *f, const scope_project *p, int error, const char *msg)
+{
+	f->failed++;
+	if (!f->first) {
+		f->first = error;
+		f->path = p->path;
+		snprintf(f->msg, sizeof(f->msg), "%s", msg);
+	}
+}
+
+/* A failure of one project's call that every other project would meet too
+ * (said in the log when so). A project left out for its own file's sake
+ * (p->error, even a 403 on that file) never stops the walk. */
 static int stops_the_walk(int error)
 {
-	return error == FACTORY_EAUTH || error == FACTORY_EUPSTREAM || error == FACTORY_ENOMEM;
+	if (error != FACTORY_EAUTH && error != FACTORY_EUPSTREAM && error != FACTORY_ENOMEM)
+		return 0;
+	log_error("stopping: the other projects would fail the same way");
+	return 1;
 }
 
 int scope_each(scope *s, gitlab *gl, scope_fn fn, void *ctx)
 {
-	char first_msg[600] = "", *own = NULL;
-	const char *first_path = NULL;
-	size_t i, failed = 0, considered = 0;
-	int first = 0, error, rc = 0;
+	walk_failures f = {0};
+	char *own = NULL;
+	size_t i, considered = 0;
+	int error, rc = 0;
 
 	if (gitlab_project(gl) && !(own = strdup(gitlab_project(gl))))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -468,26 +493,14 @@ int scope_each(scope *s, gitlab *gl, scope_fn fn, void *ctx)
 			/* Its file could not be read: this project fails. */
 			log_error("project %s: %s", p->path, ferror_last());
 			considered++;
-			failed++;
-			if (!first) {
-				first = error;
-				first_path = p->path;
-				snprintf(first_msg, sizeof(first_msg), "%s", ferror_last());
-			}
-			if (stops_the_walk(error)) {
-				log_error("stopping: the other projects would fail the same way");
+			note_failure(&f, p, error, ferror_last());
+			if (stops_the_walk(error))
 				break;
-			}
 			continue;
 		}
 		if (p->error) {
 			considered++;
-			failed++;
-			if (!first) {
-				first = p->error;
-				first_path = p->path;
-				snprintf(first_msg, sizeof(first_msg), "%s", p->why);
-			}
+			note_failure(&f, p, p->error, p->why);
 			continue;
 		}
 		if (!p->enabled)
@@ -506,21 +519,14 @@ int scope_each(scope *s, gitlab *gl, scope_fn fn, void *ctx)
 		}
 		if (error < 0) {
 			log_error("project %s: %s", p->path, ferror_last());
-			failed++;
-			if (!first) {
-				first = error;
-				first_path = p->path;
-				snprintf(first_msg, sizeof(first_msg), "%s", ferror_last());
-			}
-			if (stops_the_walk(error)) {
-				log_error("stopping: the other projects would fail the same way");
+			note_failure(&f, p, error, ferror_last());
+			if (stops_the_walk(error))
 				break;
-			}
 		}
 	}
-	if (first) {
-		rc = ferror_set(first, "%zu of %zu project%s of group %s failed; the first, %s: %s", failed, considered,
-		                considered == 1 ? "" : "s", s->group, first_path, first_msg);
+	if (f.first) {
+		rc = ferror_set(f.first, "%zu of %zu project%s of group %s failed; the first, %s: %s", f.failed,
+		                considered, considered == 1 ? "" : "s", s->group, f.path, f.msg);
 	}
 cleanup:
 	if (gitlab_set_project(gl, own) < 0 && !rc)
