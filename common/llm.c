@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
@@ -284,7 +285,7 @@ double llm_cost(const llm_price *p, const llm_usage *u)
 /* ---- JSON helpers ---- */
 
 /* Append `s` as a JSON string literal. */
-static int json_str(fbuf *b, const char *s)
+static int put_json_str(fbuf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s, *run = p;
@@ -337,12 +338,6 @@ static int json_str(fbuf *b, const char *s)
 	return fbuf_putc(b, '"');
 }
 
-static const char *jstr(const cJSON *obj, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static long jlong(const cJSON *obj, const char *key)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -389,11 +384,12 @@ int llm_conv_new(llm_conv **out, llm_provider provider, const char *system, cons
 		return ferror_set(FACTORY_EINVALID, "tools must be an array");
 	cJSON_ArrayForEach(t, tools)
 	{
-		const char *name = jstr(t, "name");
+		const char *name = json_str(t, "name");
 		const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
 		if (!name || !valid_tool_name(name))
 			return ferror_set(FACTORY_EINVALID, "a tool needs a name of 1-64 letters, digits, _ or -");
-		if (!cJSON_IsObject(schema) || !jstr(schema, "type") || strcmp(jstr(schema, "type"), "object") != 0)
+		if (!cJSON_IsObject(schema) || !json_str(schema, "type") ||
+		    strcmp(json_str(schema, "type"), "object") != 0)
 			return ferror_set(FACTORY_EINVALID, "tool %s: input_schema must be an object schema", name);
 	}
 	if (!(c = calloc(1, sizeof(*c))))
@@ -513,7 +509,7 @@ int llm_conv_add_tool_result(llm_conv *c, const char *id, const char *content, i
 			return ferror_set(FACTORY_ENOMEM, "out of memory");
 		}
 		for (it = m->content->child; it; it = next) {
-			const char *t = jstr(it, "type");
+			const char *t = json_str(it, "type");
 			next = it->next;
 			if (!t || strcmp(t, "tool_result") != 0) {
 				cJSON_DetachItemViaPointer(m->content, it);
@@ -563,7 +559,7 @@ static int ser_anthropic(fbuf *b, const conv_msg *m, int cache_last)
 	int error;
 
 	if (cache_last && (last = cJSON_GetArrayItem(m->content, cJSON_GetArraySize(m->content) - 1))) {
-		const char *t = jstr(last, "type");
+		const char *t = json_str(last, "type");
 		if (t && (!strcmp(t, "text") || !strcmp(t, "tool_result") || !strcmp(t, "tool_use"))) {
 			if (!(marker = cJSON_CreateObject()) || !cJSON_AddStringToObject(marker, "type", "ephemeral")) {
 				cJSON_Delete(marker);
@@ -598,33 +594,33 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 	if (m->assistant) {
 		cJSON_ArrayForEach(blk, m->content)
 		{
-			const char *t = jstr(blk, "type");
-			if (t && !strcmp(t, "text") && jstr(blk, "text")) {
+			const char *t = json_str(blk, "type");
+			if (t && !strcmp(t, "text") && json_str(blk, "text")) {
 				if ((text.len && (error = fbuf_putc(&text, '\n')) < 0) ||
-				    (error = fbuf_puts(&text, jstr(blk, "text"))) < 0)
+				    (error = fbuf_puts(&text, json_str(blk, "text"))) < 0)
 					goto cleanup;
 			}
 		}
 		if ((error = fbuf_puts(b, "{\"role\":\"assistant\",\"content\":")) < 0)
 			goto cleanup;
-		error = text.len ? json_str(b, text.ptr) : fbuf_puts(b, "null");
+		error = text.len ? put_json_str(b, text.ptr) : fbuf_puts(b, "null");
 		if (error < 0)
 			goto cleanup;
 		cJSON_ArrayForEach(blk, m->content)
 		{
-			const char *t = jstr(blk, "type"), *raw;
+			const char *t = json_str(blk, "type"), *raw;
 			char *args = NULL;
 			if (!t || strcmp(t, "tool_use") != 0)
 				continue;
 			if ((error = fbuf_puts(b, ncalls++ ? "," : ",\"tool_calls\":[")) < 0)
 				goto cleanup;
 			if ((error = fbuf_puts(b, "{\"id\":")) < 0 ||
-			    (error = json_str(b, jstr(blk, "id") ? jstr(blk, "id") : "")) < 0 ||
+			    (error = put_json_str(b, json_str(blk, "id") ? json_str(blk, "id") : "")) < 0 ||
 			    (error = fbuf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":")) < 0 ||
-			    (error = json_str(b, jstr(blk, "name") ? jstr(blk, "name") : "")) < 0 ||
+			    (error = put_json_str(b, json_str(blk, "name") ? json_str(blk, "name") : "")) < 0 ||
 			    (error = fbuf_puts(b, ",\"arguments\":")) < 0)
 				goto cleanup;
-			raw = jstr(blk, "x_arguments");
+			raw = json_str(blk, "x_arguments");
 			if (!raw) {
 				const cJSON *in = cJSON_GetObjectItemCaseSensitive(blk, "input");
 				if (!(args = in ? cJSON_PrintUnformatted(in) : strdup("{}"))) {
@@ -633,7 +629,7 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 				}
 				raw = args;
 			}
-			error = json_str(b, raw);
+			error = put_json_str(b, raw);
 			free(args);
 			if (error < 0 || (error = fbuf_puts(b, "}}")) < 0)
 				goto cleanup;
@@ -646,24 +642,24 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 	/* A user message: tool results become "tool" messages, then the text. */
 	cJSON_ArrayForEach(blk, m->content)
 	{
-		const char *t = jstr(blk, "type");
+		const char *t = json_str(blk, "type");
 		if (!t || strcmp(t, "tool_result") != 0)
 			continue;
 		if (!first && (error = fbuf_putc(b, ',')) < 0)
 			goto cleanup;
 		first = 0;
 		if ((error = fbuf_puts(b, "{\"role\":\"tool\",\"tool_call_id\":")) < 0 ||
-		    (error = json_str(b, jstr(blk, "tool_use_id") ? jstr(blk, "tool_use_id") : "")) < 0 ||
+		    (error = put_json_str(b, json_str(blk, "tool_use_id") ? json_str(blk, "tool_use_id") : "")) < 0 ||
 		    (error = fbuf_puts(b, ",\"content\":")) < 0)
 			goto cleanup;
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(blk, "is_error"))) {
 			fbuf_reset(&text);
 			if ((error = fbuf_puts(&text, "ERROR: ")) < 0 ||
-			    (error = fbuf_puts(&text, jstr(blk, "content") ? jstr(blk, "content") : "")) < 0 ||
-			    (error = json_str(b, text.ptr)) < 0)
+			    (error = fbuf_puts(&text, json_str(blk, "content") ? json_str(blk, "content") : "")) < 0 ||
+			    (error = put_json_str(b, text.ptr)) < 0)
 				goto cleanup;
 			fbuf_reset(&text);
-		} else if ((error = json_str(b, jstr(blk, "content") ? jstr(blk, "content") : "")) < 0) {
+		} else if ((error = put_json_str(b, json_str(blk, "content") ? json_str(blk, "content") : "")) < 0) {
 			goto cleanup;
 		}
 		if ((error = fbuf_putc(b, '}')) < 0)
@@ -671,17 +667,17 @@ static int ser_openai(fbuf *b, const conv_msg *m)
 	}
 	cJSON_ArrayForEach(blk, m->content)
 	{
-		const char *t = jstr(blk, "type");
-		if (t && !strcmp(t, "text") && jstr(blk, "text")) {
+		const char *t = json_str(blk, "type");
+		if (t && !strcmp(t, "text") && json_str(blk, "text")) {
 			if ((text.len && (error = fbuf_putc(&text, '\n')) < 0) ||
-			    (error = fbuf_puts(&text, jstr(blk, "text"))) < 0)
+			    (error = fbuf_puts(&text, json_str(blk, "text"))) < 0)
 				goto cleanup;
 		}
 	}
 	if (text.len) {
 		if ((!first && (error = fbuf_putc(b, ',')) < 0) ||
 		    (error = fbuf_puts(b, "{\"role\":\"user\",\"content\":")) < 0 ||
-		    (error = json_str(b, text.ptr)) < 0 || (error = fbuf_putc(b, '}')) < 0)
+		    (error = put_json_str(b, text.ptr)) < 0 || (error = fbuf_putc(b, '}')) < 0)
 			goto cleanup;
 	}
 cleanup:
@@ -755,11 +751,11 @@ static int tools_ser(llm_conv *c, int cache)
 		error = fbuf_puts(&b, c->provider == LLM_OPENAI ? "{\"type\":\"function\",\"function\":{\"name\":"
 		                                                : "{\"name\":");
 		if (!error)
-			error = json_str(&b, jstr(t, "name"));
+			error = put_json_str(&b, json_str(t, "name"));
 		if (!error)
 			error = fbuf_puts(&b, ",\"description\":");
 		if (!error)
-			error = json_str(&b, jstr(t, "description") ? jstr(t, "description") : "");
+			error = put_json_str(&b, json_str(t, "description") ? json_str(t, "description") : "");
 		if (!error && c->provider == LLM_OPENAI)
 			error = fbuf_printf(&b, ",\"parameters\":%s}}", s);
 		else if (!error)
@@ -826,7 +822,7 @@ static int cut_message(conv_msg *m, size_t keep)
 
 	cJSON_ArrayForEach(blk, m->content)
 	{
-		const char *t = jstr(blk, "type");
+		const char *t = json_str(blk, "type");
 		if (!t)
 			continue;
 		if (!strcmp(t, "tool_result"))
@@ -972,7 +968,7 @@ static llm_stop stop_of(const char *s, int openai)
 static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 {
 	const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content"), *blk, *usage;
-	const char *type = jstr(root, "type"), *stop;
+	const char *type = json_str(root, "type"), *stop;
 	int error;
 
 	if (type && strcmp(type, "message") != 0)
@@ -983,12 +979,12 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
 	cJSON_ArrayForEach(blk, content)
 	{
-		const char *t = jstr(blk, "type");
+		const char *t = json_str(blk, "type");
 		cJSON *copy;
 		if (!t)
 			return ferror_set(FACTORY_EINVALID, "a content block has no type");
 		if (!strcmp(t, "text")) {
-			const char *s = jstr(blk, "text");
+			const char *s = json_str(blk, "text");
 			if (!s)
 				return ferror_set(FACTORY_EINVALID, "a text block has no text");
 			if (!*s)
@@ -996,7 +992,7 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 			if ((error = append_text(text, s)) < 0)
 				return error;
 		} else if (!strcmp(t, "tool_use")) {
-			const char *id = jstr(blk, "id"), *name = jstr(blk, "name");
+			const char *id = json_str(blk, "id"), *name = json_str(blk, "name");
 			const cJSON *in = cJSON_GetObjectItemCaseSensitive(blk, "input");
 			if (!id || !*id)
 				return ferror_set(FACTORY_EINVALID, "a tool_use block has no id");
@@ -1011,7 +1007,7 @@ static int parse_anthropic(llm_response *r, const cJSON *root, fbuf *text)
 			return ferror_set(FACTORY_ENOMEM, "out of memory");
 		cJSON_AddItemToArray(r->content, copy);
 	}
-	stop = jstr(root, "stop_reason");
+	stop = json_str(root, "stop_reason");
 	r->stop = stop_of(stop, 0);
 	if (stop && !(r->stop_raw = strdup(stop)))
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -1048,7 +1044,7 @@ static int parse_openai(llm_response *r, const cJSON *root, fbuf *text)
 		const cJSON *part;
 		cJSON_ArrayForEach(part, content)
 		{
-			const char *s = jstr(part, "text");
+			const char *s = json_str(part, "text");
 			if (s && *s && (error = append_text(text, s)) < 0)
 				return error;
 		}
@@ -1069,12 +1065,12 @@ static int parse_openai(llm_response *r, const cJSON *root, fbuf *text)
 	cJSON_ArrayForEach(call, calls)
 	{
 		const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function"), *args;
-		const char *id = jstr(call, "id"), *name;
+		const char *id = json_str(call, "id"), *name;
 		cJSON *input = NULL;
 		char *raw = NULL;
 		const char *input_error = NULL;
 
-		if (!cJSON_IsObject(fn) || !(name = jstr(fn, "name")))
+		if (!cJSON_IsObject(fn) || !(name = json_str(fn, "name")))
 			return ferror_set(FACTORY_EINVALID, "a tool call has no function name");
 		if (!id || !*id) {
 			snprintf(gen_id, sizeof(gen_id), "call_%d", i);
@@ -1118,7 +1114,7 @@ static int parse_openai(llm_response *r, const cJSON *root, fbuf *text)
 		cJSON_AddItemToArray(r->content, blk);
 		i++;
 	}
-	finish = jstr(choice, "finish_reason");
+	finish = json_str(choice, "finish_reason");
 	r->stop = stop_of(finish, 1);
 	if (r->ncalls && (r->stop == LLM_STOP_END || r->stop == LLM_STOP_OTHER))
 		r->stop = LLM_STOP_TOOL_USE; /* servers that say "stop" after tool calls */
@@ -1154,7 +1150,7 @@ int llm_parse_response(llm_response *out, llm_provider provider, const char *bod
 	error = provider == LLM_OPENAI ? parse_openai(out, root, &text) : parse_anthropic(out, root, &text);
 	if (error < 0)
 		goto cleanup;
-	if ((model = jstr(root, "model")) && !(out->model = strdup(model))) {
+	if ((model = json_str(root, "model")) && !(out->model = strdup(model))) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
 	}
@@ -1295,7 +1291,7 @@ int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens)
 		                  llm_provider_name(c->provider), llm_provider_name(l->o.provider));
 	if (!max_tokens || max_tokens > l->o.max_tokens)
 		max_tokens = l->o.max_tokens;
-	if ((error = fbuf_puts(out, "{\"model\":")) < 0 || (error = json_str(out, l->model)) < 0)
+	if ((error = fbuf_puts(out, "{\"model\":")) < 0 || (error = put_json_str(out, l->model)) < 0)
 		return error;
 	if (l->o.provider == LLM_OPENAI) {
 		if ((error = fbuf_printf(out, ",\"%s\":%ld,\"messages\":[",
@@ -1303,7 +1299,7 @@ int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens)
 			return error;
 		if (*c->system) {
 			if ((error = fbuf_puts(out, "{\"role\":\"system\",\"content\":")) < 0 ||
-			    (error = json_str(out, c->system)) < 0 || (error = fbuf_putc(out, '}')) < 0)
+			    (error = put_json_str(out, c->system)) < 0 || (error = fbuf_putc(out, '}')) < 0)
 				return error;
 		}
 		for (i = 0; i < c->n; i++) {
@@ -1328,7 +1324,7 @@ int llm_build_request(fbuf *out, const llm *l, llm_conv *c, long max_tokens)
 		return error;
 	if (*c->system) {
 		if ((error = fbuf_puts(out, ",\"system\":[{\"type\":\"text\",\"text\":")) < 0 ||
-		    (error = json_str(out, c->system)) < 0 ||
+		    (error = put_json_str(out, c->system)) < 0 ||
 		    (error = fbuf_puts(out, cache ? ",\"cache_control\":{\"type\":\"ephemeral\"}}]" : "}]")) < 0)
 			return error;
 	}
@@ -1362,9 +1358,9 @@ static void error_words(char *out, size_t len, const http_response *r)
 	const char *type = NULL, *msg = NULL, *code = NULL;
 
 	if (cJSON_IsObject(err)) {
-		type = jstr(err, "type");
-		msg = jstr(err, "message");
-		code = jstr(err, "code");
+		type = json_str(err, "type");
+		msg = json_str(err, "message");
+		code = json_str(err, "code");
 	} else if (cJSON_IsString(err)) {
 		msg = err->valuestring;
 	}

@@ -68,9 +68,9 @@ static int build_task(fbuf *out, pl_run *r, const pl_fix *fx)
 	error = fbuf_printf(out,
 			    "The CI job `%s` (stage `%s`) failed in pipeline #%ld of %s, on branch `%s` at commit %.12s.\n"
 			    "The classifier says: class %s%s%s%s%s%s%s.\n",
-			    pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?",
-			    pl_str(fx->job, "stage") ? pl_str(fx->job, "stage") : "?", pl_num(fx->pipeline, "id"),
-			    r->project_path, fx->ref, pl_str(fx->pipeline, "sha") ? pl_str(fx->pipeline, "sha") : "",
+			    json_str(fx->job, "name") ? json_str(fx->job, "name") : "?",
+			    json_str(fx->job, "stage") ? json_str(fx->job, "stage") : "?", json_long(fx->pipeline, "id"),
+			    r->project_path, fx->ref, json_str(fx->pipeline, "sha") ? json_str(fx->pipeline, "sha") : "",
 			    cilog_class_name(res->klass), res->tool ? ", tool " : "", res->tool ? res->tool : "",
 			    res->file ? ", file " : "", res->file ? res->file : "", res->test ? ", test " : "",
 			    res->test ? res->test : "");
@@ -199,7 +199,7 @@ static int open_mr(pl_run *r, pl_fix *fx, const char *branch, const char *summar
 	fbuf_init(&sum, 64 << 10);
 	untrusted_clean(&sum, summary ? summary : "", summary ? strlen(summary) : 0);
 	if ((error = fbuf_printf(&title, "Fix CI: %s in %s", cilog_class_name(fx->res->klass),
-				 pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?")) < 0)
+				 json_str(fx->job, "name") ? json_str(fx->job, "name") : "?")) < 0)
 		goto cleanup;
 	{
 		fbuf t2;
@@ -212,16 +212,16 @@ static int open_mr(pl_run *r, pl_fix *fx, const char *branch, const char *summar
 	if ((error = fbuf_printf(&body,
 				 "**factory-pipeline fixes a red `%s`.** Pipeline [#%ld](%s), job [%s](%s): `%s`.\n\n"
 				 "What the coding agent says it changed:\n\n%s\n",
-				 fx->ref, pl_num(fx->pipeline, "id"),
-				 pl_str(fx->pipeline, "web_url") ? pl_str(fx->pipeline, "web_url") : "",
-				 pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?",
-				 pl_str(fx->job, "web_url") ? pl_str(fx->job, "web_url") : "",
+				 fx->ref, json_long(fx->pipeline, "id"),
+				 json_str(fx->pipeline, "web_url") ? json_str(fx->pipeline, "web_url") : "",
+				 json_str(fx->job, "name") ? json_str(fx->job, "name") : "?",
+				 json_str(fx->job, "web_url") ? json_str(fx->job, "web_url") : "",
 				 cilog_class_name(fx->res->klass), fbuf_cstr(&sum))) < 0)
 		goto cleanup;
 	if (!(m = cJSON_CreateObject()) || !cJSON_AddNumberToObject(m, "v", 1) ||
 	    !cJSON_AddStringToObject(m, "fp", fx->fp) ||
 	    !cJSON_AddStringToObject(m, "class", cilog_class_name(fx->res->klass)) ||
-	    !cJSON_AddStringToObject(m, "job", pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "") ||
+	    !cJSON_AddStringToObject(m, "job", json_str(fx->job, "name") ? json_str(fx->job, "name") : "") ||
 	    !cJSON_AddStringToObject(m, "ref", fx->ref) || !cJSON_AddNumberToObject(m, "depth", 0)) {
 		error = ferror_set(FACTORY_ENOMEM, "out of memory");
 		goto cleanup;
@@ -239,7 +239,7 @@ static int open_mr(pl_run *r, pl_fix *fx, const char *branch, const char *summar
 	}
 	if ((error = gitlab_mr_create(&made, r->gl, fields)) < 0)
 		goto cleanup;
-	fx->new_mr_iid = made ? pl_num(made, "iid") : 0;
+	fx->new_mr_iid = made ? json_long(made, "iid") : 0;
 	report_action(r->rep, "mr.fix", title.ptr, "branch %s, fingerprint %s", branch, fx->fp);
 	log_info("%sfix merge request !%ld opened: %s", r->dry_run ? "dry-run: " : "", fx->new_mr_iid, title.ptr);
 cleanup:
@@ -266,7 +266,7 @@ static int note_mr(pl_run *r, pl_fix *fx, const char *sha, const char *summary)
 			    "**factory-pipeline pushed a fix.** Pipeline #%ld failed in job `%s` (`%s`); commit %.12s "
 			    "on this branch is the coding agent's fix. If this branch fails again, the Factory files an "
 			    "issue instead of fixing its own fix.\n\n%s\n",
-			    pl_num(fx->pipeline, "id"), pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?",
+			    json_long(fx->pipeline, "id"), json_str(fx->job, "name") ? json_str(fx->job, "name") : "?",
 			    cilog_class_name(fx->res->klass), sha, fbuf_cstr(&sum));
 	if (!error)
 		error = gitlab_note_create(&made, r->gl, "merge_requests", fx->mr_iid, body.ptr, 0);
@@ -326,8 +326,8 @@ int pl_fix_run(pl_run *r, pl_fix *fx)
 		goto cleanup;
 	snprintf(msg, sizeof(msg), "Fix CI failure in %.200s: %s\n\nFound by factory-pipeline in pipeline #%ld.\n\n"
 		 "Factory-Fingerprint: %s\n",
-		 pl_str(fx->job, "name") ? pl_str(fx->job, "name") : "?", cilog_class_name(fx->res->klass),
-		 pl_num(fx->pipeline, "id"), fx->fp);
+		 json_str(fx->job, "name") ? json_str(fx->job, "name") : "?", cilog_class_name(fx->res->klass),
+		 json_long(fx->pipeline, "id"), fx->fp);
 	if ((error = gitops_commit_all(&cr, repo, &r->author, NULL, msg)) < 0)
 		goto cleanup;
 	if (!cr.sha[0]) {
@@ -344,7 +344,7 @@ int pl_fix_run(pl_run *r, pl_fix *fx)
 	if (fx->mr_iid) {
 		bf = cJSON_GetObjectItemCaseSensitive(r->ledger, "branch_fixes");
 		if (cJSON_IsObject(bf)) {
-			long n = pl_num(bf, fx->ref) + 1;
+			long n = json_long(bf, fx->ref) + 1;
 			cJSON_DeleteItemFromObjectCaseSensitive(bf, fx->ref);
 			cJSON_AddNumberToObject(bf, fx->ref, (double)n);
 		}

@@ -138,7 +138,7 @@ static void cap_fps(cJSON *fps, int max)
 	while (cJSON_GetArraySize(fps) > max) {
 		cJSON *it, *oldest = NULL;
 		cJSON_ArrayForEach(it, fps) {
-			if (!oldest || pl_num(it, "last") < pl_num(oldest, "last"))
+			if (!oldest || json_long(it, "last") < json_long(oldest, "last"))
 				oldest = it;
 		}
 		if (!oldest)
@@ -158,14 +158,14 @@ int pl_ledger_load(pl_run *r)
 		return error;
 	cJSON_ArrayForEach(it, issues) {
 		const cJSON *author = cJSON_GetObjectItemCaseSensitive(it, "author");
-		if (pl_num(author, "id") == r->me) {
+		if (json_long(author, "id") == r->me) {
 			found = it;
 			break;
 		}
 	}
 	if (found) {
-		const char *d = pl_str(found, "description");
-		r->ledger_iid = pl_num(found, "iid");
+		const char *d = json_str(found, "description");
+		r->ledger_iid = json_long(found, "iid");
 		if (d && !(r->ledger_text = strdup(d))) {
 			cJSON_Delete(issues);
 			return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -192,7 +192,7 @@ void pl_ledger_count(pl_run *r, const char *fp, const cilog_result *res, const c
 	const char *cls = cilog_class_name(res->klass);
 
 	(void)job_id;
-	set_num(classes, cls, (double)pl_num(classes, cls) + 1);
+	set_num(classes, cls, (double)json_long(classes, cls) + 1);
 	f = cJSON_GetObjectItemCaseSensitive(fps, fp);
 	if (!f) {
 		f = cJSON_AddObjectToObject(fps, fp);
@@ -204,7 +204,7 @@ void pl_ledger_count(pl_run *r, const char *fp, const cilog_result *res, const c
 		if (res->test)
 			set_str(f, "test", res->test);
 	}
-	set_num(f, "n", (double)pl_num(f, "n") + 1);
+	set_num(f, "n", (double)json_long(f, "n") + 1);
 	set_num(f, "last", (double)r->now);
 	cap_fps(fps, MAX_FPS);
 }
@@ -257,7 +257,7 @@ long pl_ledger_flaky(pl_run *r, const char *fp, const char *test)
 {
 	cJSON *flaky = obj(r->ledger, "flaky");
 
-	return pl_num(flaky, test ? test : fp) + (test ? pl_num(flaky, fp) : 0);
+	return json_long(flaky, test ? test : fp) + (test ? json_long(flaky, fp) : 0);
 }
 
 int pl_ledger_learn(pl_run *r)
@@ -268,7 +268,7 @@ int pl_ledger_learn(pl_run *r)
 	for (i = cJSON_GetArraySize(a) - 1; i >= 0; i--) {
 		cJSON *e = cJSON_GetArrayItem(a, i), *job = NULL;
 		const char *status, *key;
-		long id = pl_num(e, "new");
+		long id = json_long(e, "new");
 		error = gitlab_request(&job, r->gl, "GET", NULL, "projects/:id/jobs/%ld", id);
 		if (error == FACTORY_ENOTFOUND) {
 			cJSON_DeleteItemFromArray(a, i);
@@ -276,15 +276,15 @@ int pl_ledger_learn(pl_run *r)
 		}
 		if (error < 0)
 			return error;
-		status = pl_str(job, "status");
-		key = pl_str(e, "test") ? pl_str(e, "test") : pl_str(e, "fp");
+		status = json_str(job, "status");
+		key = json_str(e, "test") ? json_str(e, "test") : json_str(e, "fp");
 		if (status && !strcmp(status, "success") && key) {
 			/* failed, then passed on a retry of the same commit: flaky */
-			set_num(flaky, key, (double)pl_num(flaky, key) + 1);
-			pl_ledger_set(r, pl_str(e, "fp") ? pl_str(e, "fp") : "", "flaky", pl_num(flaky, key));
-			report_action(r->rep, "learn.flaky", key, "job %ld failed, its retry %ld passed", pl_num(e, "job"),
+			set_num(flaky, key, (double)json_long(flaky, key) + 1);
+			pl_ledger_set(r, json_str(e, "fp") ? json_str(e, "fp") : "", "flaky", json_long(flaky, key));
+			report_action(r->rep, "learn.flaky", key, "job %ld failed, its retry %ld passed", json_long(e, "job"),
 				      id);
-			log_info("flaky: %s (job %ld failed, its retry %ld passed)", key, pl_num(e, "job"), id);
+			log_info("flaky: %s (job %ld failed, its retry %ld passed)", key, json_long(e, "job"), id);
 			cJSON_DeleteItemFromArray(a, i);
 		} else if (status && (!strcmp(status, "failed") || !strcmp(status, "canceled") ||
 				      !strcmp(status, "skipped"))) {
@@ -383,7 +383,7 @@ int pl_ledger_propose(pl_run *r)
 		if ((error = gitlab_issue_create(&made, r->gl, fields)) < 0)
 			goto next;
 		r->issues++;
-		set_num(done, it->string, made ? (double)pl_num(made, "iid") : 0);
+		set_num(done, it->string, made ? (double)json_long(made, "iid") : 0);
 		report_action(r->rep, "issue.proposal", it->string, "%s", proposals[i].title);
 		log_info("%sproposal filed for %s%s", r->dry_run ? "dry-run: " : "", it->string,
 			 made ? "" : " (not sent)");
@@ -407,7 +407,7 @@ static int render(fbuf *out, pl_run *r)
 	char when[32];
 	int error, shown = 0;
 
-	pl_iso(when, sizeof(when), pl_num(r->ledger, "mark"));
+	pl_iso(when, sizeof(when), json_long(r->ledger, "mark"));
 	if ((error = fbuf_printf(out,
 				 "The Factory's memory of CI failures (factory-pipeline). It is read and rewritten by "
 				 "every run: edit nothing below.\n\nLast run: %s\n\n| class | failures |\n|---|---|\n",
@@ -424,10 +424,10 @@ static int render(fbuf *out, pl_run *r)
 		if (shown++ >= 50)
 			break;
 		fbuf_init(&job, 1024);
-		untrusted_title(&job, pl_str(it, "job") ? pl_str(it, "job") : "", strlen(pl_str(it, "job") ? pl_str(it, "job") : ""), 120);
+		untrusted_title(&job, json_str(it, "job") ? json_str(it, "job") : "", strlen(json_str(it, "job") ? json_str(it, "job") : ""), 120);
 		error = fbuf_printf(out, "| `%s` | %s | %s | %ld | %ld |\n", it->string,
-				    pl_str(it, "class") ? pl_str(it, "class") : "", fbuf_cstr(&job), pl_num(it, "n"),
-				    pl_num(it, "flaky"));
+				    json_str(it, "class") ? json_str(it, "class") : "", fbuf_cstr(&job), json_long(it, "n"),
+				    json_long(it, "flaky"));
 		fbuf_release(&job);
 		if (error < 0)
 			return error;
@@ -452,7 +452,7 @@ int pl_ledger_save(pl_run *r)
 	 * that changed nothing else leaves a mark younger than
 	 * PIPELINE_MARK_SLACK alone and writes nothing at all.
 	 */
-	prev = pl_num(r->ledger, "mark");
+	prev = json_long(r->ledger, "mark");
 	if (r->ledger_text && prev && r->now >= prev && r->now - prev < PIPELINE_MARK_SLACK) {
 		if ((error = render(&body, r)) < 0)
 			goto cleanup;
@@ -504,14 +504,14 @@ static int collect(pl_run *r, const char *kind, const char *path, const char *qu
 	cJSON_ArrayForEach(it, items) {
 		cJSON *m = NULL;
 		const cJSON *author = cJSON_GetObjectItemCaseSensitive(it, "author");
-		if (pl_num(author, "id") != r->me)
+		if (json_long(author, "id") != r->me)
 			continue;
-		pl_marker_read(&m, pl_str(it, "description"), PIPELINE_MARKER_FAILURE);
-		if (m && pl_str(m, "fp")) {
+		pl_marker_read(&m, json_str(it, "description"), PIPELINE_MARKER_FAILURE);
+		if (m && json_str(m, "fp")) {
 			cJSON_AddStringToObject(m, "kind", kind);
-			cJSON_AddNumberToObject(m, "iid", (double)pl_num(it, "iid"));
-			if (pl_str(it, "source_branch"))
-				cJSON_AddStringToObject(m, "branch", pl_str(it, "source_branch"));
+			cJSON_AddNumberToObject(m, "iid", (double)json_long(it, "iid"));
+			if (json_str(it, "source_branch"))
+				cJSON_AddStringToObject(m, "branch", json_str(it, "source_branch"));
 			cJSON_AddItemToArray(r->markers, m);
 		} else {
 			cJSON_Delete(m);
@@ -539,7 +539,7 @@ const cJSON *pl_marker_find(pl_run *r, const char *kind, const char *fp)
 	const cJSON *it;
 
 	cJSON_ArrayForEach(it, r->markers) {
-		const char *k = pl_str(it, "kind"), *f = pl_str(it, "fp");
+		const char *k = json_str(it, "kind"), *f = json_str(it, "fp");
 		if (k && f && !strcmp(k, kind) && !strcmp(f, fp))
 			return it;
 	}

@@ -78,11 +78,11 @@ static int proposals_open(opt_state *st, pl_run *r)
 		return error;
 	cJSON_ArrayForEach(it, list) {
 		cJSON *m = NULL;
-		if (pl_num(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me)
+		if (json_long(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me)
 			continue;
-		pl_marker_read(&m, pl_str(it, "description"), PIPELINE_MARKER_PROPOSAL);
-		if (m && pl_str(m, "kind"))
-			cJSON_AddTrueToObject(st->open_kinds, pl_str(m, "kind"));
+		pl_marker_read(&m, json_str(it, "description"), PIPELINE_MARKER_PROPOSAL);
+		if (m && json_str(m, "kind"))
+			cJSON_AddTrueToObject(st->open_kinds, json_str(m, "kind"));
 		st->open++;
 		cJSON_Delete(m);
 	}
@@ -178,7 +178,7 @@ static int branch_merged(int *out, pl_run *r, const cJSON *b, const char *name)
 {
 	cJSON *mrs = NULL, *it;
 	fbuf q;
-	const char *head = pl_str(cJSON_GetObjectItemCaseSensitive(b, "commit"), "id");
+	const char *head = json_str(cJSON_GetObjectItemCaseSensitive(b, "commit"), "id");
 	int error;
 
 	*out = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "merged"));
@@ -190,7 +190,7 @@ static int branch_merged(int *out, pl_run *r, const cJSON *b, const char *name)
 	if ((error = gitlab_list_all(&mrs, r->gl, "projects/:id/merge_requests", q.ptr, 20)) < 0)
 		goto cleanup;
 	cJSON_ArrayForEach(it, mrs) {
-		if (pl_str(it, "sha") && !strcmp(pl_str(it, "sha"), head))
+		if (json_str(it, "sha") && !strcmp(json_str(it, "sha"), head))
 			*out = 1;
 	}
 cleanup:
@@ -203,7 +203,7 @@ static int open_mr_from(const cJSON *open_mrs, const char *branch)
 {
 	const cJSON *it;
 	cJSON_ArrayForEach(it, open_mrs) {
-		if (pl_str(it, "source_branch") && !strcmp(pl_str(it, "source_branch"), branch))
+		if (json_str(it, "source_branch") && !strcmp(json_str(it, "source_branch"), branch))
 			return 1;
 	}
 	return 0;
@@ -235,13 +235,13 @@ static int cleanup_branches(opt_state *st, pl_run *r)
 		goto cleanup;
 	/* stale Factory merge requests first: a closed one's branch may then go too */
 	cJSON_ArrayForEach(it, mrs) {
-		const char *src = pl_str(it, "source_branch");
-		long updated = pl_parse_time(pl_str(it, "updated_at")), iid = pl_num(it, "iid");
+		const char *src = json_str(it, "source_branch");
+		long updated = pl_parse_time(json_str(it, "updated_at")), iid = json_long(it, "iid");
 		cJSON *made = NULL, *fields = NULL;
 		char note[512];
 		if (!src || strncmp(src, r->branch_prefix, plen) != 0 || !updated || updated >= cutoff ||
-		    pl_num(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me ||
-		    (pl_num(it, "source_project_id") && pl_num(it, "source_project_id") != pl_num(it, "project_id")))
+		    json_long(cJSON_GetObjectItemCaseSensitive(it, "author"), "id") != r->me ||
+		    (json_long(it, "source_project_id") && json_long(it, "source_project_id") != json_long(it, "project_id")))
 			continue;
 		if ((error = claimed(&flag, r, src)) < 0)
 			goto cleanup;
@@ -280,7 +280,7 @@ static int cleanup_branches(opt_state *st, pl_run *r)
 	if ((error = gitlab_list_all(&branches, r->gl, "projects/:id/repository/branches", q.ptr, 5000)) < 0)
 		goto cleanup;
 	cJSON_ArrayForEach(it, branches) {
-		const char *name = pl_str(it, "name");
+		const char *name = json_str(it, "name");
 		if (!name || strncmp(name, r->branch_prefix, plen) != 0 ||
 		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "protected")) ||
 		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "default")) || !strcmp(name, r->default_branch) ||
@@ -380,11 +380,11 @@ static int ci_speed(opt_state *st, pl_run *r)
 	}
 	cJSON_ArrayForEach(pl, pls) {
 		cJSON *jobs = NULL, *job;
-		snprintf(path, sizeof(path), "projects/:id/pipelines/%ld/jobs", pl_num(pl, "id"));
+		snprintf(path, sizeof(path), "projects/:id/pipelines/%ld/jobs", json_long(pl, "id"));
 		if ((error = gitlab_list_all(&jobs, r->gl, path, NULL, 500)) < 0)
 			goto cleanup;
 		cJSON_ArrayForEach(job, jobs) {
-			const char *name = pl_str(job, "name");
+			const char *name = json_str(job, "name");
 			const cJSON *d = cJSON_GetObjectItemCaseSensitive(job, "duration");
 			const cJSON *qd = cJSON_GetObjectItemCaseSensitive(job, "queued_duration");
 			if (!name || !cJSON_IsNumber(d))
@@ -412,9 +412,9 @@ static int ci_speed(opt_state *st, pl_run *r)
 	{
 		cJSON *f = NULL;
 		if (gitlab_request(&f, r->gl, "GET", NULL, "projects/:id/repository/files/.gitlab-ci.yml?ref=%s", q.ptr) == 0 &&
-		    pl_str(f, "content")) {
+		    json_str(f, "content")) {
 			/* base64 content */
-			const char *b64 = pl_str(f, "content");
+			const char *b64 = json_str(f, "content");
 			static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 			unsigned acc = 0;
 			int bits = 0;
@@ -711,13 +711,13 @@ static void check_dep(opt_state *st, registries *reg, const dep *d, fbuf *deprec
 		goto cleanup;
 	if (!strcmp(d->eco, "npm")) {
 		const cJSON *versions = cJSON_GetObjectItemCaseSensitive(j, "versions");
-		latest = pl_str(cJSON_GetObjectItemCaseSensitive(j, "dist-tags"), "latest");
+		latest = json_str(cJSON_GetObjectItemCaseSensitive(j, "dist-tags"), "latest");
 		if (latest)
-			why = pl_str(cJSON_GetObjectItemCaseSensitive(versions, latest), "deprecated");
+			why = json_str(cJSON_GetObjectItemCaseSensitive(versions, latest), "deprecated");
 	} else if (!strcmp(d->eco, "pypi")) {
 		const cJSON *info = cJSON_GetObjectItemCaseSensitive(j, "info");
 		const cJSON *cls = cJSON_GetObjectItemCaseSensitive(info, "classifiers"), *c;
-		latest = pl_str(info, "version");
+		latest = json_str(info, "version");
 		cJSON_ArrayForEach(c, cls) {
 			if (cJSON_IsString(c) && strstr(c->valuestring, "Development Status :: 7 - Inactive"))
 				why = "marked inactive (Development Status :: 7 - Inactive)";
@@ -725,14 +725,14 @@ static void check_dep(opt_state *st, registries *reg, const dep *d, fbuf *deprec
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(info, "yanked")))
 			why = "the latest release is yanked";
 	} else if (!strcmp(d->eco, "go")) {
-		latest = pl_str(j, "Version");
-		if (pl_str(j, "Deprecated"))
-			why = pl_str(j, "Deprecated");
+		latest = json_str(j, "Version");
+		if (json_str(j, "Deprecated"))
+			why = json_str(j, "Deprecated");
 	} else if (!strcmp(d->eco, "cargo")) {
 		const cJSON *crate = cJSON_GetObjectItemCaseSensitive(j, "crate");
-		latest = pl_str(crate, "max_stable_version") ? pl_str(crate, "max_stable_version") : pl_str(crate, "max_version");
+		latest = json_str(crate, "max_stable_version") ? json_str(crate, "max_stable_version") : json_str(crate, "max_version");
 	} else {
-		latest = pl_str(j, "version");
+		latest = json_str(j, "version");
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "yanked")))
 			why = "yanked";
 	}
@@ -992,19 +992,19 @@ static int usage(long *found, fbuf *md, pl_run *r)
 	if ((error = scan_tree(&f, &w, root, r->job->cfg)) < 0)
 		goto cleanup;
 	log_info("optimise: dependency use: %ld files read (%lld bytes), %ld over 1 MiB skipped, %d declared entries",
-		 w.files, w.bytes, w.skipped, (int)pl_num(f, "declared"));
+		 w.files, w.bytes, w.skipped, (int)json_long(f, "declared"));
 	report_counter_set(r->rep, "deps_files_read", w.files);
 	if (!w.incomplete && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "unused"))) {
 		fbuf_puts(md, "Declared but never used: no source file imports, requires or uses them, and no script or "
 			      "configuration file names them (remove them, or list them in `pipeline.deps.keep`):\n\n"
 			      "| ecosystem | package | manifest | section |\n|---|---|---|---|\n");
 		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(f, "unused")) {
-			fbuf_printf(md, "| %s | `", pl_str(it, "eco"));
-			md_cell(md, pl_str(it, "name"), 214);
+			fbuf_printf(md, "| %s | `", json_str(it, "eco"));
+			md_cell(md, json_str(it, "name"), 214);
 			fbuf_puts(md, "` | ");
-			md_cell(md, pl_str(it, "manifest"), 200);
+			md_cell(md, json_str(it, "manifest"), 200);
 			fbuf_puts(md, " | ");
-			md_cell(md, pl_str(it, "section"), 60);
+			md_cell(md, json_str(it, "section"), 60);
 			fbuf_puts(md, " |\n");
 			(*found)++;
 		}
@@ -1015,17 +1015,17 @@ static int usage(long *found, fbuf *md, pl_run *r)
 	if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f, "bloat"))) {
 		fbuf_puts(md, "Bloat:\n\n| kind | ecosystem | package | manifest | what to do |\n|---|---|---|---|---|\n");
 		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(f, "bloat")) {
-			const char *k = pl_str(it, "kind");
+			const char *k = json_str(it, "kind");
 			fbuf_printf(md, "| %s | %s | `", !strcmp(k, "twice") ? "declared twice"
 						       : !strcmp(k, "dev_in_runtime") ? "development tool at run time"
 						       : !strcmp(k, "lighter") ? "lighter replacement"
 									       : "lock file duplicates",
-				    pl_str(it, "eco"));
-			md_cell(md, pl_str(it, "name"), 214);
+				    json_str(it, "eco"));
+			md_cell(md, json_str(it, "name"), 214);
 			fbuf_puts(md, "` | ");
-			md_cell(md, pl_str(it, "manifest"), 200);
+			md_cell(md, json_str(it, "manifest"), 200);
 			fbuf_puts(md, " | ");
-			md_cell(md, pl_str(it, "detail"), 1000);
+			md_cell(md, json_str(it, "detail"), 1000);
 			fbuf_puts(md, " |\n");
 			(*found)++;
 		}
@@ -1067,9 +1067,9 @@ static int manifest_below(int *out, pl_run *r, const char *ref_query)
 	if (cJSON_GetArraySize(all) >= SUB_LIST_MAX)
 		*out = 1;
 	cJSON_ArrayForEach(it, all) {
-		const char *path = pl_str(it, "path"), *c, *seg;
+		const char *path = json_str(it, "path"), *c, *seg;
 		int depth = 0, skip = 0, i;
-		if (*out || !path || strcmp(pl_str(it, "type") ? pl_str(it, "type") : "blob", "blob") != 0)
+		if (*out || !path || strcmp(json_str(it, "type") ? json_str(it, "type") : "blob", "blob") != 0)
 			continue;
 		for (seg = path; !skip && (c = strchr(seg, '/')); seg = c + 1, depth++)
 			for (i = 0; skip_dirs[i]; i++)
@@ -1122,7 +1122,7 @@ static int dependencies(opt_state *st, pl_run *r)
 		goto cleanup;
 	}
 	cJSON_ArrayForEach(it, tree) {
-		const char *name = pl_str(it, "name");
+		const char *name = json_str(it, "name");
 		if (!name)
 			continue;
 		for (i = 0; renovate_files[i]; i++)

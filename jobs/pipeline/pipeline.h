@@ -24,6 +24,7 @@
 #include "cilog.h"
 #include "gitops.h"
 #include "job.h"
+#include "json.h"
 
 #define PIPELINE_LABEL_FAILURE "factory::ci-failure"   /* issues filed for failures */
 #define PIPELINE_LABEL_FIX "factory::ci-fix"           /* fix merge requests */
@@ -95,8 +96,6 @@ typedef struct {
 
 /* run.c */
 int pipeline_cmd_run(job_ctx *ctx);
-const char *pl_str(const cJSON *o, const char *key);
-long pl_num(const cJSON *o, const char *key);
 /* "2026-11-27T10:00:00Z" for a unix time, into `out` (at least 21 bytes). */
 void pl_iso(char *out, size_t len, long t);
 /* GitLab's time ("2026-11-27T10:00:00.000Z") to unix seconds, 0 if it does not parse. */

@@ -153,7 +153,7 @@ static int open_mr_of(long *iid, pl_run *r, const char *ref)
 				    "projects/:id/merge_requests?state=opened&source_branch=%s&per_page=5", q.ptr)) < 0)
 		goto cleanup;
 	if (cJSON_GetArraySize(list) > 0)
-		*iid = pl_num(cJSON_GetArrayItem(list, 0), "iid");
+		*iid = json_long(cJSON_GetArrayItem(list, 0), "iid");
 cleanup:
 	fbuf_release(&q);
 	cJSON_Delete(list);
@@ -188,8 +188,8 @@ static int to_top_of_up_next(pl_run *r, long iid)
 				    "workflow%3A%3Aup%20next")) < 0)
 		return error;
 	cJSON_ArrayForEach(it, list) {
-		if (pl_num(it, "iid") != iid) {
-			first_id = pl_num(it, "id");
+		if (json_long(it, "iid") != iid) {
+			first_id = json_long(it, "id");
 			break;
 		}
 	}
@@ -205,17 +205,17 @@ static int describe(fbuf *out, const cJSON *pl, const cJSON *job, const cilog_re
 {
 	fbuf clean, name;
 	char fence[32];
-	const char *stage = pl_str(job, "stage");
+	const char *stage = json_str(job, "stage");
 	int error;
 
 	fbuf_init(&clean, EXCERPT_MAX * 4);
 	fbuf_init(&name, 1024);
-	untrusted_title(&name, pl_str(job, "name") ? pl_str(job, "name") : "?", strlen(pl_str(job, "name") ? pl_str(job, "name") : "?"), 200);
-	if ((error = fbuf_printf(out, "- Pipeline: [#%ld](%s) on `%s` at `%.12s`\n", pl_num(pl, "id"),
-				 pl_str(pl, "web_url") ? pl_str(pl, "web_url") : "", pl_str(pl, "ref") ? pl_str(pl, "ref") : "",
-				 pl_str(pl, "sha") ? pl_str(pl, "sha") : "")) < 0 ||
+	untrusted_title(&name, json_str(job, "name") ? json_str(job, "name") : "?", strlen(json_str(job, "name") ? json_str(job, "name") : "?"), 200);
+	if ((error = fbuf_printf(out, "- Pipeline: [#%ld](%s) on `%s` at `%.12s`\n", json_long(pl, "id"),
+				 json_str(pl, "web_url") ? json_str(pl, "web_url") : "", json_str(pl, "ref") ? json_str(pl, "ref") : "",
+				 json_str(pl, "sha") ? json_str(pl, "sha") : "")) < 0 ||
 	    (error = fbuf_printf(out, "- Job: [%s](%s)%s%s%s\n", fbuf_cstr(&name),
-				 pl_str(job, "web_url") ? pl_str(job, "web_url") : "", stage ? " (stage `" : "",
+				 json_str(job, "web_url") ? json_str(job, "web_url") : "", stage ? " (stage `" : "",
 				 stage ? stage : "", stage ? "`)" : "")) < 0 ||
 	    (error = fbuf_printf(out, "- Class: `%s`%s%s%s\n", cilog_class_name(res->klass), res->rule ? " (rule `" : "",
 				 res->rule ? res->rule : "", res->rule ? "`)" : "")) < 0)
@@ -261,8 +261,8 @@ static int failure_marker(fbuf *out, const char *fp, const cilog_result *res, co
 
 	if (!m || !cJSON_AddNumberToObject(m, "v", 1) || !cJSON_AddStringToObject(m, "fp", fp) ||
 	    !cJSON_AddStringToObject(m, "class", cilog_class_name(res->klass)) ||
-	    !cJSON_AddStringToObject(m, "job", pl_str(job, "name") ? pl_str(job, "name") : "") ||
-	    !cJSON_AddNumberToObject(m, "job_id", (double)pl_num(job, "id")) || !cJSON_AddStringToObject(m, "ref", ref) ||
+	    !cJSON_AddStringToObject(m, "job", json_str(job, "name") ? json_str(job, "name") : "") ||
+	    !cJSON_AddNumberToObject(m, "job_id", (double)json_long(job, "id")) || !cJSON_AddStringToObject(m, "ref", ref) ||
 	    !cJSON_AddNumberToObject(m, "depth", depth)) {
 		cJSON_Delete(m);
 		return ferror_set(FACTORY_ENOMEM, "out of memory");
@@ -276,7 +276,7 @@ static int failure_marker(fbuf *out, const char *fp, const cilog_result *res, co
 static int file_issue(pl_run *r, const cJSON *pl, const cJSON *job, const cilog_result *res, const char *fp,
 		      const char *why, int depth)
 {
-	const char *ref = pl_str(pl, "ref") ? pl_str(pl, "ref") : "";
+	const char *ref = json_str(pl, "ref") ? json_str(pl, "ref") : "";
 	int fast = !strcmp(ref, r->default_branch);
 	cJSON *fields = NULL, *made = NULL;
 	fbuf body, title, raw;
@@ -286,7 +286,7 @@ static int file_issue(pl_run *r, const cJSON *pl, const cJSON *job, const cilog_
 	fbuf_init(&title, 1024);
 	fbuf_init(&raw, 1024);
 	if ((error = fbuf_printf(&raw, "CI %s: %s in job %s on %s", fast ? "is red" : "failure",
-				 cilog_class_name(res->klass), pl_str(job, "name") ? pl_str(job, "name") : "?", ref)) < 0 ||
+				 cilog_class_name(res->klass), json_str(job, "name") ? json_str(job, "name") : "?", ref)) < 0 ||
 	    (error = untrusted_title(&title, raw.ptr, raw.len, 200)) < 0)
 		goto cleanup;
 	if ((error = fbuf_printf(&body, "**factory-pipeline found a CI failure it does not fix itself.** %s\n\n",
@@ -310,7 +310,7 @@ static int file_issue(pl_run *r, const cJSON *pl, const cJSON *job, const cilog_
 	log_info("%sissue filed%s: %s", r->dry_run ? "dry-run: " : "", fast ? " (fast lane, top of Up Next)" : "",
 		 title.ptr);
 	if (made) {
-		long iid = pl_num(made, "iid");
+		long iid = json_long(made, "iid");
 		pl_marker_add(r, "issue", iid, fp);
 		pl_ledger_set(r, fp, "issue", iid);
 		if (fast && to_top_of_up_next(r, iid) < 0)
@@ -333,7 +333,7 @@ static long attempts_of(const cJSON *all, const char *name)
 	long n = 0;
 
 	cJSON_ArrayForEach(it, all) {
-		const char *nm = pl_str(it, "name");
+		const char *nm = json_str(it, "name");
 		if (nm && name && !strcmp(nm, name))
 			n++;
 	}
@@ -346,11 +346,11 @@ static long attempts_of(const cJSON *all, const char *name)
 static int act(pl_run *r, const cJSON *pl, const cJSON *job, const cJSON *all, const cilog_result *res,
 	       const char *fp, long mr_iid)
 {
-	const char *ref = pl_str(pl, "ref") ? pl_str(pl, "ref") : "";
-	const char *name = pl_str(job, "name") ? pl_str(job, "name") : "";
+	const char *ref = json_str(pl, "ref") ? json_str(pl, "ref") : "";
+	const char *name = json_str(job, "name") ? json_str(job, "name") : "";
 	const char *cls = cilog_class_name(res->klass);
-	long job_id = pl_num(job, "id"), attempts = attempts_of(all, name);
-	long fixes = pl_num(cJSON_GetObjectItemCaseSensitive(r->ledger, "branch_fixes"), ref);
+	long job_id = json_long(job, "id"), attempts = attempts_of(all, name);
+	long fixes = json_long(cJSON_GetObjectItemCaseSensitive(r->ledger, "branch_fixes"), ref);
 	int depth = !strncmp(ref, r->fix_prefix, strlen(r->fix_prefix)) || (mr_iid && fixes > 0);
 	int flaky = res->klass == CILOG_TEST && pl_ledger_flaky(r, fp, res->test) > 0;
 	int transient = cilog_class_transient(res->klass) || flaky;
@@ -372,7 +372,7 @@ static int act(pl_run *r, const cJSON *pl, const cJSON *job, const cJSON *all, c
 		}
 		r->retries++;
 		if (new_job)
-			pl_ledger_retry(r, job_id, pl_num(new_job, "id"), fp, res->test);
+			pl_ledger_retry(r, job_id, json_long(new_job, "id"), fp, res->test);
 		report_action(r->rep, "job.retry", name, "job %ld on %s: %s%s (attempt %ld of %ld)", job_id, ref, cls,
 			      flaky ? ", known flaky test" : "", attempts + 1, r->max_attempts);
 		log_info("%sretried job %ld (%s on %s): %s", r->dry_run ? "dry-run: " : "", job_id, name, ref, cls);
@@ -381,14 +381,14 @@ static int act(pl_run *r, const cJSON *pl, const cJSON *job, const cJSON *all, c
 	}
 	if ((open = pl_marker_find(r, "mr", fp))) {
 		log_info("job %ld (%s, %s): fix merge request !%ld is already open for fingerprint %s", job_id, name, cls,
-			 pl_num(open, "iid"), fp);
-		report_action(r->rep, "skip.open_mr", name, "fingerprint %s: !%ld open", fp, pl_num(open, "iid"));
+			 json_long(open, "iid"), fp);
+		report_action(r->rep, "skip.open_mr", name, "fingerprint %s: !%ld open", fp, json_long(open, "iid"));
 		return 1;
 	}
 	if ((open = pl_marker_find(r, "issue", fp))) {
 		log_info("job %ld (%s, %s): issue #%ld is already open for fingerprint %s", job_id, name, cls,
-			 pl_num(open, "iid"), fp);
-		report_action(r->rep, "skip.open_issue", name, "fingerprint %s: #%ld open", fp, pl_num(open, "iid"));
+			 json_long(open, "iid"), fp);
+		report_action(r->rep, "skip.open_issue", name, "fingerprint %s: #%ld open", fp, json_long(open, "iid"));
 		return 1;
 	}
 	if (transient)
@@ -445,18 +445,18 @@ static int handle_pipeline(pl_run *r, const cJSON *pl, long mr_iid)
 	char path[128];
 	int error;
 
-	snprintf(path, sizeof(path), "projects/:id/pipelines/%ld/jobs", pl_num(pl, "id"));
+	snprintf(path, sizeof(path), "projects/:id/pipelines/%ld/jobs", json_long(pl, "id"));
 	if ((error = gitlab_list_all(&failed, r->gl, path, "scope[]=failed", 500)) < 0 ||
 	    (error = gitlab_list_all(&all, r->gl, path, "include_retried=true", 2000)) < 0)
 		goto cleanup;
 	cJSON_ArrayForEach(job, failed) {
 		cilog_result res;
 		char fp[PIPELINE_FP_LEN];
-		long id = pl_num(job, "id");
+		long id = json_long(job, "id");
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(job, "allow_failure")))
 			continue;
 		if (pl_ledger_handled(r, id)) {
-			log_info("job %ld (%s): already handled by an earlier run", id, pl_str(job, "name"));
+			log_info("job %ld (%s): already handled by an earlier run", id, json_str(job, "name"));
 			continue;
 		}
 		cilog_result_init(&res);
@@ -467,11 +467,11 @@ static int handle_pipeline(pl_run *r, const cJSON *pl, long mr_iid)
 			log_warn("job %ld: its log cannot be read: %s", id, ferror_last());
 			continue;
 		}
-		pl_fingerprint(fp, &res, pl_str(job, "name") ? pl_str(job, "name") : "");
-		log_info("job %ld (%s) on %s: %s%s%s, lines %ld-%ld, fingerprint %s", id, pl_str(job, "name"),
-			 pl_str(pl, "ref"), cilog_class_name(res.klass), res.file ? " at " : "", res.file ? res.file : "",
+		pl_fingerprint(fp, &res, json_str(job, "name") ? json_str(job, "name") : "");
+		log_info("job %ld (%s) on %s: %s%s%s, lines %ld-%ld, fingerprint %s", id, json_str(job, "name"),
+			 json_str(pl, "ref"), cilog_class_name(res.klass), res.file ? " at " : "", res.file ? res.file : "",
 			 res.first_line, res.last_line, fp);
-		pl_ledger_count(r, fp, &res, pl_str(job, "name") ? pl_str(job, "name") : "", id);
+		pl_ledger_count(r, fp, &res, json_str(job, "name") ? json_str(job, "name") : "", id);
 		error = act(r, pl, job, all, &res, fp, mr_iid);
 		cilog_result_release(&res);
 		if (error < 0)
@@ -490,15 +490,15 @@ int pl_repair(pl_run *r)
 {
 	cJSON *latest = NULL, *list = NULL, *seen = NULL, *pl;
 	char since[32], query[256];
-	long mark = pl_num(r->ledger, "mark"), from, done = 0;
+	long mark = json_long(r->ledger, "mark"), from, done = 0;
 	int error;
 
 	if ((error = latest_of_ref(&latest, r, r->default_branch)) < 0)
 		goto cleanup;
-	if (latest && pl_str(latest, "status") && !strcmp(pl_str(latest, "status"), "failed"))
+	if (latest && json_str(latest, "status") && !strcmp(json_str(latest, "status"), "failed"))
 		r->red = 1;
 	log_info("default branch %s: %s", r->default_branch,
-		 latest ? (pl_str(latest, "status") ? pl_str(latest, "status") : "?") : "no pipeline");
+		 latest ? (json_str(latest, "status") ? json_str(latest, "status") : "?") : "no pipeline");
 	/* since the last run (with an hour of overlap: markers make a second look harmless) */
 	from = mark ? mark - 3600 : r->now - r->since_h * 3600;
 	pl_iso(since, sizeof(since), from);
@@ -513,12 +513,12 @@ int pl_repair(pl_run *r)
 	cJSON_AddTrueToObject(seen, r->default_branch);
 	if (r->red) {
 		done++;
-		log_info("pipeline %ld on %s failed", pl_num(latest, "id"), r->default_branch);
+		log_info("pipeline %ld on %s failed", json_long(latest, "id"), r->default_branch);
 		if ((error = handle_pipeline(r, latest, 0)) < 0)
 			goto cleanup;
 	}
 	cJSON_ArrayForEach(pl, list) {
-		const char *ref = pl_str(pl, "ref");
+		const char *ref = json_str(pl, "ref");
 		cJSON *newest = NULL;
 		long mr_iid = 0;
 		int is_default;
@@ -539,7 +539,7 @@ int pl_repair(pl_run *r)
 		} else {
 			if ((error = latest_of_ref(&newest, r, ref)) < 0)
 				goto cleanup;
-			if (!newest || pl_num(newest, "id") != pl_num(pl, "id")) {
+			if (!newest || json_long(newest, "id") != json_long(pl, "id")) {
 				cJSON_Delete(newest);
 				continue;
 			}
@@ -553,7 +553,7 @@ int pl_repair(pl_run *r)
 		}
 		r->red = 1;
 		done++;
-		log_info("pipeline %ld on %s failed", pl_num(pl, "id"), ref);
+		log_info("pipeline %ld on %s failed", json_long(pl, "id"), ref);
 		if ((error = handle_pipeline(r, pl, mr_iid)) < 0)
 			goto cleanup;
 	}

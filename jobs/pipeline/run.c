@@ -11,18 +11,6 @@
 #include "scope.h"
 #include "scope_job.h"
 
-const char *pl_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-long pl_num(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
-
 void pl_iso(char *out, size_t len, long t)
 {
 	time_t tt = (time_t)t;
@@ -115,11 +103,11 @@ static int load_project(pl_run *r)
 
 	if ((error = gitlab_request(&me, r->gl, "GET", NULL, "user")) < 0)
 		goto cleanup;
-	r->me = pl_num(me, "id");
+	r->me = json_long(me, "id");
 	if ((error = gitlab_request(&p, r->gl, "GET", NULL, "projects/:id")) < 0)
 		goto cleanup;
-	path = pl_str(p, "path_with_namespace");
-	branch = r->job->default_branch && *r->job->default_branch ? r->job->default_branch : pl_str(p, "default_branch");
+	path = json_str(p, "path_with_namespace");
+	branch = r->job->default_branch && *r->job->default_branch ? r->job->default_branch : json_str(p, "default_branch");
 	if (!path || !branch) {
 		error = ferror_set(FACTORY_EINVALID, "GET projects/:id: no path_with_namespace or default_branch");
 		goto cleanup;
